@@ -1,0 +1,99 @@
+"""What a generator backend is: the contract between the farm and any model that renders windows."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What the farm needs to know about a backend before it plans any work.
+
+    window_length / window_overlap: default window plan in output frames.
+    frame_multiple: window lengths must be `frame_multiple * k + 1` (Wan: 4); 1 means any length.
+    can_chain: the backend can condition a window on the last frames of the previous one.
+    num_gpus: GPUs one worker holding the model needs (0 for CPU backends).
+    max_side: largest output side in pixels the backend supports.
+    """
+
+    name: str
+    version: str
+    window_length: int
+    window_overlap: int
+    frame_multiple: int = 1
+    can_chain: bool = False
+    num_gpus: float = 0.0
+    max_side: int = 4096
+
+
+@dataclass(frozen=True)
+class Character:
+    """The character to animate, in the pixels of its own image.
+
+    image: (H, W, 3) uint8 RGB. mask: (H, W) bool, True on the character.
+    joints: (15, 3) float32 rest pose on the rig of `farm.rig` (x, y, confidence).
+    source: how the joints were obtained ("detected", "skeleton_file").
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    joints: np.ndarray
+    source: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """The output frame and how character-image pixels map onto it.
+
+    width, height: output size in pixels (even numbers).
+    scale: output pixels per character-image pixel for the character's body.
+    mode: "image" (character keeps its own background and place) or "video" (the character takes
+    the performer's place and framing in a frame of the reference video's shape).
+    """
+
+    width: int
+    height: int
+    scale: float
+    mode: str
+
+
+@dataclass
+class WindowRequest:
+    """One window of one shot to render.
+
+    start, end: output frame range [start, end).
+    targets: (end - start, 15, 3) float32 target joints in canvas pixels, confidence last.
+    layers: (end - start, 4) int order of the limbs per frame, back to front, as indices into
+    ("right_arm", "left_arm", "right_leg", "left_leg"); the torso and head are drawn first.
+    """
+
+    shot_id: str
+    start: int
+    end: int
+    targets: np.ndarray
+    layers: np.ndarray
+    prompt: str = ""
+    seed: int = 0
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class WindowResult:
+    """frames: (n, H, W, 3) uint8 RGB. drawn_joints: (n, 15, 2) where the backend put each joint,
+    when it knows (the puppet does: it skins the rig with the same transforms as the mesh)."""
+
+    frames: np.ndarray
+    drawn_joints: np.ndarray | None = None
+
+
+class Backend(Protocol):
+    spec: BackendSpec
+
+    def prepare(self, character: Character, canvas: Canvas) -> None:
+        """Per-shot set-up (mesh, binding, background); cheap to call again for the same inputs."""
+
+    def render_window(self, request: WindowRequest) -> WindowResult:
+        """Render one window; deterministic for a given request and seed."""
