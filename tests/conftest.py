@@ -1,0 +1,17 @@
+"""Shared fixtures. Media from ../shared/data is read in place; tests that need it skip only when
+that folder does not exist on the machine (it does on CI)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not on this machine")
+    return SHARED_DATA
