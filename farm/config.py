@@ -1,0 +1,207 @@
+"""One typed, validated configuration object, composed by Hydra from `conf/`.
+
+`load_config(overrides)` composes `conf/config.yaml` with Hydra override syntax
+(`match=video`, `output.size=720`), checks every key and type against the dataclasses below, checks
+value ranges, and returns a `FarmConfig`. Anything wrong is a `FarmError` naming the key and the fix.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from farm.errors import FarmError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+@dataclass
+class PuppetConfig:
+    name: str = "puppet"
+    grid_divisions: int = 40
+    deformer: str = "lbs"
+
+
+BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig}
+
+
+@dataclass
+class PoseConfig:
+    model: str = "mediapipe"
+    hands: bool = True
+    face: bool = False
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    warmup_frames: int = 8
+    smoothing: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 0.05
+    d_cutoff: float = 1.0
+
+
+@dataclass
+class MatchConfig:
+    mode: str = "image"
+    motion_weight: float = 1.0
+    anchor: str = "auto"
+
+
+@dataclass
+class WindowConfig:
+    length: int | None = None
+    overlap: int | None = None
+    blend: str = "linear"
+
+
+@dataclass
+class OutputConfig:
+    size: int = 512
+    fps: float | None = None
+    crf: int = 18
+    preset: str = "veryfast"
+    keep_audio: bool = True
+    pose_preview: bool = True
+    openpose_json: bool = False
+
+
+@dataclass
+class StorageConfig:
+    kind: str = "local"
+    roots: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RuntimeConfig:
+    kind: str = "local"
+
+
+@dataclass
+class QAConfig:
+    strict: bool = False
+    max_video_seconds: float = 600.0
+    max_side: int = 8192
+
+
+@dataclass
+class FarmConfig:
+    backend: Any = None  # one of BACKEND_SCHEMAS, chosen by backend.name
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    match: MatchConfig = field(default_factory=MatchConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    qa: QAConfig = field(default_factory=QAConfig)
+    prompt: str = ""
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Allowed values of the string options, checked after composition.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "pose.model": ("mediapipe",),
+    "match.mode": ("image", "video"),
+    "match.anchor": ("auto", "feet", "neck"),
+    "window.blend": ("linear", "cosine"),
+    "output.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
+    "storage.kind": ("local",),
+    "runtime.kind": ("local",),
+}
+
+# (min, max) inclusive ranges of numeric options; None is open.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "match.motion_weight": (0.0, 1.0),
+    "output.size": (64, 4096),
+    "output.fps": (1.0, 120.0),
+    "output.crf": (0, 51),
+    "window.length": (2, None),
+    "window.overlap": (0, None),
+    "pose.warmup_frames": (0, 300),
+    "pose.min_detection_confidence": (0.0, 1.0),
+    "pose.min_tracking_confidence": (0.0, 1.0),
+    "qa.max_video_seconds": (1.0, None),
+    "qa.max_side": (64, None),
+}
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = ()) -> FarmConfig:
+    """Compose conf/ with Hydra overrides and return the validated config."""
+    raw = _compose(list(overrides))
+    return validate(raw)
+
+
+def _compose(overrides: list[str]) -> Any:
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        unknown = re.match(r"Could not override '([^']+)'", str(exc))
+        if unknown:
+            raise FarmError(
+                f"config {unknown.group(1)}", "unknown key", "see the keys of each group under conf/ and in README"
+            ) from None
+        raise FarmError("config", _first_line(exc), "see the groups under conf/ and in README") from None
+
+
+def validate(raw: Any) -> FarmConfig:
+    """Check a composed config against the schema; return it as typed dataclasses."""
+    data = OmegaConf.to_container(raw, resolve=True) if not isinstance(raw, dict) else dict(raw)
+    backend = data.pop("backend", None) or {}
+    name = backend.get("name")
+    if name not in BACKEND_SCHEMAS:
+        raise FarmError("config backend.name", f"unknown backend {name!r}", f"use one of {sorted(BACKEND_SCHEMAS)}")
+    typed = _typed(FarmConfig, data, "")
+    typed.backend = _typed(BACKEND_SCHEMAS[name], backend, "backend.")
+    _check_values(typed)
+    return typed
+
+
+def _typed(schema: type, data: dict, prefix: str) -> Any:
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), data)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        raise FarmError(
+            f"config {prefix}{key}".rstrip(),
+            _first_line(exc),
+            "remove the key or fix its type (see the group files under conf/)",
+        ) from None
+
+
+def _check_values(cfg: FarmConfig) -> None:
+    flat = _flatten(cfg.to_dict())
+    for key, allowed in CHOICES.items():
+        if flat[key] not in allowed:
+            raise FarmError(f"config {key}", f"{flat[key]!r} is not allowed", f"use one of {', '.join(allowed)}")
+    for key, (low, high) in RANGES.items():
+        value = flat[key]
+        if value is None:
+            continue
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            raise FarmError(f"config {key}", f"{value} is out of range", f"use a value in {bounds}")
+    if cfg.window.length is not None and cfg.window.overlap is not None and cfg.window.overlap >= cfg.window.length:
+        raise FarmError("config window.overlap", "must be smaller than window.length", "lower window.overlap")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

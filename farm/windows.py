@@ -1,0 +1,61 @@
+"""Window plans: how T output frames are cut into overlapping windows (DESIGN §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from farm.errors import FarmError
+
+
+@dataclass(frozen=True)
+class Window:
+    """Output frames [start, end). render_length >= end - start is what the backend generates
+    (its frame-length rule may round up); frames past `end - start` are dropped."""
+
+    index: int
+    start: int
+    end: int
+    render_length: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "start": self.start, "end": self.end, "render_length": self.render_length}
+
+
+def valid_length(n: int, frame_multiple: int) -> int:
+    """Smallest length >= n of the form frame_multiple * k + 1 (any n when frame_multiple is 1)."""
+    if frame_multiple <= 1:
+        return n
+    k = max(0, -(-(n - 1) // frame_multiple))
+    return frame_multiple * k + 1
+
+
+def plan_windows(total: int, length: int, overlap: int, frame_multiple: int = 1) -> list[Window]:
+    """Cover frames [0, total) with windows of `length` frames stepping by `length - overlap`.
+
+    The last window is shifted back to end exactly at `total`, so no padding reaches the output;
+    a clip shorter than one window becomes one window of `total` frames (rendered at the next valid
+    length, then trimmed).
+    """
+    if total < 1:
+        raise FarmError("window plan", f"cannot plan windows for {total} frames", "the motion video has no frames")
+    if valid_length(length, frame_multiple) != length:
+        raise FarmError(
+            "config window.length",
+            f"{length} does not fit the backend's rule {frame_multiple}k+1",
+            f"use {valid_length(length, frame_multiple)}",
+        )
+    if not 0 <= overlap < length:
+        raise FarmError("config window.overlap", f"{overlap} must be in [0, {length})", "lower window.overlap")
+    if total <= length:
+        return [Window(0, 0, total, valid_length(total, frame_multiple))]
+    step = length - overlap
+    starts = list(range(0, total - length, step)) + [total - length]
+    return [Window(i, s, s + length, length) for i, s in enumerate(starts)]
+
+
+def overlap_overhead(windows: list[Window], total: int) -> float:
+    """(frames generated - total) / total: the redundant compute spent on overlaps and rounding."""
+    return (sum(w.render_length for w in windows) - total) / total
