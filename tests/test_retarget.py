@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from farm.character import read_skeleton
+from farm.errors import FarmError
+from farm.pose.retarget import limb_layers, retarget
+from farm.rig import BONES, JOINT_INDEX, PARENTS, bone_lengths
+from tests.conftest import REPO
+
+CHAR_SIZE = (508, 602)
+
+
+@pytest.fixture(scope="module")
+def char1():
+    return read_skeleton(REPO / "jobs/media/childdrawing_char1_skeleton.yaml", CHAR_SIZE)
+
+
+def _performer(frames: int, *, legs_seen: bool = True) -> np.ndarray:
+    """A performer twice the size of char1 with other proportions, waving the right arm."""
+    rest = read_skeleton(REPO / "jobs/media/childdrawing_char1_skeleton.yaml", CHAR_SIZE)
+    base = rest.copy()
+    base[:, :2] = (rest[:, :2] - rest[0, :2]) * [1.6, 2.4] + [600, 500]
+    out = np.repeat(base[None], frames, axis=0)
+    for t in range(frames):
+        angle = np.deg2rad(-90 + 60 * np.sin(t / 3))  # right forearm swings around the elbow
+        elbow = out[t, JOINT_INDEX["right_elbow"], :2]
+        length = np.linalg.norm(base[JOINT_INDEX["right_wrist"], :2] - base[JOINT_INDEX["right_elbow"], :2])
+        out[t, JOINT_INDEX["right_wrist"], :2] = elbow + length * np.array([np.cos(angle), np.sin(angle)])
+        out[t, :, 0] += 3 * t  # walks to the right
+    if not legs_seen:
+        for name in ("right_knee", "right_ankle", "left_knee", "left_ankle"):
+            out[:, JOINT_INDEX[name], 2] = 0.0
+    return out
+
+
+def _angles(j):
+    d = j[:, [c for _, c in BONES], :2] - j[:, [p for p, _ in BONES], :2]
+    return np.arctan2(d[..., 1], d[..., 0])
+
+
+def test_bones_take_performer_directions_and_character_lengths(char1):
+    driving = _performer(20)
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    assert np.allclose(_angles(moved.targets), _angles(driving), atol=1e-5)
+    expected = bone_lengths(char1) * moved.canvas.scale
+    lengths = bone_lengths(moved.targets)
+    # Foreshortening may shorten a bone, never lengthen it past the character's own length.
+    assert np.all(lengths <= expected[None] * 1.0001)
+    # Torso and head are never foreshortened here (shoulders are: the pair is equalised to the longer).
+    assert np.allclose(lengths[:, :2], expected[None, :2], rtol=1e-4)
+    assert moved.anchor == "feet"
+
+
+def test_image_mode_keeps_character_feet_on_its_ground_and_moves_by_scaled_displacement(char1):
+    driving = _performer(20)
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    scale = moved.canvas.scale
+    ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
+    assert moved.targets[0, ankles, 1].max() == pytest.approx(char1[ankles, 1].max() * scale, abs=1e-3)
+    assert (moved.canvas.width, moved.canvas.height) == (432, 512)
+    # The performer walks 57 px right in video pixels; the character moves by that times its size ratio.
+    shift = moved.targets[19, 0, 0] - moved.targets[0, 0, 0]
+    assert 0 < shift < 57
+
+
+def test_limbs_the_video_does_not_show_keep_the_rest_pose(char1):
+    driving = _performer(10, legs_seen=False)
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    legs = [k - 1 for k in (JOINT_INDEX["right_knee"], JOINT_INDEX["right_ankle"], JOINT_INDEX["left_knee"], JOINT_INDEX["left_ankle"])]
+    rest = _angles(char1[None])[0]
+    assert np.allclose(_angles(moved.targets)[:, legs], rest[legs], atol=1e-6)
+    assert moved.anchor == "neck"
+    assert not moved.driven[legs].any()
+
+
+def test_motion_weight_zero_keeps_the_character_still(char1):
+    moved = retarget(_performer(10), (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=0.0, anchor="auto", output_size=512)
+    expected = char1[:, :2] * moved.canvas.scale
+    assert np.allclose(moved.targets[..., :2], expected[None], atol=1e-3)
+
+
+def test_video_mode_puts_the_character_where_the_performer_stands(char1):
+    driving = _performer(12)
+    moved = retarget(driving, (1280, 720), char1, CHAR_SIZE, mode="video", motion_weight=1.0, anchor="feet", output_size=640)
+    fit = 640 / 1280
+    assert (moved.canvas.width, moved.canvas.height) == (640, 360)
+    ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
+    assert np.allclose(moved.targets[:, ankles, 1].max(axis=1), driving[:, ankles, 1].max(axis=1) * fit, atol=1e-3)
+    assert np.allclose(moved.targets[:, 0, 0], driving[:, 0, 0] * fit, atol=1e-3)
+    # Performer's torso is 2.4x the character's; in video mode the character takes the performer's size.
+    torso = bone_lengths(moved.targets)[0, 0]
+    assert torso == pytest.approx(bone_lengths(driving)[0, 0] * fit, rel=0.2)
+
+
+def test_no_person_in_video_is_a_clear_error(char1):
+    driving = np.zeros((5, 15, 3), np.float32)
+    with pytest.raises(FarmError, match="no person"):
+        retarget(driving, (640, 480), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+
+
+def test_limb_layers_put_the_closest_limb_last():
+    body = np.zeros((2, 33, 4), np.float32)
+    body[0, [13, 15], 2] = -0.5  # left arm toward the camera
+    body[1, [26, 28], 2] = -0.8  # right leg toward the camera
+    layers = limb_layers(body)
+    assert layers[0, -1] == 1 and layers[1, -1] == 2
+    assert sorted(layers[0]) == [0, 1, 2, 3]
+    assert PARENTS[0] == -1
