@@ -35,13 +35,13 @@ BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig}
 class PoseConfig:
     model: str = "mediapipe"
     hands: bool = True
-    face: bool = False
+    face: bool = True
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     warmup_frames: int = 8
     smoothing: bool = True
     min_cutoff: float = 1.0
-    beta: float = 0.05
+    beta: float = 2.0
     d_cutoff: float = 1.0
 
 

@@ -1,0 +1,233 @@
+"""Body, hand and face landmarks of the performer in a video, with mediapipe 0.10.21.
+
+Only the legacy `mediapipe.solutions` API ships its models inside the wheel, and only at
+model_complexity=1 (lite and heavy are downloaded at run time, which fails offline).
+
+Coordinates are pixels of the source frame (x right, y down, origin top-left); "left" and "right"
+are the performer's own sides, as in farm.rig. A part that was not found on a frame (no person, a
+hand out of view, a part not asked for) is all zeros there: x = y = z = 0 and confidence 0, so
+arrays never hold NaN and readers filter on confidence.
+
+Speed on the 2-core CPU box at 640x480 (the ASL clips), decode and smoothing included, steady
+state: Holistic (body + hands + face) ≈ 47 frames/s, ≈ 35-45 for a whole short clip with the graph
+start-up; plain Pose ≈ 80. Holistic always runs its face model, so face=False saves no time. Both
+beat the 25 frames/s target, so hands and face are on by default.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.media.decode import iter_frames
+from farm.media.probe import probe_video
+from farm.pose.smooth import one_euro
+from farm.rig import from_mediapipe
+
+BODY_POINTS, HAND_POINTS, FACE_POINTS = 33, 21, 468
+VISIBLE = 0.5  # visibility from which a body landmark counts as seen (for the smoothing scale)
+
+
+@dataclass
+class PoseSequence:
+    """Landmarks of one performer over T consecutive frames of a video.
+
+    All arrays float32; x, y in pixels of the source frame; the last channel is the confidence in
+    [0, 1]. body: (T, 33, 4) x, y, z, visibility in mediapipe's landmark order; z is mediapipe's
+    depth relative to the hips, scaled like x (pixels), negative towards the camera.
+    left_hand, right_hand: (T, 21, 3) x, y, conf in mediapipe's hand order (also OpenPose's);
+    face: (T, 468, 3) face-mesh landmarks. Hands and face have conf 1 on frames where the part was
+    found and all zeros elsewhere; body visibility is 0 everywhere on frames without a person.
+    start: index in the source video of the first frame; fps, width, height: the source's.
+    """
+
+    body: np.ndarray
+    left_hand: np.ndarray
+    right_hand: np.ndarray
+    face: np.ndarray
+    fps: float
+    width: int
+    height: int
+    start: int
+
+    def __len__(self) -> int:
+        return self.body.shape[0]
+
+    def rig(self) -> np.ndarray:
+        """(T, 15, 3) rig joints: x, y, confidence (see farm.rig)."""
+        return from_mediapipe(self.body[..., [0, 1, 3]])
+
+    def person_found(self) -> np.ndarray:
+        """(T,) bool: frames on which mediapipe found a person."""
+        return self.body[..., 3].max(axis=-1, initial=0.0) > 0.0
+
+
+@dataclass(frozen=True)
+class PoseOptions:
+    """hands, face: also track them (mediapipe Holistic; plain Pose when both are off).
+    warmup_frames: frames decoded before `start` so the tracker has locked on by `start`; their
+    results are dropped. smoothing: One-Euro filter (farm.pose.smooth) with min_cutoff and
+    d_cutoff in Hz and beta per body size per second (coordinates are divided by the performer's
+    size in pixels while filtering)."""
+
+    hands: bool = True
+    face: bool = True
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    warmup_frames: int = 8
+    smoothing: bool = True
+    min_cutoff: float = 1.0
+    beta: float = 2.0
+    d_cutoff: float = 1.0
+
+
+def extract_poses(
+    path: str | Path,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    options: PoseOptions = PoseOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> PoseSequence:
+    """Track the most prominent person on frames start..stop-1 (stop None: to the end).
+
+    Runs mediapipe in tracking mode (static_image_mode=False), one landmarker for the whole call.
+    progress(n) is called after each frame of the range with the number of frames done so far.
+    """
+    # 1. Check inputs
+    probe = probe_video(path)
+    if start < 0 or (stop is not None and stop <= start):
+        raise FarmError(path, f"frame range {start}..{stop} is empty",
+                        f"give 0 <= start < stop (the video has {probe.frame_count} frames)")
+    first = max(0, start - options.warmup_frames)
+    warmup = start - first
+
+    # 2. Track every frame from the warm-up on
+    frames: list[tuple[np.ndarray, ...]] = []
+    with _landmarker(options, static=False) as landmarker:
+        for rgb in iter_frames(path, start=first, stop=stop):
+            frames.append(_read_result(landmarker.process(rgb), rgb.shape[1], rgb.shape[0]))
+            if progress is not None and len(frames) > warmup:
+                progress(len(frames) - warmup)
+    if len(frames) <= warmup:
+        raise FarmError(path, f"has no frames from {start} on (it has {probe.frame_count})",
+                        "pick a start inside the video")
+    body, left_hand, right_hand, face = (np.stack(part) for part in zip(*frames, strict=True))
+    if not options.hands:
+        left_hand[:], right_hand[:] = 0.0, 0.0
+    if not options.face:
+        face[:] = 0.0
+
+    # 3. Smooth, warm-up included so the filters are settled by `start`
+    if options.smoothing:
+        _smooth_in_place((body, left_hand, right_hand, face), probe.fps, options,
+                         default_scale=float(probe.height))
+
+    return PoseSequence(
+        body=body[warmup:], left_hand=left_hand[warmup:], right_hand=right_hand[warmup:],
+        face=face[warmup:], fps=float(probe.fps), width=int(probe.width),
+        height=int(probe.height), start=start,
+    )
+
+
+def detect_image_pose(rgb: np.ndarray) -> np.ndarray | None:
+    """Body landmarks of the most prominent person in one still image.
+
+    rgb: (H, W, 3) uint8. Returns (33, 4) float32 x, y (pixels), z, visibility, or None when
+    mediapipe finds no person (typical for drawings and cartoons).
+    """
+    with image_pose_detector() as detect:
+        return detect(rgb)
+
+
+@contextmanager
+def image_pose_detector() -> Iterator[Callable[[np.ndarray], np.ndarray | None]]:
+    """detect_image_pose for many unrelated images, with one mediapipe graph for all of them."""
+    with _landmarker(PoseOptions(hands=False, face=False), static=True) as landmarker:
+
+        def detect(rgb: np.ndarray) -> np.ndarray | None:
+            result = landmarker.process(np.ascontiguousarray(rgb))
+            if result.pose_landmarks is None:
+                return None
+            return _landmark_array(result.pose_landmarks, rgb.shape[1], rgb.shape[0],
+                                   visibility=True)
+
+        yield detect
+
+
+@contextmanager
+def _landmarker(options: PoseOptions, *, static: bool) -> Iterator:
+    # Imported here: mediapipe takes ~1 s to import and most of farm never needs it.
+    import mediapipe as mp
+
+    common = {
+        "static_image_mode": static,
+        "model_complexity": 1,
+        # Our own One-Euro filter replaces mediapipe's, so there is one set of smoothing knobs.
+        "smooth_landmarks": False,
+        "min_detection_confidence": options.min_detection_confidence,
+        "min_tracking_confidence": options.min_tracking_confidence,
+    }
+    if options.hands or options.face:
+        # refine_face_landmarks off: 468 mesh points, no iris (478 with it).
+        landmarker = mp.solutions.holistic.Holistic(refine_face_landmarks=False, **common)
+    else:
+        landmarker = mp.solutions.pose.Pose(**common)
+    try:
+        yield landmarker
+    finally:
+        landmarker.close()
+
+
+def _read_result(result, width: int, height: int) -> tuple[np.ndarray, ...]:
+    """mediapipe output -> body (33, 4), left hand (21, 3), right hand (21, 3), face (468, 3)."""
+    body = getattr(result, "pose_landmarks", None)
+    parts = [
+        _landmark_array(body, width, height, visibility=True) if body is not None
+        else np.zeros((BODY_POINTS, 4), np.float32)
+    ]
+    for name, count in (("left_hand_landmarks", HAND_POINTS), ("right_hand_landmarks", HAND_POINTS),
+                        ("face_landmarks", FACE_POINTS)):
+        found = getattr(result, name, None)
+        parts.append(_landmark_array(found, width, height, visibility=False) if found is not None
+                     else np.zeros((count, 3), np.float32))
+    return tuple(parts)
+
+
+def _landmark_array(landmarks, width: int, height: int, *, visibility: bool) -> np.ndarray:
+    """Normalised mediapipe landmarks -> pixels. visibility: (N, 4) x, y, z, visibility;
+    otherwise (N, 3) x, y, 1."""
+    if visibility:
+        rows = [(p.x * width, p.y * height, p.z * width, p.visibility) for p in landmarks.landmark]
+    else:
+        rows = [(p.x * width, p.y * height, 1.0) for p in landmarks.landmark]
+    return np.asarray(rows, dtype=np.float32)
+
+
+def _smooth_in_place(parts: tuple[np.ndarray, ...], fps: float, options: PoseOptions, *,
+                     default_scale: float) -> None:
+    """One-Euro filter on every part, normalised by the performer's size in pixels."""
+    body = parts[0]
+    scale = _body_size(body) or default_scale
+    for part in parts:
+        coords = slice(0, part.shape[-1] - 1)  # all channels but the confidence
+        part[..., coords] = one_euro(
+            part[..., coords], fps, confidence=part[..., -1], min_cutoff=options.min_cutoff,
+            beta=options.beta, d_cutoff=options.d_cutoff, scale=scale,
+        )
+
+
+def _body_size(body: np.ndarray) -> float | None:
+    """Median over frames of the larger side of the seen landmarks' bounding box, in pixels;
+    None when no frame shows a person."""
+    seen = body[..., 3] >= VISIBLE
+    sizes = []
+    for points, mask in zip(body[..., :2], seen, strict=True):
+        if mask.sum() >= 2:
+            extent = points[mask].max(axis=0) - points[mask].min(axis=0)
+            sizes.append(float(extent.max()))
+    return float(np.median(sizes)) if sizes else None

@@ -1,0 +1,43 @@
+"""Pose-map preview videos in OpenPose colours (what ComfyUI users inspect)."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from farm.pose.draw import draw_pose_frame, draw_rig_frame
+from farm.pose.extract import PoseSequence
+
+
+def write_pose_preview(
+    path: Path,
+    driving: PoseSequence,
+    fps: Fraction | float,
+    *,
+    index: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
+    canvas_size: tuple[int, int] | None = None,
+    max_height: int = 720,
+) -> None:
+    """The performer's pose (body, hands, face) per output frame; with `targets` ((T, 15, 3) on a
+    canvas of `canvas_size` (w, h)), the retargeted pose side by side on the right.
+
+    index: source frame shown at each output frame (default: every frame once).
+    """
+    from farm.media.encode import VideoWriter
+
+    index = np.arange(len(driving)) if index is None else index
+    height = canvas_size[1] if canvas_size else min(max_height, driving.height) // 2 * 2
+    left_width = max(2, int(round(driving.width * height / driving.height / 2)) * 2)
+    width = left_width + (canvas_size[0] if canvas_size else 0)
+    with VideoWriter(path, fps=fps, width=width, height=height, crf=23) as writer:
+        for t, src in enumerate(index):
+            frame = draw_pose_frame(
+                driving.width, driving.height, driving.body[src], driving.left_hand[src], driving.right_hand[src], driving.face[src]
+            )
+            frame = cv2.resize(frame, (left_width, height), interpolation=cv2.INTER_AREA)
+            if targets is not None:
+                frame = np.concatenate([frame, draw_rig_frame(canvas_size[0], height, targets[t])], axis=1)
+            writer.write(frame)
