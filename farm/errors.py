@@ -20,7 +20,7 @@ class FarmError(Exception):
         text = f"{self.subject}: {self.problem}"
         return f"{text} — {self.fix}" if self.fix else text
 
-    def for_shot(self, shot_id: str) -> "FarmError":
+    def for_shot(self, shot_id: str) -> FarmError:
         """The same error, prefixed with the shot it belongs to."""
         if self.subject.startswith(f"shot {shot_id}"):
             return self

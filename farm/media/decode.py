@@ -118,7 +118,8 @@ def _decode_range(path: Path, timeline: _Timeline, start: int, stop: int) -> Ite
             yield np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=timeline.width, height=timeline.height))
             yielded += 1
         if yielded < stop - start:
-            raise MediaError(path, f"stops decoding at frame {start + yielded} of the {len(timeline.pts)} it holds; it is damaged", VIDEO_FIX)
+            problem = f"stops decoding at frame {start + yielded} of the {len(timeline.pts)} it holds; it is damaged"
+            raise MediaError(path, problem, VIDEO_FIX)
 
 
 def _decoded_frames(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,

@@ -39,5 +39,7 @@ def write_pose_preview(
             )
             frame = cv2.resize(frame, (left_width, height), interpolation=cv2.INTER_AREA)
             if targets is not None:
-                frame = np.concatenate([frame, draw_rig_frame(canvas_size[0], height, targets[t])], axis=1)
+                # Every target joint is drawn, also those held at the character's rest pose.
+                shown = np.concatenate([targets[t, :, :2], np.ones((len(targets[t]), 1), np.float32)], axis=1)
+                frame = np.concatenate([frame, draw_rig_frame(canvas_size[0], height, shown)], axis=1)
             writer.write(frame)

@@ -222,7 +222,9 @@ def _held(values: np.ndarray, valid: np.ndarray, fallback) -> np.ndarray:
     never = ~valid.any(axis=0)
     if never.any():
         if fallback is None:
-            raise FarmError("motion video", "a joint needed for placement is never visible", "use a clip where the person is fully in frame")
+            raise FarmError(
+                "motion video", "a joint needed for placement is never visible", "use a clip where the person is fully in frame"
+            )
         gathered = np.where(never.reshape((1,) + never.shape + (1,) * (values.ndim - valid.ndim)), fallback, gathered)
     return gathered
 

@@ -1,0 +1,34 @@
+# motion-farm: `make demo` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+export RAY_AUTH_MODE := disabled
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+# Idempotent: reinstalls only when pyproject.toml changed. opencv-contrib (pulled by mediapipe)
+# needs libGL; install it from Debian if the machine lacks it.
+$(STAMP): pyproject.toml
+	@ldconfig -p | grep -q 'libGL.so.1 ' || (apt-get update -qq && apt-get install -y -qq libgl1 libglib2.0-0)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup
+	$(VENV)/bin/farm submit jobs/demo.yaml -o out
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	$(PY) -m farm.bench --out bench-results/bench.json
+
+lint: setup
+	$(VENV)/bin/ruff check farm tests
+
+clean:
+	rm -rf out bench-results .pytest_cache

@@ -1,0 +1,197 @@
+"""The character: its image, its mask and its rest skeleton on the rig of `farm.rig`.
+
+Skeleton: detected with mediapipe on photo-like images, or read from a skeleton file — the
+AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
+
+    format: farm-skeleton/1
+    width: 508          # optional: the image size the points were placed on
+    height: 602
+    joints:             # all 15 rig joints, image pixels, x right, y down
+      pelvis: [264, 397]
+      neck: [247, 232]
+      ...
+
+Mask, first that applies: a mask file (white = character), the image's alpha channel, mediapipe
+selfie segmentation for photos, threshold + flood fill for drawings on plain paper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from farm.backends.base import Character
+from farm.errors import FarmError
+from farm.media.probe import load_image, sha256_file
+from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINTS, from_mediapipe
+
+SKELETON_FORMAT = "farm-skeleton/1"
+MIN_MASK_SHARE = 0.01
+
+
+@dataclass
+class CharacterInfo:
+    skeleton_source: str  # "detected" | "skeleton_file"
+    mask_method: str  # "mask_file" | "alpha" | "selfie_segmentation" | "threshold"
+    width: int
+    height: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def load_character(
+    image_path: str | Path,
+    *,
+    skeleton_path: str | Path | None = None,
+    mask_path: str | Path | None = None,
+    max_side: int = 8192,
+) -> tuple[Character, CharacterInfo]:
+    rgb, alpha = load_image(image_path, max_side=max_side)
+    height, width = rgb.shape[:2]
+    if skeleton_path is not None:
+        joints, source = read_skeleton(skeleton_path, (width, height)), "skeleton_file"
+    else:
+        joints, source = detect_skeleton(rgb, image_path), "detected"
+    mask, method = character_mask(rgb, alpha, mask_path, photo=source == "detected")
+    _check_mask(mask, image_path, mask_path)
+    character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256_file(image_path))
+    return character, CharacterInfo(source, method, width, height)
+
+
+def detect_skeleton(rgb: np.ndarray, image_path: str | Path) -> np.ndarray:
+    from farm.pose.extract import detect_image_pose
+
+    body = detect_image_pose(rgb)
+    if body is None:
+        raise FarmError(
+            str(image_path),
+            "no person found in the character image (drawings and non-human characters are not detected)",
+            "pass --character-skeleton FILE (AnimatedDrawings char_cfg.yaml or farm-skeleton/1 YAML, see README)",
+        )
+    return from_mediapipe(body[:, [0, 1, 3]])
+
+
+def read_skeleton(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
+    """Read a skeleton file; returns (15, 3) joints in pixels of an image of `image_size` (w, h)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FarmError(str(path), "skeleton file not found", "check the path given to --character-skeleton")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise FarmError(str(path), f"not a YAML skeleton file ({type(exc).__name__})", "see the skeleton formats in README") from None
+    if isinstance(doc, dict) and isinstance(doc.get("skeleton"), list):
+        points = _animated_drawings_points(doc["skeleton"], path)
+    elif isinstance(doc, dict) and doc.get("format") == SKELETON_FORMAT and isinstance(doc.get("joints"), dict):
+        points = doc["joints"]
+    else:
+        raise FarmError(
+            str(path),
+            "unknown skeleton format",
+            f"use an AnimatedDrawings char_cfg.yaml (a `skeleton` list) or `format: {SKELETON_FORMAT}` with `joints`",
+        )
+    missing = [name for name in JOINTS if name not in points]
+    if missing:
+        raise FarmError(str(path), f"missing joints {', '.join(missing)}", f"give all of {', '.join(JOINTS)}")
+    joints = np.ones((len(JOINTS), 3), np.float32)
+    for i, name in enumerate(JOINTS):
+        loc = points[name]
+        if not (isinstance(loc, (list, tuple)) and len(loc) == 2 and all(isinstance(v, (int, float)) for v in loc)):
+            raise FarmError(str(path), f"joint {name} must be [x, y] in pixels, got {loc!r}", "fix that joint")
+        joints[i, :2] = loc
+    joints[:, :2] *= _size_factor(doc, image_size, path)
+    return joints
+
+
+def _animated_drawings_points(skeleton: list, path: Path) -> dict[str, list]:
+    points = {}
+    for entry in skeleton:
+        if not isinstance(entry, dict) or "name" not in entry or "loc" not in entry:
+            raise FarmError(str(path), f"skeleton entry {entry!r} needs `name` and `loc`", "fix the entry")
+        if entry["name"] in ANIMATED_DRAWINGS_NAMES:
+            points[ANIMATED_DRAWINGS_NAMES[entry["name"]]] = entry["loc"]
+    return points
+
+
+def _size_factor(doc: dict, image_size: tuple[int, int], path: Path) -> float:
+    """Skeleton files may have been placed on a resized copy of the image; same aspect is fine."""
+    width, height = doc.get("width"), doc.get("height")
+    if not width or not height:
+        return 1.0
+    if abs(width / height - image_size[0] / image_size[1]) > 0.01:
+        raise FarmError(
+            str(path),
+            f"skeleton was placed on a {width}x{height} image but the character image is {image_size[0]}x{image_size[1]}",
+            "use the skeleton made for this image",
+        )
+    return image_size[0] / width
+
+
+def character_mask(rgb: np.ndarray, alpha: np.ndarray | None, mask_path, *, photo: bool) -> tuple[np.ndarray, str]:
+    height, width = rgb.shape[:2]
+    if mask_path is not None:
+        mask_rgb, _ = load_image(mask_path)
+        if mask_rgb.shape[:2] != (height, width):
+            mask_rgb = cv2.resize(mask_rgb, (width, height), interpolation=cv2.INTER_NEAREST)
+        return mask_rgb.max(axis=2) > 127, "mask_file"
+    if alpha is not None:
+        return _clean(alpha > 127), "alpha"
+    if photo:
+        return _clean(_selfie_mask(rgb)), "selfie_segmentation"
+    return _clean(_paper_mask(rgb)), "threshold"
+
+
+def _selfie_mask(rgb: np.ndarray) -> np.ndarray:
+    import mediapipe as mp
+
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+        prob = seg.process(rgb).segmentation_mask
+    return prob > 0.5
+
+
+def _paper_mask(rgb: np.ndarray) -> np.ndarray:
+    """A drawing on plain paper: dark strokes, filled in from the outline (AnimatedDrawings' approach)."""
+    gray = rgb.min(axis=2)
+    block = max(3, (min(gray.shape) // 5) | 1)
+    strokes = cv2.bitwise_not(cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 8))
+    kernel = np.ones((3, 3), np.uint8)
+    strokes = cv2.dilate(cv2.morphologyEx(strokes, cv2.MORPH_CLOSE, kernel, iterations=2), kernel, iterations=2)
+    # Flood the paper from the border; whatever the flood cannot reach is inside the outline.
+    h, w = strokes.shape
+    flood = np.zeros((h + 2, w + 2), np.uint8)
+    flood[1:-1, 1:-1] = strokes > 0
+    paper = np.zeros((h, w), np.uint8)
+    border = [(0, x) for x in range(0, w, 10)] + [(h - 1, x) for x in range(0, w, 10)]
+    border += [(y, 0) for y in range(0, h, 10)] + [(y, w - 1) for y in range(0, h, 10)]
+    for y, x in border:
+        if not flood[y + 1, x + 1]:
+            cv2.floodFill(paper, flood, (x, y), 255, flags=4 | (255 << 8) | cv2.FLOODFILL_MASK_ONLY)
+    reached = flood[1:-1, 1:-1] == 255
+    return ~reached
+
+
+def _clean(mask: np.ndarray) -> np.ndarray:
+    """Keep the largest connected part and fill its holes."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros_like(mask, dtype=bool)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    part = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(part)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled.astype(bool)
+
+
+def _check_mask(mask: np.ndarray, image_path, mask_path) -> None:
+    if mask.mean() < MIN_MASK_SHARE:
+        subject = str(mask_path or image_path)
+        raise FarmError(
+            subject,
+            f"the character mask covers only {100 * mask.mean():.2f}% of the image",
+            "pass --character-mask FILE (white on the character, black elsewhere)",
+        )

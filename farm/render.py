@@ -1,0 +1,383 @@
+"""One shot, end to end on this machine: motion video + character image -> video.mp4 + record.
+
+`render_shot` follows DESIGN §2 step by step. Every stage is a plain function of arrays; this module
+only orders them, times them and writes the shot folder:
+
+    <out>/<shot_id>/video.mp4  manifest.json  pose_preview.mp4  poses/driving.parquet  poses/target.parquet
+
+Nothing partial is ever visible: the video is renamed into place only once complete, the manifest
+is written last, and a failed shot leaves a manifest with `status: failed` and no video.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from farm.backends.base import Backend, WindowRequest
+from farm.config import FarmConfig
+from farm.errors import FarmError
+from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
+from farm.media.probe import VideoProbe, probe_video, sha256_file
+from farm.windows import overlap_overhead, plan_windows
+
+VIDEO = "video.mp4"
+MANIFEST = "manifest.json"
+PREVIEW = "pose_preview.mp4"
+
+
+class Reporter(Protocol):
+    def stage(self, name: str, total: int | None = None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class Shot:
+    """What to render. Paths are local files; `shot_id` is derived from the content when not given."""
+
+    motion: Path
+    character: Path
+    skeleton: Path | None = None
+    mask: Path | None = None
+    prompt: str = ""
+    shot_id: str | None = None
+    rights: dict = field(default_factory=dict)
+
+
+@dataclass
+class ShotResult:
+    shot_id: str
+    status: str  # "succeeded" | "failed" | "reused"
+    folder: Path
+    manifest: dict
+    error: str | None = None
+
+    @property
+    def video(self) -> Path | None:
+        path = self.folder / VIDEO
+        return path if self.status != "failed" and path.exists() else None
+
+
+def make_backend(cfg: FarmConfig) -> Backend:
+    if cfg.backend.name == "puppet":
+        from farm.backends.puppet import PuppetBackend
+
+        return PuppetBackend(grid_divisions=cfg.backend.grid_divisions, deformer=cfg.backend.deformer)
+    raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet")
+
+
+def render_shot(
+    shot: Shot,
+    cfg: FarmConfig,
+    out_root: Path,
+    *,
+    backend: Backend | None = None,
+    reporter: Reporter | None = None,
+    force: bool = False,
+) -> ShotResult:
+    """Render one shot into `out_root/<shot_id>/`. Never raises for a bad shot: the result (and the
+    manifest on disk) says `failed` with the reason; the caller decides what to print."""
+    reporter = reporter or _Silent()
+    backend = backend or make_backend(cfg)
+    record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
+    timings: dict[str, float] = {}
+    shot_id = shot.shot_id or _fallback_id(shot, cfg)
+    folder = out_root / shot_id
+    try:
+        # 1. Check inputs: probe, hash, and derive the content-addressed shot id.
+        with _timed(timings, "probe"):
+            inputs, motion_probe = _probe_inputs(shot, cfg)
+        shot_id = shot.shot_id or _shot_id(inputs, cfg, backend)
+        folder = out_root / shot_id
+        if not force and _finished(folder):
+            manifest = json.loads((folder / MANIFEST).read_text())
+            return ShotResult(shot_id, "reused", folder, manifest)
+        _reset(folder)
+        record.update(shot_id=shot_id, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
+        record.update(versions=_versions(backend), seeds=[cfg.seed])
+
+        # 2. Character: image, mask, rest skeleton (before the long pose stage: its errors come early).
+        from farm.character import load_character
+
+        with _timed(timings, "character"):
+            character, char_info = load_character(
+                shot.character, skeleton_path=shot.skeleton, mask_path=shot.mask, max_side=cfg.qa.max_side
+            )
+        record["character"] = char_info.to_dict()
+
+        # 3. Pose of the performer.
+        from farm.pose.extract import extract_poses
+
+        reporter.stage("pose", motion_probe.frame_count)
+        with _timed(timings, "pose"):
+            driving = extract_poses(shot.motion, options=pose_options(cfg), progress=_progress_to(reporter))
+
+        # 4. Preflight: the checks a careful user would make before spending compute.
+        from farm.qa.preflight import run_preflight
+
+        with _timed(timings, "preflight"):
+            preflight = run_preflight(shot.motion, driving, character.joints, character.image.shape[0])
+        record["preflight"] = preflight.to_dict()
+        if cfg.qa.strict and preflight.warnings:
+            raise FarmError(str(shot.motion), "preflight: " + "; ".join(preflight.warnings), "fix the inputs or set qa.strict=false")
+
+        # 5. Retarget onto the character, at the output frame rate.
+        from farm.pose.retarget import limb_layers, retarget
+
+        fps = _output_fps(cfg, motion_probe)
+        index = _resample_index(len(driving), Fraction(motion_probe.fps_fraction), fps)
+        with _timed(timings, "retarget"):
+            moved = retarget(
+                driving.rig()[index],
+                (motion_probe.width, motion_probe.height),
+                character.joints,
+                (character.image.shape[1], character.image.shape[0]),
+                mode=cfg.match.mode,
+                motion_weight=cfg.match.motion_weight,
+                anchor=cfg.match.anchor,
+                output_size=cfg.output.size,
+            )
+            layers = limb_layers(driving.body[index])
+        record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
+
+        # 6. Window plan.
+        total = len(index)
+        spec = backend.spec
+        windows = plan_windows(
+            total,
+            cfg.window.length or spec.window_length,
+            cfg.window.overlap if cfg.window.overlap is not None else spec.window_overlap,
+            spec.frame_multiple,
+        )
+
+        # 7-9. Generate each window, stitch the overlaps, encode as frames become final.
+        with _timed(timings, "prepare"):
+            backend.prepare(character, moved.canvas)
+        reporter.stage("render", total)
+        with _timed(timings, "render"):
+            window_log, rig_error = _render_and_encode(
+                backend, windows, moved, layers, shot_id, cfg, fps, shot, motion_probe, folder, reporter
+            )
+        record["windows"] = window_log
+
+        # 10. Pose artifacts: parquet tables and the preview video.
+        from farm.pose.store import write_parquet, write_rig_parquet
+
+        with _timed(timings, "artifacts"):
+            (folder / "poses").mkdir(exist_ok=True)
+            write_parquet(driving, folder / "poses" / "driving.parquet")
+            write_rig_parquet(
+                moved.targets, folder / "poses" / "target.parquet", fps=float(fps), width=moved.canvas.width, height=moved.canvas.height
+            )
+            if cfg.output.pose_preview:
+                from farm.pose.preview import write_pose_preview
+
+                write_pose_preview(
+                    folder / PREVIEW, driving, fps, index=index, targets=moved.targets,
+                    canvas_size=(moved.canvas.width, moved.canvas.height),
+                )
+            if cfg.output.openpose_json:
+                from farm.pose.openpose import write_openpose_json
+
+                write_openpose_json(driving, folder / "poses" / "openpose")
+
+        record["metrics"] = {
+            "frames": total,
+            "fps": float(fps),
+            "width": moved.canvas.width,
+            "height": moved.canvas.height,
+            "overlap_overhead": round(overlap_overhead(windows, total), 4),
+            "rig_error_px_max": rig_error,
+        }
+        record["artifacts"] = _artifacts(folder)
+        record.update(status="succeeded", error=None)
+    except Exception as exc:  # one bad shot must never stop a campaign: record it and move on
+        message = str(exc.for_shot(shot_id)) if isinstance(exc, FarmError) else f"internal error: {type(exc).__name__}: {exc}"
+        record.update(status="failed", error={"type": type(exc).__name__, "message": message})
+        if not isinstance(exc, FarmError):
+            record["error"]["traceback"] = traceback.format_exc(limit=8)
+        record.setdefault("shot_id", shot_id)
+        _discard_outputs(folder)
+    record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / MANIFEST, record)
+    error = record["error"]["message"] if record["error"] else None
+    return ShotResult(record["shot_id"], record["status"], folder, record, error)
+
+
+def _render_and_encode(backend, windows, moved, layers, shot_id, cfg, fps, shot, probe, folder, reporter):
+    from farm.media.encode import VideoWriter
+    from farm.stitch import Stitcher
+
+    stitcher = Stitcher(moved.targets.shape[0], cfg.window.blend)
+    audio = shot.motion if cfg.output.keep_audio and probe.has_audio else None
+    log, worst = [], 0.0
+    with VideoWriter(
+        folder / VIDEO, fps=fps, width=moved.canvas.width, height=moved.canvas.height,
+        crf=cfg.output.crf, preset=cfg.output.preset, audio_from=audio,
+    ) as writer:
+        for i, window in enumerate(windows):
+            started = time.perf_counter()
+            request = WindowRequest(
+                shot_id=shot_id, start=window.start, end=window.end,
+                targets=moved.targets[window.start : window.end], layers=layers[window.start : window.end],
+                prompt=shot.prompt or cfg.prompt, seed=cfg.seed,
+            )
+            result = backend.render_window(request)
+            if result.drawn_joints is not None:
+                err = np.linalg.norm(result.drawn_joints - request.targets[..., :2], axis=-1)
+                worst = max(worst, float(err.max()))
+            next_start = windows[i + 1].start if i + 1 < len(windows) else None
+            for frame in stitcher.add(window, result.frames, next_start):
+                writer.write(frame)
+            reporter.advance(window.length if next_start is None else next_start - window.start)
+            log.append({**window.to_dict(), "worker": "local", "attempt": 1, "seconds": round(time.perf_counter() - started, 3)})
+        stitcher.finish()
+    return log, round(worst, 3)
+
+
+def _probe_inputs(shot: Shot, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
+    from farm.media.probe import probe_image
+
+    for path, name in ((shot.motion, "motion"), (shot.character, "character")):
+        _check_root(Path(path), cfg, name)
+    motion = probe_video(shot.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
+    image = probe_image(shot.character)
+    inputs = {
+        "motion": _input_record(shot.motion, motion),
+        "character": _input_record(shot.character, image),
+    }
+    for name, path in (("skeleton", shot.skeleton), ("mask", shot.mask)):
+        if path is not None:
+            _check_root(Path(path), cfg, name)
+            if not Path(path).is_file():
+                raise FarmError(str(path), f"{name} file not found", f"check the --character-{name} path")
+            inputs[name] = _input_record(path, None)
+    return inputs, motion
+
+
+def _input_record(path, probe) -> dict:
+    path = Path(path)
+    return {
+        "uri": path.resolve().as_uri(),
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "probe": probe.to_dict() if probe is not None else None,
+    }
+
+
+def _check_root(path: Path, cfg: FarmConfig, name: str) -> None:
+    roots = [Path(r).resolve() for r in cfg.storage.roots]
+    if roots and not any(path.resolve().is_relative_to(root) for root in roots):
+        raise FarmError(str(path), f"{name} is outside the allowed input roots", "move it under storage.roots or add its folder there")
+
+
+def _shot_id(inputs: dict, cfg: FarmConfig, backend: Backend) -> str:
+    key = {
+        "inputs": {name: item["sha256"] for name, item in inputs.items()},
+        "config": cfg.to_dict(),
+        "backend": [backend.spec.name, backend.spec.version],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fallback_id(shot: Shot, cfg: FarmConfig) -> str:
+    """Id for a shot whose inputs cannot even be hashed (missing file): from names and config."""
+    key = json.dumps([str(shot.motion), str(shot.character), cfg.to_dict()], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _finished(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return manifest.get("status") == "succeeded" and (folder / VIDEO).exists()
+
+
+def _reset(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+
+
+def _discard_outputs(folder: Path) -> None:
+    if folder.exists():
+        for child in folder.iterdir():
+            if child.name != MANIFEST:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def _artifacts(folder: Path) -> list[dict]:
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        found.append({"name": path.name, "path": str(path.relative_to(folder)), "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    return found
+
+
+def _versions(backend: Backend) -> dict:
+    found = versions()
+    found["backend"] = f"{backend.spec.name}/{backend.spec.version}"
+    found["pose_model"] = "mediapipe holistic/pose_landmark_full"
+    return found
+
+
+def pose_options(cfg: FarmConfig):
+    from farm.pose.extract import PoseOptions
+
+    p = cfg.pose
+    return PoseOptions(
+        hands=p.hands, face=p.face, min_detection_confidence=p.min_detection_confidence,
+        min_tracking_confidence=p.min_tracking_confidence, warmup_frames=p.warmup_frames,
+        smoothing=p.smoothing, min_cutoff=p.min_cutoff, beta=p.beta, d_cutoff=p.d_cutoff,
+    )
+
+
+def _output_fps(cfg: FarmConfig, probe: VideoProbe) -> Fraction:
+    if cfg.output.fps is None:
+        return Fraction(probe.fps_fraction)
+    return Fraction(cfg.output.fps).limit_denominator(1001)
+
+
+def _resample_index(frames: int, src_fps: Fraction, out_fps: Fraction) -> np.ndarray:
+    """Source frame shown at each output frame; the output lasts as long as the source."""
+    if src_fps == out_fps:
+        return np.arange(frames)
+    total = max(1, round(frames * out_fps / src_fps))
+    return np.minimum((np.arange(total) * src_fps / out_fps).astype(np.int64), frames - 1)
+
+
+def _progress_to(reporter: Reporter):
+    done = [0]
+
+    def update(n: int) -> None:
+        reporter.advance(n - done[0])
+        done[0] = n
+
+    return update
+
+
+@contextmanager
+def _timed(timings: dict, name: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started

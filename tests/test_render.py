@@ -1,0 +1,153 @@
+"""End to end on real media: motion video + character image -> an MP4 a user can watch."""
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import av
+import pytest
+
+from farm.config import load_config
+from farm.media.decode import iter_frames
+from farm.pose.store import read_parquet, read_rig_parquet
+from farm.render import Shot, render_shot
+from tests.conftest import REPO
+from tests.test_cli import run_farm
+
+MEDIA = REPO / "jobs" / "media"
+
+
+def _decoded(path):
+    """(decoded frame count, (codec, pix_fmt, fps, width, height), audio codecs) of a video file."""
+    with av.open(str(path)) as container:
+        v = container.streams.video[0]
+        info = (v.codec_context.name, v.codec_context.pix_fmt, Fraction(v.average_rate), v.width, v.height)
+        audio = [s.codec_context.name for s in container.streams.audio]
+        frames = sum(1 for _ in container.decode(video=0))
+    return frames, info, audio
+
+
+@pytest.fixture(scope="module")
+def photo_shot(tmp_path_factory, shared_data):
+    out = tmp_path_factory.mktemp("photo")
+    done = run_farm("render", shared_data / "dance_fullbody_outdoor.mp4", shared_data / "fullbody_photo_man.png", "-o", out)
+    assert done.returncode == 0, done.stderr
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    return folder
+
+
+def test_photo_render_has_reference_frame_count_fps_and_audio(photo_shot):
+    frames, (codec, pix_fmt, fps, width, height), audio = _decoded(photo_shot / "video.mp4")
+    assert frames == 194
+    assert fps == 24
+    assert (codec, pix_fmt) == ("h264", "yuv420p")
+    assert audio == ["aac"]
+    assert max(width, height) == 512 and width % 2 == 0 and height % 2 == 0
+
+
+def test_photo_render_manifest_is_a_complete_production_record(photo_shot):
+    record = json.loads((photo_shot / "manifest.json").read_text())
+    assert record["schema_version"] == 1 and record["status"] == "succeeded" and record["error"] is None
+    assert record["shot_id"] == photo_shot.name
+    for name in ("motion", "character"):
+        item = record["inputs"][name]
+        assert item["uri"].startswith("file://") and len(item["sha256"]) == 64 and item["bytes"] > 0
+    assert record["inputs"]["motion"]["probe"]["frame_count"] == 194
+    assert record["config"]["backend"]["name"] == "puppet" and record["config"]["match"]["mode"] == "image"
+    for key in ("farm", "python", "numpy", "torch", "mediapipe", "opencv", "av"):
+        assert record["versions"][key], key
+    assert [w["start"] for w in record["windows"]] == [0, 40, 80, 120, 146]
+    names = {a["path"]: a for a in record["artifacts"]}
+    assert {"video.mp4", "pose_preview.mp4", "poses/driving.parquet", "poses/target.parquet"} <= set(names)
+    assert names["video.mp4"]["bytes"] == (photo_shot / "video.mp4").stat().st_size
+    assert record["preflight"]["video_framing"] == "full_body"
+    assert set(record["timings"]) >= {"pose", "render", "character", "retarget"}
+    # The puppet drew every joint within 2 px of the retargeted target on every frame.
+    assert record["metrics"]["rig_error_px_max"] <= 2.0
+
+
+def test_mediapipe_sees_a_person_in_most_frames_of_the_photo_render(photo_shot):
+    from farm.pose.extract import PoseOptions, extract_poses
+
+    poses = extract_poses(photo_shot / "video.mp4", options=PoseOptions(hands=False, face=False, smoothing=False))
+    found = poses.person_found().mean()
+    assert found >= 0.8, f"person re-detected on {found:.0%} of frames"
+
+
+def test_pose_artifacts_round_trip(photo_shot):
+    driving = read_parquet(photo_shot / "poses" / "driving.parquet")
+    assert len(driving) == 194 and driving.body.shape == (194, 33, 4)
+    targets, meta = read_rig_parquet(photo_shot / "poses" / "target.parquet")
+    assert targets.shape == (194, 15, 3)
+    frames, _, _ = _decoded(photo_shot / "pose_preview.mp4")
+    assert frames == 194
+
+
+def test_drawing_render_in_video_mode_and_rerun_reuses_the_shot(tmp_path):
+    cfg = load_config(["match=video", "output.size=256"])
+    shot = Shot(
+        motion=MEDIA / "gesture_asl_please.mkv",
+        character=MEDIA / "childdrawing_char1.png",
+        skeleton=MEDIA / "childdrawing_char1_skeleton.yaml",
+        mask=MEDIA / "childdrawing_char1_mask.png",
+    )
+    result = render_shot(shot, cfg, tmp_path)
+    assert result.status == "succeeded", result.error
+    frames, (_, _, fps, width, height), audio = _decoded(result.video)
+    assert frames == 73 and fps == 30 and (width, height) == (256, 192) and audio == []
+    assert len(result.manifest["windows"]) == 2
+    first = next(iter_frames(result.video, 36, 37))
+    assert first.std() > 10  # a real picture, not a flat frame
+    again = render_shot(shot, cfg, tmp_path)
+    assert again.status == "reused" and again.shot_id == result.shot_id
+
+
+def test_output_fps_override_keeps_the_duration(tmp_path):
+    cfg = load_config(["output.fps=15", "output.size=128", "output.pose_preview=false"])
+    shot = Shot(
+        motion=MEDIA / "gesture_asl_please.mkv",
+        character=MEDIA / "childdrawing_char3_candycorn.png",
+        skeleton=MEDIA / "childdrawing_char3_skeleton.yaml",
+        mask=MEDIA / "childdrawing_char3_candycorn_mask.png",
+    )
+    result = render_shot(shot, cfg, tmp_path)
+    assert result.status == "succeeded", result.error
+    frames, (_, _, fps, _, _), _ = _decoded(result.video)
+    assert fps == 15 and frames == round(73 * 15 / 30)
+
+
+def test_campaign_with_a_broken_shot_renders_the_others(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        f"""
+name: mixed
+defaults: [output.size=128, output.pose_preview=false]
+shots:
+  - id: good-one
+    motion: {MEDIA / 'gesture_asl_please.mkv'}
+    character: {MEDIA / 'childdrawing_char1.png'}
+    skeleton: {MEDIA / 'childdrawing_char1_skeleton.yaml'}
+    mask: {MEDIA / 'childdrawing_char1_mask.png'}
+  - id: bad-one
+    motion: {broken}
+    character: {MEDIA / 'childdrawing_char1.png'}
+  - id: good-two
+    motion: {MEDIA / 'walk_two_people_toward_camera.gif'}
+    character: {MEDIA / 'childdrawing_char3_candycorn.png'}
+    skeleton: {MEDIA / 'childdrawing_char3_skeleton.yaml'}
+    mask: {MEDIA / 'childdrawing_char3_candycorn_mask.png'}
+"""
+    )
+    done = run_farm("submit", campaign, "-o", tmp_path / "out")
+    assert done.returncode == 3, done.stderr
+    shots = tmp_path / "out" / "mixed" / "shots"
+    status = {p.name: json.loads((p / "manifest.json").read_text())["status"] for p in shots.iterdir()}
+    assert status == {"good-one": "succeeded", "bad-one": "failed", "good-two": "succeeded"}
+    bad = json.loads((shots / "bad-one" / "manifest.json").read_text())
+    assert "broken.mp4" in bad["error"]["message"] and "bad-one" in bad["error"]["message"]
+    assert (shots / "good-two" / "video.mp4").exists() and not (shots / "bad-one" / "video.mp4").exists()
+    assert "2 of 3 shots done, 1 failed" in done.stderr
+    walk = json.loads((shots / "good-two" / "manifest.json").read_text())
+    assert walk["preflight"]["people_max"] == 2 and any("people" in w for w in walk["preflight"]["warnings"])
