@@ -12,7 +12,7 @@ AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
       ...
 
 Mask, first that applies: a mask file (white = character), the image's alpha channel, mediapipe
-selfie segmentation for photos, threshold + flood fill for drawings on plain paper.
+whole-body (else selfie) segmentation for photos, threshold + flood fill for drawings on paper.
 """
 from __future__ import annotations
 
@@ -30,12 +30,14 @@ from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINTS, from_mediapipe
 
 SKELETON_FORMAT = "farm-skeleton/1"
 MIN_MASK_SHARE = 0.01
+# Holes in a mask smaller than this share of the character's area are filled.
+MAX_FILLED_HOLE = 0.005
 
 
 @dataclass
 class CharacterInfo:
     skeleton_source: str  # "detected" | "skeleton_file"
-    mask_method: str  # "mask_file" | "alpha" | "selfie_segmentation" | "threshold"
+    mask_method: str  # "mask_file" | "alpha" | "pose_segmentation" | "selfie_segmentation" | "threshold"
     width: int
     height: int
 
@@ -141,8 +143,21 @@ def character_mask(rgb: np.ndarray, alpha: np.ndarray | None, mask_path, *, phot
     if alpha is not None:
         return _clean(alpha > 127), "alpha"
     if photo:
+        body = _body_mask(rgb)
+        if body.mean() >= MIN_MASK_SHARE:
+            return _clean(body), "pose_segmentation"
         return _clean(_selfie_mask(rgb)), "selfie_segmentation"
     return _clean(_paper_mask(rgb)), "threshold"
+
+
+def _body_mask(rgb: np.ndarray) -> np.ndarray:
+    """mediapipe Pose's whole-body segmentation: it keeps the feet, which the selfie model
+    (trained on upper bodies) tends to lose."""
+    import mediapipe as mp
+
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
+        found = pose.process(rgb).segmentation_mask
+    return np.zeros(rgb.shape[:2], bool) if found is None else found > 0.5
 
 
 def _selfie_mask(rgb: np.ndarray) -> np.ndarray:
@@ -175,16 +190,19 @@ def _paper_mask(rgb: np.ndarray) -> np.ndarray:
 
 
 def _clean(mask: np.ndarray) -> np.ndarray:
-    """Keep the largest connected part and fill its holes."""
+    """Keep the largest connected part and fill its small holes (segmentation speckle). Large
+    holes stay: they are background seen between an arm and the body, and filling them would glue
+    the arm to the torso."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros_like(mask, dtype=bool)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    part = (labels == largest).astype(np.uint8)
-    contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    filled = np.zeros_like(part)
-    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
-    return filled.astype(bool)
+    part = labels == largest
+    holes, hole_labels, hole_stats, _ = cv2.connectedComponentsWithStats((~part).astype(np.uint8), connectivity=4)
+    small = np.flatnonzero(hole_stats[:, cv2.CC_STAT_AREA] < MAX_FILLED_HOLE * part.sum())
+    touching_border = np.unique(np.concatenate([hole_labels[0], hole_labels[-1], hole_labels[:, 0], hole_labels[:, -1]]))
+    small = np.setdiff1d(small, touching_border)
+    return part | np.isin(hole_labels, small)
 
 
 def _check_mask(mask: np.ndarray, image_path, mask_path) -> None:

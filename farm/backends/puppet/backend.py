@@ -14,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 
 from farm.backends.base import BackendSpec, Canvas, Character, WindowRequest, WindowResult
-from farm.backends.puppet.mesh import build_mesh
+from farm.backends.puppet.mesh import build_part_meshes, mesh_region
 from farm.backends.puppet.raster import (
     Texture,
     draw_layer,
@@ -30,9 +30,10 @@ from farm.backends.puppet.skinning import (
     MIN_BONE_PX,
     TORSO_BONE,
     Binding,
-    bind,
+    bind_parts,
     bone_transforms,
     carry_joints,
+    part_labels,
     skin,
 )
 from farm.errors import FarmError
@@ -158,8 +159,10 @@ def build_puppet(character: Character, grid_divisions: int) -> Puppet:
     """Mesh, binding and painted-out background of a character (checked by check_character)."""
     mask = character.mask.astype(bool)
     rest = character.joints[:, :2].astype(np.float64)
-    mesh = build_mesh(mask, grid_divisions)
-    binding = bind(mesh.vertices, mesh.triangles, mesh.region, rest)
+    region = mesh_region(mask)
+    mesh = build_part_meshes(region, part_labels(region, rest), grid_divisions)
+    vertices, triangles = mesh.vertices, mesh.triangles
+    binding = bind_parts(vertices, mesh.vertex_layer, triangles, region, rest)
 
     # Triangles grouped by layer; inside a layer down the chain, so a forearm covers its upper arm.
     layer = binding.triangle_layer
@@ -167,11 +170,11 @@ def build_puppet(character: Character, grid_divisions: int) -> Puppet:
     bounds = np.searchsorted(layer[order], np.arange(len(LAYERS) + 1))
     return Puppet(
         rest=rest,
-        vertices=mesh.vertices,
-        triangles=mesh.triangles[order],
+        vertices=vertices,
+        triangles=triangles[order],
         layer_slices=tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])),
         binding=dataclasses.replace(binding, triangle_bone=binding.triangle_bone[order]),
-        texture_mask=mask & mesh.region,
+        texture_mask=mask & region,
         background=remove_character(character.image, mask),
     )
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial import Delaunay
+from scipy.spatial import Delaunay, QhullError
 
 from farm.errors import FarmError
 
@@ -37,26 +37,67 @@ class Mesh:
 def build_mesh(mask: np.ndarray, grid_divisions: int = 40) -> Mesh:
     """Triangulate the largest component of `mask` ((H, W) bool) with about `grid_divisions`
     vertices across the longer image side."""
-    # 1. Where the mesh may go.
     region = mesh_region(mask)
-    spacing = max(mask.shape) / grid_divisions
-
-    # 2. Vertices: the outline (outer boundary and holes) plus a grid inside.
-    points = np.concatenate([outline_points(region, spacing / 2), interior_points(region, spacing)])
-    if len(points) < 3:
-        raise FarmError("character mask", "is too thin to build a mesh on",
-                        "give a mask with --character-mask that covers the whole character")
-
-    # 3. Unconstrained Delaunay, then keep the triangles that lie inside the region.
-    triangles = Delaunay(points).simplices.astype(np.int64)
-    triangles = triangles[_inside_region(points[triangles], region)]
+    vertices, triangles = _triangulate(region, max(mask.shape) / grid_divisions)
     if len(triangles) == 0:
         raise FarmError("character mask", "leaves no triangle inside the character",
                         "give a mask with --character-mask that covers the whole character")
+    return Mesh(vertices, triangles, region)
 
-    # 4. Drop vertices no triangle uses.
+
+@dataclass(frozen=True)
+class PartMesh:
+    """One mesh per body part, cut along the part borders. vertices: (V, 2) image px; triangles:
+    (T, 3); vertex_layer: (V,) and triangle_layer: (T,) the part each belongs to; region: (H, W)
+    bool, where the character's mesh may lie (as in Mesh)."""
+
+    vertices: np.ndarray
+    triangles: np.ndarray
+    vertex_layer: np.ndarray
+    triangle_layer: np.ndarray
+    region: np.ndarray
+
+
+def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: int = 40) -> PartMesh:
+    """Triangulate every part of `labels` ((H, W) int, -1 outside `region`) on its own, each grown
+    by MESH_MARGIN_PX into its neighbours, so parts overlap slightly and show no crack at rest but
+    can move apart without stretching a triangle across the border."""
+    spacing = max(region.shape) / grid_divisions
+    size = 2 * MESH_MARGIN_PX + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    vertices, triangles, vertex_layer, triangle_layer = [], [], [], []
+    offset = 0
+    for layer in range(int(labels.max()) + 1):
+        part = labels == layer
+        if not part.any():
+            continue
+        grown = cv2.dilate(part.astype(np.uint8), kernel).astype(bool) & region
+        points, tris = _triangulate(grown, spacing)
+        vertices.append(points)
+        triangles.append(tris + offset)
+        vertex_layer.append(np.full(len(points), layer))
+        triangle_layer.append(np.full(len(tris), layer))
+        offset += len(points)
+    if not triangles or offset == 0 or sum(len(t) for t in triangles) == 0:
+        raise FarmError("character mask", "leaves no triangle inside the character",
+                        "give a mask with --character-mask that covers the whole character")
+    return PartMesh(np.concatenate(vertices), np.concatenate(triangles), np.concatenate(vertex_layer),
+                    np.concatenate(triangle_layer), region)
+
+
+def _triangulate(region: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (outline of every boundary plus a grid inside) and the Delaunay triangles that lie
+    inside `region`; unused vertices dropped. ((V, 2) px, (T, 3)); empty for a region too small."""
+    points = np.concatenate([outline_points(region, spacing / 2), interior_points(region, spacing)])
+    if len(points) < 3:
+        return np.zeros((0, 2)), np.zeros((0, 3), np.int64)
+    try:
+        triangles = Delaunay(points).simplices.astype(np.int64)
+    except QhullError:  # all points on a line: a sliver of a part
+        return np.zeros((0, 2)), np.zeros((0, 3), np.int64)
+    triangles = triangles[_inside_region(points[triangles], region)]
     used, triangles = np.unique(triangles, return_inverse=True)
-    return Mesh(points[used], triangles.reshape(-1, 3), region)
+    return points[used], triangles.reshape(-1, 3)
 
 
 def mesh_region(mask: np.ndarray) -> np.ndarray:

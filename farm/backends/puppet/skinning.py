@@ -42,6 +42,11 @@ JOINT_BONE = np.array([0] + [k - 1 for k in range(1, len(JOINTS))])
 # forward pass over the bones sees every parent first.
 PARENT_BONE = np.concatenate([[-1], JOINT_BONE[BONE_PARENT[1:]]])
 
+# Hands and feet lie past the last joint of the rig: the forearm and shin reach on by this share
+# of their length when distances are measured, so a hand resting on a hip follows the arm.
+REACH_PAST_END = {JOINTS.index(name) - 1: share for name, share in
+                  (("right_wrist", 0.3), ("left_wrist", 0.3), ("right_ankle", 0.3), ("left_ankle", 0.3))}
+
 # Geodesic distances are computed on a grid with this many cells across the longer image side.
 GEODESIC_CELLS = 160
 # Weight falloff: w ∝ (d + eps)^-WEIGHT_POWER with eps one grid cell; only the strongest
@@ -67,16 +72,44 @@ class Binding:
         return BONE_LAYER[self.triangle_bone]
 
 
-def bind(vertices: np.ndarray, triangles: np.ndarray, region: np.ndarray, joints: np.ndarray) -> Binding:
-    """Weights of every mesh vertex over the bones that carry area (BOUND_BONES), from distances
-    measured inside `region`, so a vertex never follows a bone across a gap in the drawing.
+def part_labels(region: np.ndarray, joints: np.ndarray, step: int = 3, smooth_px: float = 3.0) -> np.ndarray:
+    """Split the character into its layers: each pixel of `region` goes to the layer (index into
+    LAYERS) of the bone nearest to it inside the region; -1 outside. (H, W) int64.
 
-    vertices: (V, 2) image px; triangles: (T, 3); region: (H, W) bool, where the character is;
-    joints: (15, >=2) rest joints in image px (low-confidence joints still define their bones).
+    Distances are sampled every `step` px and the borders between parts are smoothed over about
+    `smooth_px`, so every part is cut out along a clean line rather than along mesh triangles.
+    region: (H, W) bool; joints: (15, >=2) rest joints in image px.
+    """
+    height, width = region.shape
+    coarse = region[::step, ::step]
+    rows, cols = np.nonzero(coarse)
+    points = np.stack([cols * step, rows * step], axis=1).astype(np.float64)
+    distances, _ = geodesic_bone_distances(region, joints[:, :2], points, BOUND_BONES)
+    nearest = BONE_LAYER[BOUND_BONES][np.argmin(distances, axis=1)]
+    votes = np.zeros((len(LAYERS), height, width), np.float32)
+    for layer in range(len(LAYERS)):
+        sparse = np.zeros(coarse.shape, np.float32)
+        sparse[rows[nearest == layer], cols[nearest == layer]] = 1.0
+        full = cv2.resize(sparse, (width, height), interpolation=cv2.INTER_LINEAR)
+        votes[layer] = cv2.GaussianBlur(full, (0, 0), smooth_px)
+    labels = votes.argmax(axis=0).astype(np.int64)
+    labels[~region] = -1
+    return labels
+
+
+def bind_parts(vertices: np.ndarray, vertex_layer: np.ndarray, triangles: np.ndarray, region: np.ndarray,
+               joints: np.ndarray) -> Binding:
+    """Weights of every mesh vertex over the bones of its own part (layer), from distances measured
+    inside `region`, so a vertex never follows a bone across a gap in the drawing and no part is
+    dragged along by another (each part moves as a cut-out; bones of one part blend at its joints).
+
+    vertices: (V, 2) image px; vertex_layer: (V,) index into LAYERS; triangles: (T, 3);
+    region: (H, W) bool, where the character is; joints: (15, >=2) rest joints in image px.
     """
     distances, cell = geodesic_bone_distances(region, joints[:, :2], vertices, BOUND_BONES)
     strength = np.zeros((len(vertices), len(BONES)))
     strength[:, BOUND_BONES] = (distances + cell) ** -float(WEIGHT_POWER)
+    strength *= BONE_LAYER[None, :] == vertex_layer[:, None]
     # Stable order, so a tie always resolves to the same bone.
     bones = np.argsort(-strength, axis=1, kind="stable")[:, :INFLUENCES]
     weights = np.take_along_axis(strength, bones, axis=1)
@@ -121,7 +154,8 @@ def geodesic_bone_distances(region: np.ndarray, joints: np.ndarray, points: np.n
     distances = np.empty((len(points), len(bones)))
     for column, b in enumerate(bones):
         parent, child = BONES[b]
-        samples = _bone_samples(joints[parent], joints[child], min(cell_x, cell_y) / 2)
+        end = joints[child] + REACH_PAST_END.get(b, 0.0) * (joints[child] - joints[parent])
+        samples = _bone_samples(joints[parent], end, min(cell_x, cell_y) / 2)
         nodes = cells_of(samples)
         if b == TORSO_BONE:
             nodes = np.concatenate([nodes, _polygon_nodes(joints[list(TORSO_PLATE)], cell_x, cell_y, inside.shape)])
