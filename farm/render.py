@@ -104,13 +104,14 @@ def render_shot(
         # 1. Check inputs: probe, hash, and derive the content-addressed shot id.
         with _timed(timings, "probe"):
             inputs, motion_probe = _probe_inputs(shot, cfg)
-        shot_id = shot.shot_id or _shot_id(inputs, cfg, backend)
+        content_key = _content_key(inputs, shot, cfg, backend)
+        shot_id = shot.shot_id or content_key[:16]
         folder = out_root / shot_id
-        if not force and _finished(folder):
+        if not force and _finished(folder, content_key):
             manifest = json.loads((folder / MANIFEST).read_text())
             return ShotResult(shot_id, "reused", folder, manifest)
         _reset(folder)
-        record.update(shot_id=shot_id, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
+        record.update(shot_id=shot_id, content_key=content_key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
         record.update(versions=_versions(backend), seeds=[cfg.seed])
 
         # 2. Character: image, mask, rest skeleton (before the long pose stage: its errors come early).
@@ -289,13 +290,15 @@ def _check_root(path: Path, cfg: FarmConfig, name: str) -> None:
         raise FarmError(str(path), f"{name} is outside the allowed input roots", "move it under storage.roots or add its folder there")
 
 
-def _shot_id(inputs: dict, cfg: FarmConfig, backend: Backend) -> str:
+def _content_key(inputs: dict, shot: Shot, cfg: FarmConfig, backend: Backend) -> str:
+    """Hash of everything that decides the result: input bytes, prompt, resolved config, backend."""
     key = {
         "inputs": {name: item["sha256"] for name, item in inputs.items()},
+        "prompt": shot.prompt,
         "config": cfg.to_dict(),
         "backend": [backend.spec.name, backend.spec.version],
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def _fallback_id(shot: Shot, cfg: FarmConfig) -> str:
@@ -304,12 +307,14 @@ def _fallback_id(shot: Shot, cfg: FarmConfig) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _finished(folder: Path) -> bool:
+def _finished(folder: Path, content_key: str) -> bool:
+    """The folder holds a finished render of exactly this content (a named shot whose inputs or
+    config changed is rendered again)."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    return manifest.get("status") == "succeeded" and (folder / VIDEO).exists()
+    return manifest.get("status") == "succeeded" and manifest.get("content_key") == content_key and (folder / VIDEO).exists()
 
 
 def _reset(folder: Path) -> None:

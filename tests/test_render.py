@@ -151,3 +151,20 @@ shots:
     assert "2 of 3 shots done, 1 failed" in done.stderr
     walk = json.loads((shots / "good-two" / "manifest.json").read_text())
     assert walk["preflight"]["people_max"] == 2 and any("people" in w for w in walk["preflight"]["warnings"])
+
+
+def test_named_shot_renders_again_when_its_config_changes(tmp_path):
+    shot = Shot(
+        motion=MEDIA / "walk_two_people_toward_camera.gif",
+        character=MEDIA / "childdrawing_char3_candycorn.png",
+        skeleton=MEDIA / "childdrawing_char3_skeleton.yaml",
+        mask=MEDIA / "childdrawing_char3_candycorn_mask.png",
+        shot_id="walk",
+    )
+    small = load_config(["output.size=96", "output.pose_preview=false"])
+    first = render_shot(shot, small, tmp_path)
+    assert first.status == "succeeded" and render_shot(shot, small, tmp_path).status == "reused"
+    bigger = render_shot(shot, load_config(["output.size=128", "output.pose_preview=false"]), tmp_path)
+    assert bigger.status == "succeeded"
+    _, (_, _, _, width, height), _ = _decoded(bigger.video)
+    assert max(width, height) == 128
