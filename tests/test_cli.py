@@ -95,3 +95,15 @@ def test_config_prints_resolved_values():
     done = run_farm("config", "match=video", "output.size=720")
     assert done.returncode == 0, done.stderr
     assert "mode: video" in done.stdout and "size: 720" in done.stdout
+
+
+def test_pose_command_writes_parquet_preview_and_openpose_json(tmp_path):
+    from farm.pose.store import read_parquet
+
+    done = run_farm("pose", MEDIA / "gesture_asl_please.mkv", "-o", tmp_path, "--openpose-json")
+    assert done.returncode == 0, done.stderr
+    poses = read_parquet(tmp_path / "gesture_asl_please.parquet")
+    assert len(poses) == 73 and poses.person_found().all()
+    assert len(list((tmp_path / "gesture_asl_please_openpose").glob("*_keypoints.json"))) == 73
+    with av.open(str(tmp_path / "gesture_asl_please_pose.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 73
