@@ -44,7 +44,7 @@ def bench_puppet(frames: int = 192) -> dict:
         poses.rig(), (poses.width, poses.height), character.joints, (side, side),
         mode="image", motion_weight=1.0, anchor="auto", output_size=512,
     )
-    layers = limb_layers(poses.body)
+    layers, behind = limb_layers(poses.body)
     index = np.arange(frames) % len(poses)
     backend = PuppetBackend()
     started = time.perf_counter()
@@ -54,7 +54,10 @@ def bench_puppet(frames: int = 192) -> dict:
     for start in range(0, frames, 48):
         window = index[start : start + 48]
         backend.render_window(
-            WindowRequest(shot_id="bench", start=start, end=start + len(window), targets=moved.targets[window], layers=layers[window])
+            WindowRequest(
+                shot_id="bench", start=start, end=start + len(window), targets=moved.targets[window], layers=layers[window],
+                options={"limbs_behind_torso": behind[window]},
+            )
         )
     seconds = time.perf_counter() - started
     return {

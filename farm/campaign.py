@@ -14,17 +14,15 @@
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from farm.errors import FarmError
-from farm.render import Shot
+from farm.render import SHOT_ID, Shot
 
 _SHOT_KEYS = {"id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "rights"}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -54,7 +52,7 @@ def load_campaign(path: str | Path) -> Campaign:
     if not isinstance(doc, dict):
         raise FarmError(str(path), "a campaign must be a mapping with `name` and `shots`", "see jobs/demo.yaml")
     name = doc.get("name")
-    if not isinstance(name, str) or not _ID.match(name):
+    if not isinstance(name, str) or not SHOT_ID.match(name):
         raise FarmError(f"{path}: name", f"{name!r} is not a valid campaign name", "use letters, digits, '-', '_' or '.'")
     defaults = _overrides(doc.get("defaults", []), f"{path}: defaults")
     shots = doc.get("shots")
@@ -80,7 +78,7 @@ def _shot(entry, i: int, base: Path, path: Path) -> CampaignShot:
         if not isinstance(entry.get(key), str):
             raise FarmError(f"{where}.{key}", "missing or not a path", f"give the {key} file")
     shot_id = entry.get("id")
-    if shot_id is not None and (not isinstance(shot_id, str) or not _ID.match(shot_id)):
+    if shot_id is not None and (not isinstance(shot_id, str) or not SHOT_ID.match(shot_id)):
         raise FarmError(f"{where}.id", f"{shot_id!r} is not a valid id", "use letters, digits, '-', '_' or '.'")
     rights = entry.get("rights", {})
     if not isinstance(rights, dict):

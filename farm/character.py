@@ -11,8 +11,9 @@ AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
       neck: [247, 232]
       ...
 
-Mask, first that applies: a mask file (white = character), the image's alpha channel, mediapipe
-whole-body (else selfie) segmentation for photos, threshold + flood fill for drawings on paper.
+Mask, first that applies: a mask file (white = character), the image's alpha channel, threshold +
+flood fill when the image is a drawing on plain paper, mediapipe whole-body (else selfie)
+segmentation otherwise. A mask that swallows the background is refused with a request for a file.
 """
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ SKELETON_FORMAT = "farm-skeleton/1"
 MIN_MASK_SHARE = 0.01
 # Holes in a mask smaller than this share of the character's area are filled.
 MAX_FILLED_HOLE = 0.005
+# A character cut out of its picture touches the border little (feet, or the bottom and part of
+# the sides for a half-body); a mask over more of the border than this has taken the background.
+MAX_BORDER_SHARE = 0.5
+# Paper: the darkest channel along the image edge is at least this bright on average and this even.
+PAPER_MIN_LEVEL, PAPER_MAX_SPREAD = 100.0, 30.0
 
 
 @dataclass
@@ -59,7 +65,7 @@ def load_character(
     else:
         joints, source = detect_skeleton(rgb, image_path), "detected"
     mask, method = character_mask(rgb, alpha, mask_path, photo=source == "detected")
-    _check_mask(mask, image_path, mask_path)
+    _check_mask(mask, method, image_path, mask_path)
     character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256_file(image_path))
     return character, CharacterInfo(source, method, width, height)
 
@@ -106,6 +112,13 @@ def read_skeleton(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
             raise FarmError(str(path), f"joint {name} must be [x, y] in pixels, got {loc!r}", "fix that joint")
         joints[i, :2] = loc
     joints[:, :2] *= _size_factor(doc, image_size, path)
+    outside = [JOINTS[i] for i, (x, y, _) in enumerate(joints) if not (0 <= x < image_size[0] and 0 <= y < image_size[1])]
+    if outside:
+        raise FarmError(
+            str(path),
+            f"joints {', '.join(outside)} lie outside the {image_size[0]}x{image_size[1]} image",
+            "place every joint on the character image (pixels, origin top-left)",
+        )
     return joints
 
 
@@ -122,8 +135,10 @@ def _animated_drawings_points(skeleton: list, path: Path) -> dict[str, list]:
 def _size_factor(doc: dict, image_size: tuple[int, int], path: Path) -> float:
     """Skeleton files may have been placed on a resized copy of the image; same aspect is fine."""
     width, height = doc.get("width"), doc.get("height")
-    if not width or not height:
+    if width is None and height is None:
         return 1.0
+    if not all(isinstance(v, (int, float)) and v > 0 for v in (width, height)):
+        raise FarmError(str(path), f"width and height must be positive numbers, got {width!r} and {height!r}", "fix them or leave both out")
     if abs(width / height - image_size[0] / image_size[1]) > 0.01:
         raise FarmError(
             str(path),
@@ -134,20 +149,45 @@ def _size_factor(doc: dict, image_size: tuple[int, int], path: Path) -> float:
 
 
 def character_mask(rgb: np.ndarray, alpha: np.ndarray | None, mask_path, *, photo: bool) -> tuple[np.ndarray, str]:
+    """photo: mediapipe found a person in the image, so its segmentation is the best guess."""
     height, width = rgb.shape[:2]
     if mask_path is not None:
         mask_rgb, _ = load_image(mask_path)
         if mask_rgb.shape[:2] != (height, width):
+            if abs(mask_rgb.shape[1] / mask_rgb.shape[0] - width / height) > 0.01:
+                raise FarmError(
+                    str(mask_path),
+                    f"mask is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} but the character image is {width}x{height}",
+                    "give the mask made for this image",
+                )
             mask_rgb = cv2.resize(mask_rgb, (width, height), interpolation=cv2.INTER_NEAREST)
         return mask_rgb.max(axis=2) > 127, "mask_file"
     if alpha is not None:
         return _clean(alpha > 127), "alpha"
-    if photo:
-        body = _body_mask(rgb)
-        if body.mean() >= MIN_MASK_SHARE:
-            return _clean(body), "pose_segmentation"
-        return _clean(_selfie_mask(rgb)), "selfie_segmentation"
-    return _clean(_paper_mask(rgb)), "threshold"
+    # A drawing on plain paper is cut out by its outline; anything else (a painting, a render on a
+    # busy background) by mediapipe's person segmentation.
+    if not photo and _plain_paper(rgb):
+        paper = _clean(_paper_mask(rgb))
+        if paper.any() and _border_share(paper) <= MAX_BORDER_SHARE:
+            return paper, "threshold"
+    body = _body_mask(rgb)
+    if body.mean() >= MIN_MASK_SHARE:
+        return _clean(body), "pose_segmentation"
+    return _clean(_selfie_mask(rgb)), "selfie_segmentation"
+
+
+def _plain_paper(rgb: np.ndarray, band: int = 5) -> bool:
+    """The picture's edge is light and even, as the paper around a drawing is (not a sky, a room or
+    a dark backdrop, where stroke thresholding would cut out the background instead)."""
+    gray = rgb.min(axis=2).astype(np.float32)
+    edge = np.concatenate([gray[:band].ravel(), gray[-band:].ravel(), gray[:, :band].ravel(), gray[:, -band:].ravel()])
+    return float(edge.mean()) >= PAPER_MIN_LEVEL and float(edge.std()) <= PAPER_MAX_SPREAD
+
+
+def _border_share(mask: np.ndarray) -> float:
+    """Share of the image's border pixels that the mask covers."""
+    border = np.concatenate([mask[0], mask[-1], mask[:, 0], mask[:, -1]])
+    return float(border.mean())
 
 
 def _body_mask(rgb: np.ndarray) -> np.ndarray:
@@ -205,11 +245,18 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     return part | np.isin(hole_labels, small)
 
 
-def _check_mask(mask: np.ndarray, image_path, mask_path) -> None:
+def _check_mask(mask: np.ndarray, method: str, image_path, mask_path) -> None:
+    subject = str(mask_path or image_path)
     if mask.mean() < MIN_MASK_SHARE:
-        subject = str(mask_path or image_path)
         raise FarmError(
             subject,
-            f"the character mask covers only {100 * mask.mean():.2f}% of the image",
+            f"the character mask ({method}) covers only {100 * mask.mean():.2f}% of the image",
+            "pass --character-mask FILE (white on the character, black elsewhere)",
+        )
+    if method != "mask_file" and _border_share(mask) > MAX_BORDER_SHARE:
+        raise FarmError(
+            subject,
+            f"could not separate the character from the background (the {method} mask covers "
+            f"{100 * _border_share(mask):.0f}% of the image border)",
             "pass --character-mask FILE (white on the character, black elsewhere)",
         )

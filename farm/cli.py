@@ -153,7 +153,7 @@ def cmd_render(args) -> int:
 def cmd_submit(args) -> int:
     from farm.campaign import load_campaign
     from farm.config import load_config
-    from farm.render import render_shot
+    from farm.render import record_failure, render_shot
 
     campaign = load_campaign(args.campaign)
     root = Path(args.out) / campaign.name / "shots"
@@ -164,13 +164,12 @@ def cmd_submit(args) -> int:
             try:
                 cfg = load_config([*campaign.defaults, *item.overrides, *args.overrides])
             except FarmError as exc:
-                console.print(f"[red]failed[/red] {label}: {exc}")
-                results.append(None)
-                continue
-            result = render_shot(item.shot, cfg, root, reporter=RichReporter(progress, label), force=args.force)
+                result = record_failure(item.shot, None, root, exc)
+            else:
+                result = render_shot(item.shot, cfg, root, reporter=RichReporter(progress, label), force=args.force)
             results.append(result)
             _say(result)
-    failed = sum(1 for r in results if r is None or r.status == "failed")
+    failed = sum(1 for r in results if r.status == "failed")
     console.print(f"campaign {campaign.name}: {len(results) - failed} of {len(results)} shots done, {failed} failed; output in {root}")
     return 3 if failed else 0
 
@@ -181,7 +180,7 @@ def cmd_pose(args) -> int:
     from farm.pose.extract import extract_poses
     from farm.pose.preview import write_pose_preview
     from farm.pose.store import write_parquet
-    from farm.render import pose_options
+    from farm.render import pose_options, progress_callback
 
     cfg = load_config(args.overrides)
     probe = probe_video(args.video, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
@@ -190,13 +189,7 @@ def cmd_pose(args) -> int:
     with _progress() as progress:
         reporter = RichReporter(progress, Path(args.video).name)
         reporter.stage("pose", probe.frame_count)
-        done = [0]
-
-        def update(n: int) -> None:
-            reporter.advance(n - done[0])
-            done[0] = n
-
-        poses = extract_poses(args.video, options=pose_options(cfg), progress=update)
+        poses = extract_poses(args.video, options=pose_options(cfg), progress=progress_callback(reporter))
     stem = Path(args.video).stem
     write_parquet(poses, out / f"{stem}.parquet")
     write_pose_preview(out / f"{stem}_pose.mp4", poses, Fraction(probe.fps_fraction))
@@ -220,8 +213,7 @@ def cmd_config(args) -> int:
 
 def _say(result) -> None:
     if result.status == "failed":
-        console.print(f"[red]error:[/red] {result.error}")
-        console.print(f"  record: {result.folder / 'manifest.json'}")
+        console.print(f"[red]error:[/red] {result.error} (record: {result.folder / 'manifest.json'})")
     else:
         verb = "already rendered" if result.status == "reused" else "rendered"
         console.print(f"[green]{verb}[/green] {result.folder / 'video.mp4'}")

@@ -114,6 +114,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "output.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
     "storage.kind": ("local",),
     "runtime.kind": ("local",),
+    "backend.deformer": ("lbs",),
 }
 
 # (min, max) inclusive ranges of numeric options; None is open.
@@ -129,6 +130,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "pose.min_tracking_confidence": (0.0, 1.0),
     "qa.max_video_seconds": (1.0, None),
     "qa.max_side": (64, None),
+    "backend.grid_divisions": (4, 400),
 }
 
 
@@ -179,11 +181,12 @@ def _typed(schema: type, data: dict, prefix: str) -> Any:
 
 def _check_values(cfg: FarmConfig) -> None:
     flat = _flatten(cfg.to_dict())
+    # Backend keys exist only for the backend that has them.
     for key, allowed in CHOICES.items():
-        if flat[key] not in allowed:
+        if key in flat and flat[key] not in allowed:
             raise FarmError(f"config {key}", f"{flat[key]!r} is not allowed", f"use one of {', '.join(allowed)}")
     for key, (low, high) in RANGES.items():
-        value = flat[key]
+        value = flat.get(key)
         if value is None:
             continue
         if (low is not None and value < low) or (high is not None and value > high):

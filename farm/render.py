@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 import traceback
@@ -30,6 +31,7 @@ from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
 from farm.media.probe import VideoProbe, probe_video, sha256_file
 from farm.windows import overlap_overhead, plan_windows
 
+SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VIDEO = "video.mp4"
 MANIFEST = "manifest.json"
 PREVIEW = "pose_preview.mp4"
@@ -95,12 +97,13 @@ def render_shot(
     """Render one shot into `out_root/<shot_id>/`. Never raises for a bad shot: the result (and the
     manifest on disk) says `failed` with the reason; the caller decides what to print."""
     reporter = reporter or _Silent()
-    backend = backend or make_backend(cfg)
     record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
     timings: dict[str, float] = {}
+    check_shot_id(shot.shot_id)
     shot_id = shot.shot_id or _fallback_id(shot, cfg)
     folder = out_root / shot_id
     try:
+        backend = backend or make_backend(cfg)
         # 1. Check inputs: probe, hash, and derive the content-addressed shot id.
         with _timed(timings, "probe"):
             inputs, motion_probe = _probe_inputs(shot, cfg)
@@ -128,7 +131,7 @@ def render_shot(
 
         reporter.stage("pose", motion_probe.frame_count)
         with _timed(timings, "pose"):
-            driving = extract_poses(shot.motion, options=pose_options(cfg), progress=_progress_to(reporter))
+            driving = extract_poses(shot.motion, options=pose_options(cfg), progress=progress_callback(reporter))
 
         # 4. Preflight: the checks a careful user would make before spending compute.
         from farm.qa.preflight import run_preflight
@@ -155,7 +158,7 @@ def render_shot(
                 anchor=cfg.match.anchor,
                 output_size=cfg.output.size,
             )
-            layers = limb_layers(driving.body[index])
+            layers, behind = limb_layers(driving.body[index])
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
 
         # 6. Window plan.
@@ -172,10 +175,9 @@ def render_shot(
         with _timed(timings, "prepare"):
             backend.prepare(character, moved.canvas)
         reporter.stage("render", total)
-        with _timed(timings, "render"):
-            window_log, rig_error = _render_and_encode(
-                backend, windows, moved, layers, shot_id, cfg, fps, shot, motion_probe, folder, reporter
-            )
+        window_log, rig_error = _render_and_encode(
+            backend, windows, moved, (layers, behind), shot_id, cfg, fps, shot, motion_probe, folder, reporter, timings
+        )
         record["windows"] = window_log
 
         # 10. Pose artifacts: parquet tables and the preview video.
@@ -217,16 +219,41 @@ def render_shot(
         record.setdefault("shot_id", shot_id)
         _discard_outputs(folder)
     record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return _commit(record, folder)
+
+
+def record_failure(shot: Shot, cfg: FarmConfig | None, out_root: Path, error: FarmError) -> ShotResult:
+    """A shot that failed before it could start (e.g. its config overrides are wrong): still one
+    manifest with `status: failed` and the reason, like any other failed shot."""
+    check_shot_id(shot.shot_id)
+    shot_id = shot.shot_id or _fallback_id(shot, cfg)
+    record = {
+        "schema_version": SCHEMA_VERSION, "shot_id": shot_id, "status": "failed", "prompt": shot.prompt,
+        "rights": shot.rights, "error": {"type": type(error).__name__, "message": str(error.for_shot(shot_id))},
+    }
+    return _commit(record, out_root / shot_id)
+
+
+def check_shot_id(shot_id: str | None) -> None:
+    """Shot ids name folders: letters, digits, '-', '_', '.'; never a path."""
+    if shot_id is not None and not SHOT_ID.match(shot_id):
+        raise FarmError(
+            f"shot id {shot_id!r}", "is not a valid id", "use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+
+
+def _commit(record: dict, folder: Path) -> ShotResult:
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / MANIFEST, record)
     error = record["error"]["message"] if record["error"] else None
     return ShotResult(record["shot_id"], record["status"], folder, record, error)
 
 
-def _render_and_encode(backend, windows, moved, layers, shot_id, cfg, fps, shot, probe, folder, reporter):
+def _render_and_encode(backend, windows, moved, layering, shot_id, cfg, fps, shot, probe, folder, reporter, timings):
     from farm.media.encode import VideoWriter
     from farm.stitch import Stitcher
 
+    layers, behind = layering
     stitcher = Stitcher(moved.targets.shape[0], cfg.window.blend)
     audio = shot.motion if cfg.output.keep_audio and probe.has_audio else None
     log, worst = [], 0.0
@@ -240,14 +267,17 @@ def _render_and_encode(backend, windows, moved, layers, shot_id, cfg, fps, shot,
                 shot_id=shot_id, start=window.start, end=window.end,
                 targets=moved.targets[window.start : window.end], layers=layers[window.start : window.end],
                 prompt=shot.prompt or cfg.prompt, seed=cfg.seed,
+                options={"limbs_behind_torso": behind[window.start : window.end]},
             )
-            result = backend.render_window(request)
+            with _timed(timings, "generate"):
+                result = backend.render_window(request)
             if result.drawn_joints is not None:
                 err = np.linalg.norm(result.drawn_joints - request.targets[..., :2], axis=-1)
                 worst = max(worst, float(err.max()))
             next_start = windows[i + 1].start if i + 1 < len(windows) else None
-            for frame in stitcher.add(window, result.frames, next_start):
-                writer.write(frame)
+            with _timed(timings, "encode"):
+                for frame in stitcher.add(window, result.frames, next_start):
+                    writer.write(frame)
             reporter.advance(window.length if next_start is None else next_start - window.start)
             log.append({**window.to_dict(), "worker": "local", "attempt": 1, "seconds": round(time.perf_counter() - started, 3)})
         stitcher.finish()
@@ -260,7 +290,7 @@ def _probe_inputs(shot: Shot, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
     for path, name in ((shot.motion, "motion"), (shot.character, "character")):
         _check_root(Path(path), cfg, name)
     motion = probe_video(shot.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
-    image = probe_image(shot.character)
+    image = probe_image(shot.character, max_side=cfg.qa.max_side)
     inputs = {
         "motion": _input_record(shot.motion, motion),
         "character": _input_record(shot.character, image),
@@ -291,19 +321,20 @@ def _check_root(path: Path, cfg: FarmConfig, name: str) -> None:
 
 
 def _content_key(inputs: dict, shot: Shot, cfg: FarmConfig, backend: Backend) -> str:
-    """Hash of everything that decides the result: input bytes, prompt, resolved config, backend."""
+    """Hash of everything the shot's record holds: input bytes, prompt, rights, config, backend."""
     key = {
         "inputs": {name: item["sha256"] for name, item in inputs.items()},
         "prompt": shot.prompt,
+        "rights": shot.rights,
         "config": cfg.to_dict(),
         "backend": [backend.spec.name, backend.spec.version],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _fallback_id(shot: Shot, cfg: FarmConfig) -> str:
+def _fallback_id(shot: Shot, cfg: FarmConfig | None) -> str:
     """Id for a shot whose inputs cannot even be hashed (missing file): from names and config."""
-    key = json.dumps([str(shot.motion), str(shot.character), cfg.to_dict()], sort_keys=True)
+    key = json.dumps([str(shot.motion), str(shot.character), cfg.to_dict() if cfg else None], sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -369,7 +400,8 @@ def _resample_index(frames: int, src_fps: Fraction, out_fps: Fraction) -> np.nda
     return np.minimum((np.arange(total) * src_fps / out_fps).astype(np.int64), frames - 1)
 
 
-def _progress_to(reporter: Reporter):
+def progress_callback(reporter: Reporter):
+    """A `progress(frames_done)` function that advances the reporter by the difference."""
     done = [0]
 
     def update(n: int) -> None:

@@ -87,3 +87,14 @@ def test_empty_mask_file_is_refused(tmp_path):
     cv2.imwrite(str(blank), np.zeros((602, 508), np.uint8))
     with pytest.raises(FarmError, match="blank.png.*covers only"):
         load_character(MEDIA / "childdrawing_char1.png", skeleton_path=AD_SKELETON, mask_path=blank)
+
+
+def test_skeleton_file_on_a_busy_background_is_segmented_not_thresholded(tmp_path, shared_data):
+    # An anime girl in front of a sky: stroke thresholding would cut out the sky with her.
+    joints = {name: [180 + (i % 3) * 50, 120 + i * 30] for i, name in enumerate(JOINTS)}
+    skeleton = tmp_path / "girl.yaml"
+    skeleton.write_text(yaml.safe_dump({"format": "farm-skeleton/1", "joints": joints}))
+    character, info = load_character(shared_data / "stylized_anime_fullbody_girl.png", skeleton_path=skeleton)
+    assert info.mask_method in ("pose_segmentation", "selfie_segmentation")
+    border = np.concatenate([character.mask[0], character.mask[-1], character.mask[:, 0], character.mask[:, -1]])
+    assert border.mean() < 0.3 and 0.2 < character.mask.mean() < 0.6

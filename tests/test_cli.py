@@ -23,8 +23,8 @@ def run_farm(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def assert_one_line_error(done: subprocess.CompletedProcess, *needles: str) -> None:
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
 
@@ -107,3 +107,29 @@ def test_pose_command_writes_parquet_preview_and_openpose_json(tmp_path):
     assert len(list((tmp_path / "gesture_asl_please_openpose").glob("*_keypoints.json"))) == 73
     with av.open(str(tmp_path / "gesture_asl_please_pose.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 73
+
+
+def test_shot_id_that_is_a_path_is_refused(tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    done = run_farm("render", tmp_path / "nope.mp4", MEDIA / "childdrawing_char1.png", "-o", tmp_path / "out", "--id", "..")
+    assert_one_line_error(done, "shot id", "not a valid id")
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+    assert not (tmp_path / "out").exists()
+
+
+def test_campaign_shot_with_a_bad_override_is_recorded_as_failed(tmp_path):
+    campaign = tmp_path / "c.yaml"
+    campaign.write_text(
+        f"""
+name: overrides
+shots:
+  - id: sideways
+    motion: {MEDIA / 'gesture_asl_please.mkv'}
+    character: {MEDIA / 'childdrawing_char1.png'}
+    overrides: [match.mode=sideways]
+"""
+    )
+    done = run_farm("submit", campaign, "-o", tmp_path / "out")
+    assert done.returncode == 3, done.stderr
+    record = json.loads((tmp_path / "out" / "overrides" / "shots" / "sideways" / "manifest.json").read_text())
+    assert record["status"] == "failed" and "match.mode" in record["error"]["message"]

@@ -332,3 +332,14 @@ def test_front_triangle_gives_way_where_its_texture_is_transparent():
         columns = origin[0] + np.nonzero(covered)[1]
         assert covered.sum() > 400
         np.testing.assert_allclose(map_x[covered], columns + expected_shift)
+
+
+def test_same_image_with_another_skeleton_is_another_puppet(char1):
+    backend = PuppetBackend()
+    canvas = image_canvas(char1)
+    backend.prepare(char1, canvas)
+    first = backend._stage.puppet
+    moved = Character(image=char1.image, mask=char1.mask, joints=char1.joints + [5, 0, 0], source=char1.source, sha256=char1.sha256)
+    backend.prepare(moved, canvas)
+    assert backend._stage.puppet is not first
+    assert np.allclose(backend._stage.puppet.rest, moved.joints[:, :2])

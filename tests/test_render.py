@@ -61,7 +61,7 @@ def test_photo_render_manifest_is_a_complete_production_record(photo_shot):
     assert {"video.mp4", "pose_preview.mp4", "poses/driving.parquet", "poses/target.parquet"} <= set(names)
     assert names["video.mp4"]["bytes"] == (photo_shot / "video.mp4").stat().st_size
     assert record["preflight"]["video_framing"] == "full_body"
-    assert set(record["timings"]) >= {"pose", "render", "character", "retarget"}
+    assert set(record["timings"]) >= {"probe", "character", "pose", "preflight", "retarget", "prepare", "generate", "encode", "artifacts"}
     # The puppet drew every joint within 2 px of the retargeted target on every frame.
     assert record["metrics"]["rig_error_px_max"] <= 2.0
 
@@ -168,3 +168,50 @@ def test_named_shot_renders_again_when_its_config_changes(tmp_path):
     assert bigger.status == "succeeded"
     _, (_, _, _, width, height), _ = _decoded(bigger.video)
     assert max(width, height) == 128
+
+
+def _candycorn_walk(**kwargs) -> Shot:
+    return Shot(
+        motion=MEDIA / "walk_two_people_toward_camera.gif",
+        character=MEDIA / "childdrawing_char3_candycorn.png",
+        skeleton=MEDIA / "childdrawing_char3_skeleton.yaml",
+        mask=MEDIA / "childdrawing_char3_candycorn_mask.png",
+        **kwargs,
+    )
+
+
+def test_strict_qa_refuses_a_shot_with_preflight_warnings(tmp_path):
+    result = render_shot(_candycorn_walk(), load_config(["qa.strict=true", "output.size=96"]), tmp_path)
+    assert result.status == "failed"
+    assert "preflight" in result.error and "people" in result.error
+    assert [p.name for p in result.folder.iterdir()] == ["manifest.json"]
+
+
+def test_inputs_outside_the_storage_roots_are_refused(tmp_path):
+    cfg = load_config([f"storage.roots=[{tmp_path}]", "output.size=96"])
+    result = render_shot(_candycorn_walk(), cfg, tmp_path / "out")
+    assert result.status == "failed" and "outside the allowed input roots" in result.error
+
+
+def test_a_failure_after_the_video_was_written_leaves_no_video(tmp_path, monkeypatch):
+    import farm.pose.store
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(farm.pose.store, "write_parquet", broken)
+    result = render_shot(_candycorn_walk(), load_config(["output.size=96"]), tmp_path)
+    assert result.status == "failed" and "disk full" in result.error
+    record = json.loads((result.folder / "manifest.json").read_text())
+    assert record["status"] == "failed" and "traceback" in record["error"]
+    assert [p.name for p in result.folder.iterdir()] == ["manifest.json"]
+
+
+def test_keep_audio_false_drops_the_sound(tmp_path, shared_data):
+    cfg = load_config(["output.keep_audio=false", "output.size=96", "output.pose_preview=false", "pose.face=false"])
+    shot = Shot(motion=shared_data / "dance_fullbody_outdoor.mp4", character=MEDIA / "childdrawing_char1.png",
+                skeleton=MEDIA / "childdrawing_char1_skeleton.yaml", mask=MEDIA / "childdrawing_char1_mask.png")
+    result = render_shot(shot, cfg, tmp_path)
+    assert result.status == "succeeded", result.error
+    frames, _, audio = _decoded(result.video)
+    assert frames == 194 and audio == []

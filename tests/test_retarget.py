@@ -4,7 +4,7 @@ import pytest
 from farm.character import read_skeleton
 from farm.errors import FarmError
 from farm.pose.retarget import limb_layers, retarget
-from farm.rig import BONES, JOINT_INDEX, PARENTS, bone_lengths
+from farm.rig import BONES, JOINT_INDEX, bone_lengths
 from tests.conftest import REPO
 
 CHAR_SIZE = (508, 602)
@@ -58,9 +58,22 @@ def test_image_mode_keeps_character_feet_on_its_ground_and_moves_by_scaled_displ
     ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
     assert moved.targets[0, ankles, 1].max() == pytest.approx(char1[ankles, 1].max() * scale, abs=1e-3)
     assert (moved.canvas.width, moved.canvas.height) == (432, 512)
-    # The performer walks 57 px right in video pixels; the character moves by that times its size ratio.
+
+
+def test_image_mode_moves_the_character_by_the_performers_displacement_at_its_own_size(char1):
+    # A performer exactly twice the character's size walks 3 px right per frame (57 px in all).
+    driving = np.repeat(char1[None], 20, axis=0).copy()
+    driving[..., :2] = driving[..., :2] * 2 + [100, 50]
+    driving[:, :, 0] += 3 * np.arange(20)[:, None]
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
     shift = moved.targets[19, 0, 0] - moved.targets[0, 0, 0]
-    assert 0 < shift < 57
+    # char1's left and right limbs differ a little; a performer's are taken as equal (the longer
+    # one, the other being foreshortened), so the size ratio is 2 within a few percent.
+    assert shift == pytest.approx(57 / 2 * moved.canvas.scale, rel=0.03)
+    # Same pose as the character: its torso and head keep their rest shape exactly.
+    core = [JOINT_INDEX["pelvis"], JOINT_INDEX["neck"], JOINT_INDEX["head"]]
+    posed = moved.targets[0, core, :2] - moved.targets[0, core[0], :2]
+    assert np.allclose(posed, (char1[core, :2] - char1[core[0], :2]) * moved.canvas.scale, atol=1e-3)
 
 
 def test_limbs_the_video_does_not_show_keep_the_rest_pose(char1):
@@ -102,7 +115,18 @@ def test_limb_layers_put_the_closest_limb_last():
     body = np.zeros((2, 33, 4), np.float32)
     body[0, [13, 15], 2] = -0.5  # left arm toward the camera
     body[1, [26, 28], 2] = -0.8  # right leg toward the camera
-    layers = limb_layers(body)
-    assert layers[0, -1] == 1 and layers[1, -1] == 2
-    assert sorted(layers[0]) == [0, 1, 2, 3]
-    assert PARENTS[0] == -1
+    layers, behind = limb_layers(body)
+    assert layers[0].tolist() == [2, 3, 0, 1]  # legs first; the left arm, nearer, last
+    assert layers[1].tolist() == [3, 2, 0, 1]  # the right leg is nearer than the left
+    assert behind.tolist() == [2, 2]  # the legs go behind the torso, the arms in front
+
+
+def test_a_far_arm_in_profile_goes_behind_the_torso():
+    body = np.zeros((1, 33, 4), np.float32)
+    body[..., 3] = 1.0
+    body[0, [11, 12], 1] = 100.0  # shoulders
+    body[0, [23, 24], 1] = 300.0  # hips: torso length 200 px
+    body[0, [14, 16], 2] = 150.0  # right arm 150 px behind the torso (> 0.5 torso lengths)
+    body[0, [13, 15], 2] = -80.0  # left arm in front
+    layers, behind = limb_layers(body)
+    assert layers[0, 2] == 0 and behind.tolist() == [3]  # both legs and the far right arm

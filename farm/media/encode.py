@@ -28,12 +28,15 @@ _AAC_FALLBACK_RATE = 48000
 
 
 def exact_frame_rate(fps: float | str | Fraction) -> Fraction:
-    """The frame rate as an exact fraction: NTSC rates snap to n*1000/1001 (29.97 -> 30000/1001),
-    others to the nearest fraction with a denominator up to 1001 (24 -> 24/1, 12.5 -> 25/2)."""
+    """The frame rate as an exact fraction. A Fraction is taken as it is; numbers and strings that
+    were typed by a person snap: NTSC rates to n*1000/1001 (29.97 -> 30000/1001), others to the
+    nearest fraction with a denominator up to 1001 (24 -> 24/1, 12.5 -> 25/2)."""
     # A float's decimal text is what the user wrote; its binary value is not (29.97 != 2997/100).
     rate = Fraction(str(fps)) if isinstance(fps, float) else Fraction(fps)
     if rate <= 0:
         raise ValueError(f"frame rate {fps} is not positive")
+    if isinstance(fps, Fraction):
+        return rate  # already exact (e.g. a probed stream rate): keep it, or frames drift from the audio
     ntsc = Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)
     if rate.denominator != 1 and abs(rate - ntsc) < Fraction(1, 200):
         return ntsc

@@ -155,9 +155,9 @@ def load_image(path: str | Path, *, max_side: int = 8192) -> tuple[np.ndarray, n
     return rgb, alpha
 
 
-def probe_image(path: str | Path) -> ImageProbe:
+def probe_image(path: str | Path, *, max_side: int = 8192) -> ImageProbe:
     """Describe an image as load_image reads it."""
-    rgb, alpha, mode = _decode_image(Path(path), max_side=8192)
+    rgb, alpha, mode = _decode_image(Path(path), max_side=max_side)
     return ImageProbe(width=rgb.shape[1], height=rgb.shape[0], mode=mode, has_alpha=alpha is not None)
 
 

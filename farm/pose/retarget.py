@@ -36,6 +36,9 @@ _SIZE_MEASURES = [
 _ARMS = {"right_arm": (14, 16), "left_arm": (13, 15)}  # mediapipe elbow, wrist
 _LEGS = {"right_leg": (26, 28), "left_leg": (25, 27)}  # mediapipe knee, ankle
 LIMB_LAYERS = ("right_arm", "left_arm", "right_leg", "left_leg")
+_TORSO = [11, 12, 23, 24]  # mediapipe shoulders and hips
+# A limb this many torso lengths farther from the camera than the torso is drawn behind it.
+BEHIND_TORSO = 0.5
 
 
 @dataclass
@@ -101,16 +104,29 @@ def retarget(
     return Retargeted(targets=targets, canvas=canvas, anchor=anchor, driven=driven)
 
 
-def limb_layers(body: np.ndarray) -> np.ndarray:
-    """Back-to-front order of the four limbs per frame from mediapipe's relative depth.
+def limb_layers(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Back-to-front order of the four limbs per frame, and how many of them go behind the torso.
 
-    body: (T, 33, 4) with z in channel 2 (smaller is closer to the camera).
-    Returns (T, 4) indices into LIMB_LAYERS, farthest limb first.
+    The legs always go behind it (the pelvis covers the tops of the thighs, as in a paper puppet),
+    the farther one first. An arm goes behind it when mediapipe's relative depth puts it more than
+    BEHIND_TORSO torso lengths farther from the camera than the torso (the far arm of a figure in
+    profile); otherwise the arms are drawn over the torso, the nearer one last.
+
+    body: (T, 33, 4) with z in channel 2 (pixels, smaller is closer to the camera).
+    Returns order (T, 4) indices into LIMB_LAYERS, back to front, and behind (T,) int: the first
+    `behind` limbs of the order are drawn behind the torso.
     """
     limbs = {**_ARMS, **_LEGS}
     depth = np.stack([body[:, list(limbs[name]), 2].mean(axis=1) for name in LIMB_LAYERS], axis=1)
     depth = np.nan_to_num(depth, nan=0.0)
-    return np.argsort(-depth, axis=1, kind="stable").astype(np.int32)
+    arms = np.argsort(-depth[:, :2], axis=1, kind="stable")
+    legs = 2 + np.argsort(-depth[:, 2:], axis=1, kind="stable")
+    order = np.concatenate([legs, arms], axis=1).astype(np.int32)
+    torso_depth = body[:, _TORSO, 2].mean(axis=1)
+    torso_length = np.linalg.norm(body[:, [11, 12], :2].mean(axis=1) - body[:, [23, 24], :2].mean(axis=1), axis=1)
+    far_arms = (depth[:, :2] - torso_depth[:, None] > BEHIND_TORSO * torso_length[:, None]).sum(axis=1)
+    seen = body[:, _TORSO, 3].min(axis=1) >= VISIBLE
+    return order, (2 + np.where(seen, far_arms, 0)).astype(np.int32)
 
 
 def _reference_lengths(lengths: np.ndarray, bone_seen: np.ndarray) -> np.ndarray:
@@ -172,7 +188,9 @@ def _place_like_performer(body, driving, pelvis, seen, anchor, canvas, video_siz
     fit = canvas.width / video_size[0]
     if anchor == "feet":
         ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
-        ground = _held(driving[:, ankles, 1].max(axis=1), seen[:, ankles].any(axis=1), fallback=None) * fit
+        # Only ankles actually seen count: mediapipe places unseen ones anywhere, often below the frame.
+        seen_y = np.where(seen[:, ankles], driving[:, ankles, 1], -np.inf).max(axis=1)
+        ground = _held(seen_y, seen[:, ankles].any(axis=1), fallback=None) * fit
         placed = body + pelvis[:, None, :] * fit
         placed[..., 1] += (ground - placed[:, ankles, 1].max(axis=1))[:, None]
         return placed

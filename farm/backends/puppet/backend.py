@@ -6,6 +6,7 @@ character painted out. Deterministic, no weights, no GPU.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ from farm.backends.puppet.skinning import (
     Binding,
     bind_parts,
     bone_transforms,
-    carry_joints,
+    drawn_joints,
+    joint_anchors,
     part_labels,
     skin,
 )
@@ -68,6 +70,7 @@ class Puppet:
     triangles: np.ndarray
     layer_slices: tuple[slice, ...]
     binding: Binding
+    joint_anchors: tuple[np.ndarray, np.ndarray]
     texture_mask: np.ndarray
     background: np.ndarray
 
@@ -116,10 +119,12 @@ class PuppetBackend:
         """Build (or fetch from the cache) the mesh, binding, texture and background."""
         check_character(character)
         check_canvas(canvas)
-        puppet = _cached(self._puppets, character.sha256,
-                         lambda: build_puppet(character, self.grid_divisions))
-        self._stage = _cached(self._stages, (character.sha256, canvas),
-                              lambda: build_stage(puppet, character, canvas))
+        # The image alone does not make the puppet: the same picture with another mask or skeleton
+        # is another puppet.
+        key = (character.sha256, hashlib.sha256(np.packbits(character.mask).tobytes()
+                                                + np.asarray(character.joints, np.float32).tobytes()).hexdigest())
+        puppet = _cached(self._puppets, key, lambda: build_puppet(character, self.grid_divisions))
+        self._stage = _cached(self._stages, (key, canvas), lambda: build_stage(puppet, character, canvas))
 
     def render_window(self, request: WindowRequest) -> WindowResult:
         """Frames (n, H, W, 3) uint8 and the drawn joints (n, 15, 2) canvas px."""
@@ -135,7 +140,7 @@ class PuppetBackend:
         targets = np.asarray(request.targets)[..., :2].astype(np.float64)
         transforms = bone_transforms(puppet.rest, targets, stage.canvas.scale)
         vertices = skin(puppet.vertices, puppet.binding, transforms)
-        drawn_joints = carry_joints(puppet.rest, transforms)
+        drawn = drawn_joints(vertices, puppet.triangles, *puppet.joint_anchors)
 
         # 3. Where every posed triangle reads the texture.
         to_source, drawable = source_affines(vertices[:, puppet.triangles], stage.source_triangles)
@@ -152,7 +157,7 @@ class PuppetBackend:
                                        stage.texture.opaque, (canvas.width, canvas.height))
                 if maps is not None:
                     draw_layer(frames[i], stage.texture, *maps)
-        return WindowResult(frames=frames, drawn_joints=drawn_joints.astype(np.float32))
+        return WindowResult(frames=frames, drawn_joints=drawn.astype(np.float32))
 
 
 def build_puppet(character: Character, grid_divisions: int) -> Puppet:
@@ -174,6 +179,7 @@ def build_puppet(character: Character, grid_divisions: int) -> Puppet:
         triangles=triangles[order],
         layer_slices=tuple(slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])),
         binding=dataclasses.replace(binding, triangle_bone=binding.triangle_bone[order]),
+        joint_anchors=joint_anchors(rest, vertices, triangles[order], layer[order]),
         texture_mask=mask & region,
         background=remove_character(character.image, mask),
     )

@@ -27,6 +27,8 @@ _PART_JOINTS = ((0, 1, 2), ARM_JOINTS["right"], ARM_JOINTS["left"], LEG_JOINTS["
 BONE_LAYER = np.array([next((i for i, part in enumerate(_PART_JOINTS) if parent in part and child in part), -1)
                        for parent, child in BONES])
 BOUND_BONES = np.flatnonzero(BONE_LAYER >= 0)
+# The part each joint belongs to (the pelvis, neck and head to the torso).
+JOINT_LAYER = np.array([next(i for i, part in enumerate(_PART_JOINTS) if j in part) for j in range(len(JOINTS))])
 # A torso is a plate, not a stick: the torso bone's distances are measured from the hull of these
 # joints, so chest and belly next to a shoulder or hip joint stay on the torso instead of following
 # the upper arm or thigh that starts there.
@@ -221,11 +223,47 @@ def skin(points: np.ndarray, binding: Binding, transforms: np.ndarray) -> np.nda
     return np.einsum("nvij,vj->nvi", blended[..., :2], points) + blended[..., 2]
 
 
-def carry_joints(rest: np.ndarray, transforms: np.ndarray) -> np.ndarray:
-    """Where the skinning puts the rig joints: each joint moved by the bone it ends (the pelvis by
-    the torso bone). rest: (15, 2) image px; transforms: (n, 14, 2, 3). Returns (n, 15, 2)."""
-    carried = transforms[:, JOINT_BONE]  # (n, 15, 2, 3)
-    return np.einsum("njik,jk->nji", carried[..., :2], rest) + carried[..., 2]
+def joint_anchors(rest: np.ndarray, vertices: np.ndarray, triangles: np.ndarray,
+                  triangle_layer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each rig joint sits in the mesh of its own part: the triangle holding it (the nearest
+    one when the joint lies outside the part) and its barycentric coordinates there. Reading the
+    skinned mesh through these gives the joints the puppet actually drew.
+
+    rest: (15, 2) px; vertices: (V, 2); triangles: (T, 3); triangle_layer: (T,).
+    Returns triangle index (15,) and barycentric weights (15, 3) (negative outside the triangle).
+    """
+    corners = vertices[triangles]  # (T, 3, 2)
+    chosen = np.zeros(len(rest), np.int64)
+    weights = np.zeros((len(rest), 3))
+    for joint, point in enumerate(rest):
+        candidates = np.flatnonzero(triangle_layer == JOINT_LAYER[joint])
+        if len(candidates) == 0:
+            candidates = np.arange(len(triangles))
+        bary = _barycentric(corners[candidates], point)
+        inside = np.flatnonzero((bary >= -1e-9).all(axis=1))
+        if len(inside):
+            pick = inside[0]
+        else:
+            pick = int(np.argmin(np.linalg.norm(corners[candidates].mean(axis=1) - point, axis=1)))
+        chosen[joint], weights[joint] = candidates[pick], bary[pick]
+    return chosen, weights
+
+
+def drawn_joints(skinned: np.ndarray, triangles: np.ndarray, anchor_triangle: np.ndarray,
+                 anchor_weights: np.ndarray) -> np.ndarray:
+    """The joints as the deformed mesh carries them. skinned: (n, V, 2). Returns (n, 15, 2)."""
+    return np.einsum("jk,njkd->njd", anchor_weights, skinned[:, triangles[anchor_triangle]])
+
+
+def _barycentric(triangles: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """(T, 3) barycentric coordinates of a point in each of triangles (T, 3, 2)."""
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    ab, ac, ap = b - a, c - a, point - a
+    area = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+    area = np.where(np.abs(area) < 1e-12, 1e-12, area)
+    wb = (ap[:, 0] * ac[:, 1] - ap[:, 1] * ac[:, 0]) / area
+    wc = (ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0]) / area
+    return np.stack([1.0 - wb - wc, wb, wc], axis=1)
 
 
 def _grid_graph(inside: np.ndarray, step_x: float, step_y: float):
