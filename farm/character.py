@@ -57,7 +57,9 @@ def load_character(
     skeleton_path: str | Path | None = None,
     mask_path: str | Path | None = None,
     max_side: int = 8192,
+    sha256: str | None = None,
 ) -> tuple[Character, CharacterInfo]:
+    """sha256: the image file's hash when the caller has it already."""
     rgb, alpha = load_image(image_path, max_side=max_side)
     height, width = rgb.shape[:2]
     if skeleton_path is not None:
@@ -66,7 +68,7 @@ def load_character(
         joints, source = detect_skeleton(rgb, image_path), "detected"
     mask, method = character_mask(rgb, alpha, mask_path, photo=source == "detected")
     _check_mask(mask, method, image_path, mask_path)
-    character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256_file(image_path))
+    character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256 or sha256_file(image_path))
     return character, CharacterInfo(source, method, width, height)
 
 

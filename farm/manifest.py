@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -49,7 +48,3 @@ def _jsonable(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot record {type(value).__name__} in a manifest")
-
-
-def command_line() -> list[str]:
-    return [Path(sys.argv[0]).name, *sys.argv[1:]]

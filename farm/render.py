@@ -122,7 +122,8 @@ def render_shot(
 
         with _timed(timings, "character"):
             character, char_info = load_character(
-                shot.character, skeleton_path=shot.skeleton, mask_path=shot.mask, max_side=cfg.qa.max_side
+                shot.character, skeleton_path=shot.skeleton, mask_path=shot.mask, max_side=cfg.qa.max_side,
+                sha256=inputs["character"]["sha256"],
             )
         record["character"] = char_info.to_dict()
 

@@ -29,6 +29,9 @@ JOINTS: tuple[str, ...] = (
     "left_knee",
     "left_ankle",
 )
+# Confidence from which a detected joint counts as seen (mediapipe visibility, rig confidence).
+VISIBLE = 0.5
+
 JOINT_INDEX: dict[str, int] = {name: i for i, name in enumerate(JOINTS)}
 
 # Parent of each joint (-1 for the root). Parents always come before children, so a forward pass

@@ -26,10 +26,9 @@ from farm.errors import FarmError
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
 from farm.pose.smooth import one_euro
-from farm.rig import from_mediapipe
+from farm.rig import VISIBLE, from_mediapipe
 
 BODY_POINTS, HAND_POINTS, FACE_POINTS = 33, 21, 468
-VISIBLE = 0.5  # visibility from which a body landmark counts as seen (for the smoothing scale)
 
 
 @dataclass

@@ -19,9 +19,8 @@ import numpy as np
 
 from farm.backends.base import Canvas
 from farm.errors import FarmError
-from farm.rig import BONES, JOINT_INDEX, PARENTS, bone_lengths
+from farm.rig import BONES, JOINT_INDEX, PARENTS, VISIBLE, bone_lengths
 
-VISIBLE = 0.5  # confidence from which a driving joint counts as seen
 SHOWN = 0.25  # share of frames on which a bone must be seen to drive the character at all
 FORESHORTEN = (0.5, 1.0)  # bounds of the per-frame length factor taken from the performer
 

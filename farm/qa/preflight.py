@@ -17,9 +17,8 @@ import numpy as np
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
 from farm.pose.extract import PoseSequence, image_pose_detector
-from farm.rig import JOINT_INDEX
+from farm.rig import JOINT_INDEX, VISIBLE
 
-VISIBLE = 0.5  # joint confidence from which a joint counts as visible
 HANDS_MIN_RATIO = 0.5  # warn below this share of frames with a hand found (when hands matter)
 NO_PERSON_MAX_RATIO = 0.2  # warn above this share of frames without a person
 HOG_MIN_SCORE = 0.5  # SVM score of a HOG people detection; below it most hits are clutter

@@ -25,31 +25,10 @@ INTERIOR_CLEARANCE = 0.4
 
 
 @dataclass(frozen=True)
-class Mesh:
-    """vertices: (V, 2) float64 image px. triangles: (T, 3) int64 vertex indices.
-    region: (H, W) bool, the largest mask component grown by MESH_MARGIN_PX; the mesh lies in it."""
-
-    vertices: np.ndarray
-    triangles: np.ndarray
-    region: np.ndarray
-
-
-def build_mesh(mask: np.ndarray, grid_divisions: int = 40) -> Mesh:
-    """Triangulate the largest component of `mask` ((H, W) bool) with about `grid_divisions`
-    vertices across the longer image side."""
-    region = mesh_region(mask)
-    vertices, triangles = _triangulate(region, max(mask.shape) / grid_divisions)
-    if len(triangles) == 0:
-        raise FarmError("character mask", "leaves no triangle inside the character",
-                        "give a mask with --character-mask that covers the whole character")
-    return Mesh(vertices, triangles, region)
-
-
-@dataclass(frozen=True)
 class PartMesh:
     """One mesh per body part, cut along the part borders. vertices: (V, 2) image px; triangles:
     (T, 3); vertex_layer: (V,) and triangle_layer: (T,) the part each belongs to; region: (H, W)
-    bool, where the character's mesh may lie (as in Mesh)."""
+    bool, the character's mask grown by MESH_MARGIN_PX (see mesh_region); the mesh lies in it."""
 
     vertices: np.ndarray
     triangles: np.ndarray
