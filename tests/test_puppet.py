@@ -342,3 +342,13 @@ def test_same_image_with_another_skeleton_is_another_puppet(char1):
     backend.prepare(moved, canvas)
     assert backend._stage.puppet is not first
     assert np.allclose(backend._stage.puppet.rest, moved.joints[:, :2])
+
+
+def test_half_body_character_without_legs_renders(char1):
+    # Only the top half of the drawing: no leg has a single pixel, so the leg layers are empty.
+    mask = char1.mask.copy()
+    mask[int(char1.joints[JOINT_INDEX["pelvis"], 1]) - 10 :] = False
+    top = Character(image=char1.image, mask=mask, joints=char1.joints, source=char1.source, sha256=char1.sha256 + "top")
+    result = render(top, image_canvas(top), targets_of(motion(top.joints)))
+    assert result.frames.shape[0] == 16 and result.frames.std() > 10
+    assert np.isfinite(result.drawn_joints).all()

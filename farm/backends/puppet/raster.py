@@ -135,6 +135,8 @@ def rasterize_layer(posed: np.ndarray, to_source: np.ndarray, opaque: np.ndarray
     texture is opaque there, so a limb folding over itself shows its body, not its transparent rim.
     """
     width, height = size
+    if len(posed) == 0:  # a part the picture does not show (the legs of a half-body portrait)
+        return None
     # 1. The layer's bounding box on the canvas.
     x0 = max(0, int(np.floor(posed[..., 0].min())))
     x1 = min(width - 1, int(np.ceil(posed[..., 0].max())))
