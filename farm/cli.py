@@ -180,9 +180,10 @@ def cmd_pose(args) -> int:
     from farm.pose.extract import extract_poses
     from farm.pose.preview import write_pose_preview
     from farm.pose.store import write_parquet
-    from farm.render import pose_options, progress_callback
+    from farm.render import check_root, pose_options, progress_callback
 
     cfg = load_config(args.overrides)
+    check_root(Path(args.video), cfg, "video")
     probe = probe_video(args.video, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -289,7 +289,7 @@ def _probe_inputs(shot: Shot, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
     from farm.media.probe import probe_image
 
     for path, name in ((shot.motion, "motion"), (shot.character, "character")):
-        _check_root(Path(path), cfg, name)
+        check_root(Path(path), cfg, name)
     motion = probe_video(shot.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
     image = probe_image(shot.character, max_side=cfg.qa.max_side)
     inputs = {
@@ -298,7 +298,7 @@ def _probe_inputs(shot: Shot, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
     }
     for name, path in (("skeleton", shot.skeleton), ("mask", shot.mask)):
         if path is not None:
-            _check_root(Path(path), cfg, name)
+            check_root(Path(path), cfg, name)
             if not Path(path).is_file():
                 raise FarmError(str(path), f"{name} file not found", f"check the --character-{name} path")
             inputs[name] = _input_record(path, None)
@@ -315,7 +315,8 @@ def _input_record(path, probe) -> dict:
     }
 
 
-def _check_root(path: Path, cfg: FarmConfig, name: str) -> None:
+def check_root(path: Path, cfg: FarmConfig, name: str) -> None:
+    """Inputs may only come from the configured roots (resolved first, so `..` cannot escape)."""
     roots = [Path(r).resolve() for r in cfg.storage.roots]
     if roots and not any(path.resolve().is_relative_to(root) for root in roots):
         raise FarmError(str(path), f"{name} is outside the allowed input roots", "move it under storage.roots or add its folder there")

@@ -7,8 +7,16 @@ import cv2
 import numpy as np
 import pytest
 
-from farm.pose.extract import PoseSequence, detect_image_pose, extract_poses
-from farm.qa.preflight import count_people, framing_class, run_preflight, video_framing
+from farm.pose.extract import PoseOptions, PoseSequence, detect_image_pose, extract_poses
+from farm.qa.preflight import (
+    FAST_MOTION_PER_FRAME,
+    TINY_SUBJECT_RATIO,
+    count_people,
+    framing_class,
+    run_preflight,
+    subject_size_and_speed,
+    video_framing,
+)
 from farm.rig import JOINT_INDEX, from_mediapipe
 
 
@@ -90,3 +98,20 @@ def test_two_people_in_the_video_are_warned_about(shared_data):
     report = run_preflight(path, seq, None, None)
     assert report.people_max == 2
     assert report.warnings[0].startswith("2 people seen")
+
+
+def test_fast_low_frame_rate_dribble_warns_and_asl_does_not(shared_data, asl):
+    dribble = extract_poses(shared_data / "fast_basketball_dribble.mp4", options=PoseOptions(hands=False, face=False))
+    size, speed = subject_size_and_speed(dribble)
+    assert speed > FAST_MOTION_PER_FRAME and 0.3 < size < 0.7
+    report = run_preflight(shared_data / "fast_basketball_dribble.mp4", dribble, None, None)
+    assert any("too fast" in w for w in report.warnings)
+    size, speed = subject_size_and_speed(asl)
+    assert speed < FAST_MOTION_PER_FRAME and size > 0.6
+
+
+def test_tiny_performer_is_warned_about(shared_data, asl):
+    small = dataclasses.replace(asl, height=asl.height * 8)  # same pixels in a frame 8x as tall
+    report = run_preflight(shared_data / "gesture_asl_please.mkv", small, None, None)
+    assert report.subject_height_ratio < TINY_SUBJECT_RATIO
+    assert any("fills only" in w for w in report.warnings)

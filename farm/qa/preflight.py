@@ -19,6 +19,8 @@ from farm.media.probe import probe_video
 from farm.pose.extract import PoseSequence, image_pose_detector
 from farm.rig import JOINT_INDEX, VISIBLE
 
+TINY_SUBJECT_RATIO = 0.15  # warn when the performer's visible height is below this share of the frame
+FAST_MOTION_PER_FRAME = 0.1  # warn when wrists/ankles move more than this many body heights per frame (p95)
 HANDS_MIN_RATIO = 0.5  # warn below this share of frames with a hand found (when hands matter)
 NO_PERSON_MAX_RATIO = 0.2  # warn above this share of frames without a person
 HOG_MIN_SCORE = 0.5  # SVM score of a HOG people detection; below it most hits are clutter
@@ -38,6 +40,9 @@ class Preflight:
     """people_max: most people seen on one sampled frame; people_note: which one is animated.
     video_framing, image_framing: framing_class of each (image None when no image pose is known).
     hands_visible_ratio: share of frames with a person on which at least one hand was found.
+    subject_height_ratio: median height of the performer's visible landmarks / frame height.
+    motion_per_frame: 95th percentile over frames of the fastest wrist or ankle step, in body heights
+    per frame (what the tracker must follow from one frame to the next).
     warnings: one line each, what is wrong and what to do."""
 
     people_max: int
@@ -46,6 +51,8 @@ class Preflight:
     image_framing: str | None
     framing_match: bool
     hands_visible_ratio: float
+    subject_height_ratio: float
+    motion_per_frame: float
     warnings: list[str]
 
     def to_dict(self) -> dict:
@@ -148,9 +155,37 @@ def run_preflight(
         warnings.append(f"no person is found on {no_person:.0%} of frames; the character holds "
                         f"still there — trim the reference to where the performer is in view")
 
+    # 5. A tiny performer, and motion too fast for the frame rate
+    height_ratio, per_frame = subject_size_and_speed(video_pose)
+    if found.any() and height_ratio < TINY_SUBJECT_RATIO:
+        warnings.append(f"the performer fills only {height_ratio:.0%} of the frame height, so the pose is "
+                        f"coarse — crop the reference closer to the performer")
+    if per_frame > FAST_MOTION_PER_FRAME:
+        warnings.append(f"hands or feet move up to {per_frame:.2f} body heights between frames, too fast for "
+                        f"{video_pose.fps:.3g} fps: expect tracking slips — use a higher frame rate or slower motion")
+
     return Preflight(people_max=people_max, people_note=people_note, video_framing=v_framing,
                      image_framing=i_framing, framing_match=framing_match,
-                     hands_visible_ratio=hands_ratio, warnings=warnings)
+                     hands_visible_ratio=hands_ratio, subject_height_ratio=round(height_ratio, 3),
+                     motion_per_frame=round(per_frame, 3), warnings=warnings)
+
+
+def subject_size_and_speed(poses: PoseSequence) -> tuple[float, float]:
+    """(median visible height / frame height, p95 of the fastest wrist-or-ankle step per frame in
+    body heights); zeros when nobody is seen."""
+    body = poses.body
+    seen = body[..., 3] >= VISIBLE
+    found = seen.any(axis=1)
+    if not found.any():
+        return 0.0, 0.0
+    ys = np.where(seen, body[..., 1], np.nan)[found]
+    height = float(np.median(np.nanmax(ys, axis=1) - np.nanmin(ys, axis=1)))
+    ends = [15, 16, 27, 28]  # mediapipe wrists and ankles
+    step = np.linalg.norm(np.diff(body[:, ends, :2], axis=0), axis=-1)
+    both = seen[1:, ends] & seen[:-1, ends]
+    fastest = np.where(both, step, 0.0).max(axis=1)[both.any(axis=1)]
+    per_frame = float(np.percentile(fastest, 95)) / max(height, 1.0) if len(fastest) else 0.0
+    return height / poses.height, per_frame
 
 
 def _count_on_frame(rgb: np.ndarray, detect_pose, hog, face_detector) -> tuple[int, float | None]:
