@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from farm.errors import FarmError
+from farm.pose.extract import PoseOptions
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -32,17 +33,10 @@ BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig}
 
 
 @dataclass
-class PoseConfig:
+class PoseConfig(PoseOptions):
+    """The pose stage's options (farm.pose.extract.PoseOptions) and which model runs it."""
+
     model: str = "mediapipe"
-    hands: bool = True
-    face: bool = True
-    min_detection_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-    warmup_frames: int = 8
-    smoothing: bool = True
-    min_cutoff: float = 1.0
-    beta: float = 2.0
-    d_cutoff: float = 1.0
 
 
 @dataclass

@@ -10,6 +10,7 @@ is written last, and a failed shot leaves a manifest with `status: failed` and n
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -378,14 +379,10 @@ def _versions(backend: Backend) -> dict:
 
 
 def pose_options(cfg: FarmConfig):
+    """The pose config as the options extract_poses takes (the config adds only the model name)."""
     from farm.pose.extract import PoseOptions
 
-    p = cfg.pose
-    return PoseOptions(
-        hands=p.hands, face=p.face, min_detection_confidence=p.min_detection_confidence,
-        min_tracking_confidence=p.min_tracking_confidence, warmup_frames=p.warmup_frames,
-        smoothing=p.smoothing, min_cutoff=p.min_cutoff, beta=p.beta, d_cutoff=p.d_cutoff,
-    )
+    return PoseOptions(**{f.name: getattr(cfg.pose, f.name) for f in dataclasses.fields(PoseOptions)})
 
 
 def _output_fps(cfg: FarmConfig, probe: VideoProbe) -> Fraction:

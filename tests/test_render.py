@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import pytest
@@ -15,6 +16,19 @@ from tests.conftest import REPO
 from tests.test_cli import run_farm
 
 MEDIA = REPO / "jobs" / "media"
+
+
+DRAWINGS = {
+    "char1": ("childdrawing_char1.png", "childdrawing_char1_skeleton.yaml", "childdrawing_char1_mask.png"),
+    "char3": ("childdrawing_char3_candycorn.png", "childdrawing_char3_skeleton.yaml", "childdrawing_char3_candycorn_mask.png"),
+}
+
+
+def drawing_shot(motion, drawing: str, **kwargs) -> Shot:
+    """A shipped drawing with its skeleton and mask, driven by `motion` (a path or a jobs/media name)."""
+    image, skeleton, mask = DRAWINGS[drawing]
+    motion = motion if isinstance(motion, Path) else MEDIA / motion
+    return Shot(motion=motion, character=MEDIA / image, skeleton=MEDIA / skeleton, mask=MEDIA / mask, **kwargs)
 
 
 def _decoded(path):
@@ -85,12 +99,7 @@ def test_pose_artifacts_round_trip(photo_shot):
 
 def test_drawing_render_in_video_mode_and_rerun_reuses_the_shot(tmp_path):
     cfg = load_config(["match=video", "output.size=256"])
-    shot = Shot(
-        motion=MEDIA / "gesture_asl_please.mkv",
-        character=MEDIA / "childdrawing_char1.png",
-        skeleton=MEDIA / "childdrawing_char1_skeleton.yaml",
-        mask=MEDIA / "childdrawing_char1_mask.png",
-    )
+    shot = drawing_shot("gesture_asl_please.mkv", "char1")
     result = render_shot(shot, cfg, tmp_path)
     assert result.status == "succeeded", result.error
     frames, (_, _, fps, width, height), audio = _decoded(result.video)
@@ -104,12 +113,7 @@ def test_drawing_render_in_video_mode_and_rerun_reuses_the_shot(tmp_path):
 
 def test_output_fps_override_keeps_the_duration(tmp_path):
     cfg = load_config(["output.fps=15", "output.size=128", "output.pose_preview=false"])
-    shot = Shot(
-        motion=MEDIA / "gesture_asl_please.mkv",
-        character=MEDIA / "childdrawing_char3_candycorn.png",
-        skeleton=MEDIA / "childdrawing_char3_skeleton.yaml",
-        mask=MEDIA / "childdrawing_char3_candycorn_mask.png",
-    )
+    shot = drawing_shot("gesture_asl_please.mkv", "char3")
     result = render_shot(shot, cfg, tmp_path)
     assert result.status == "succeeded", result.error
     frames, (_, _, fps, _, _), _ = _decoded(result.video)
@@ -154,13 +158,7 @@ shots:
 
 
 def test_named_shot_renders_again_when_its_config_changes(tmp_path):
-    shot = Shot(
-        motion=MEDIA / "walk_two_people_toward_camera.gif",
-        character=MEDIA / "childdrawing_char3_candycorn.png",
-        skeleton=MEDIA / "childdrawing_char3_skeleton.yaml",
-        mask=MEDIA / "childdrawing_char3_candycorn_mask.png",
-        shot_id="walk",
-    )
+    shot = drawing_shot("walk_two_people_toward_camera.gif", "char3", shot_id="walk")
     small = load_config(["output.size=96", "output.pose_preview=false"])
     first = render_shot(shot, small, tmp_path)
     assert first.status == "succeeded" and render_shot(shot, small, tmp_path).status == "reused"
@@ -171,13 +169,7 @@ def test_named_shot_renders_again_when_its_config_changes(tmp_path):
 
 
 def _candycorn_walk(**kwargs) -> Shot:
-    return Shot(
-        motion=MEDIA / "walk_two_people_toward_camera.gif",
-        character=MEDIA / "childdrawing_char3_candycorn.png",
-        skeleton=MEDIA / "childdrawing_char3_skeleton.yaml",
-        mask=MEDIA / "childdrawing_char3_candycorn_mask.png",
-        **kwargs,
-    )
+    return drawing_shot("walk_two_people_toward_camera.gif", "char3", **kwargs)
 
 
 def test_strict_qa_refuses_a_shot_with_preflight_warnings(tmp_path):
@@ -209,8 +201,7 @@ def test_a_failure_after_the_video_was_written_leaves_no_video(tmp_path, monkeyp
 
 def test_keep_audio_false_drops_the_sound(tmp_path, shared_data):
     cfg = load_config(["output.keep_audio=false", "output.size=96", "output.pose_preview=false", "pose.face=false"])
-    shot = Shot(motion=shared_data / "dance_fullbody_outdoor.mp4", character=MEDIA / "childdrawing_char1.png",
-                skeleton=MEDIA / "childdrawing_char1_skeleton.yaml", mask=MEDIA / "childdrawing_char1_mask.png")
+    shot = drawing_shot(shared_data / "dance_fullbody_outdoor.mp4", "char1")
     result = render_shot(shot, cfg, tmp_path)
     assert result.status == "succeeded", result.error
     frames, _, audio = _decoded(result.video)

@@ -65,7 +65,7 @@ class PoseSequence:
         return self.body[..., 3].max(axis=-1, initial=0.0) > 0.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class PoseOptions:
     """hands, face: also track them (mediapipe Holistic; plain Pose when both are off).
     warmup_frames: frames decoded before `start` so the tracker has locked on by `start`; their
@@ -89,14 +89,16 @@ def extract_poses(
     *,
     start: int = 0,
     stop: int | None = None,
-    options: PoseOptions = PoseOptions(),
+    options: PoseOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PoseSequence:
     """Track the most prominent person on frames start..stop-1 (stop None: to the end).
 
     Runs mediapipe in tracking mode (static_image_mode=False), one landmarker for the whole call.
     progress(n) is called after each frame of the range with the number of frames done so far.
+    options: None for the defaults of PoseOptions.
     """
+    options = options or PoseOptions()
     # 1. Check inputs
     probe = probe_video(path)
     if start < 0 or (stop is not None and stop <= start):
