@@ -26,6 +26,7 @@ from farm.backends.puppet.raster import (
     source_affines,
 )
 from farm.backends.puppet.skinning import (
+    JOINT_LAYER,
     LAYERS,
     LIMBS,
     MIN_BONE_PX,
@@ -165,7 +166,8 @@ def build_puppet(character: Character, grid_divisions: int) -> Puppet:
     mask = character.mask.astype(bool)
     rest = character.joints[:, :2].astype(np.float64)
     region = mesh_region(mask)
-    mesh = build_part_meshes(region, part_labels(region, rest), grid_divisions)
+    pins = {layer: rest[JOINT_LAYER == layer] for layer in range(len(LAYERS))}
+    mesh = build_part_meshes(region, part_labels(region, rest), grid_divisions, pins)
     vertices, triangles = mesh.vertices, mesh.triangles
     binding = bind_parts(vertices, mesh.vertex_layer, triangles, region, rest)
 

@@ -37,10 +37,15 @@ class PartMesh:
     region: np.ndarray
 
 
-def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: int = 40) -> PartMesh:
+def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: int = 40,
+                      pins: dict[int, np.ndarray] | None = None) -> PartMesh:
     """Triangulate every part of `labels` ((H, W) int, -1 outside `region`) on its own, each grown
     by MESH_MARGIN_PX into its neighbours, so parts overlap slightly and show no crack at rest but
-    can move apart without stretching a triangle across the border."""
+    can move apart without stretching a triangle across the border.
+
+    pins: per part, points ((N, 2) px) that become mesh vertices where they lie in the part — the
+    rig joints, so the mesh bends exactly at them."""
+    pins = pins or {}
     spacing = max(region.shape) / grid_divisions
     size = 2 * MESH_MARGIN_PX + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
@@ -51,7 +56,7 @@ def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: in
         if not part.any():
             continue
         grown = cv2.dilate(part.astype(np.uint8), kernel).astype(bool) & region
-        points, tris = _triangulate(grown, spacing)
+        points, tris = _triangulate(grown, spacing, pins.get(layer, np.zeros((0, 2))))
         vertices.append(points)
         triangles.append(tris + offset)
         vertex_layer.append(np.full(len(points), layer))
@@ -64,10 +69,18 @@ def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: in
                     np.concatenate(triangle_layer), region)
 
 
-def _triangulate(region: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (outline of every boundary plus a grid inside) and the Delaunay triangles that lie
-    inside `region`; unused vertices dropped. ((V, 2) px, (T, 3)); empty for a region too small."""
+def _triangulate(region: np.ndarray, spacing: float, pins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (outline of every boundary, a grid inside, and the pins that lie inside) and the
+    Delaunay triangles that lie inside `region`; unused vertices dropped. ((V, 2) px, (T, 3));
+    empty for a region too small."""
     points = np.concatenate([outline_points(region, spacing / 2), interior_points(region, spacing)])
+    height, width = region.shape
+    cols, rows = np.round(pins).astype(np.int64).T if len(pins) else (np.zeros(0, np.int64),) * 2
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    inside[inside] = region[rows[inside], cols[inside]]
+    for pin in pins[inside]:
+        # A grid point on top of a pin would make a sliver: the pin takes its place.
+        points = np.concatenate([points[np.linalg.norm(points - pin, axis=1) > 0.25 * spacing], pin[None]])
     if len(points) < 3:
         return np.zeros((0, 2)), np.zeros((0, 3), np.int64)
     try:
