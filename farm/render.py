@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -25,17 +26,19 @@ from typing import Protocol
 
 import numpy as np
 
-from farm.backends.base import Backend, WindowRequest
+from farm.backends.base import Backend, BackendSpec, Canvas, Character, WindowRequest
 from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
 from farm.media.probe import VideoProbe, probe_video, sha256_file
-from farm.windows import overlap_overhead, plan_windows
+from farm.pose.extract import PoseSequence
+from farm.windows import Window, overlap_overhead, plan_windows
 
 SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VIDEO = "video.mp4"
 MANIFEST = "manifest.json"
 PREVIEW = "pose_preview.mp4"
+WINDOWS = "windows"
 
 
 class Reporter(Protocol):
@@ -86,6 +89,47 @@ def make_backend(cfg: FarmConfig) -> Backend:
     raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet")
 
 
+@dataclass
+class ShotPlan:
+    """A shot ready to render: everything the window workers and the final stitch need.
+
+    targets: (T, 15, 3) retargeted joints on the canvas; layers: (T, 4) limb order; behind: (T,)
+    limbs behind the torso; index: (T,) source frame of each output frame; record: the manifest so
+    far; timings: seconds per stage so far.
+    """
+
+    shot: Shot
+    cfg: FarmConfig
+    shot_id: str
+    content_key: str
+    folder: Path
+    record: dict
+    timings: dict
+    character: Character
+    canvas: Canvas
+    targets: np.ndarray
+    layers: np.ndarray
+    behind: np.ndarray
+    windows: list[Window]
+    fps: Fraction
+    audio: Path | None
+    driving: PoseSequence
+    index: np.ndarray
+
+    def request(self, window: Window) -> WindowRequest:
+        return WindowRequest(
+            shot_id=self.shot_id, start=window.start, end=window.end,
+            targets=self.targets[window.start : window.end], layers=self.layers[window.start : window.end],
+            prompt=self.shot.prompt or self.cfg.prompt, seed=self.cfg.seed,
+            options={"limbs_behind_torso": self.behind[window.start : window.end]},
+        )
+
+    def window_file(self, window: Window) -> Path:
+        """Checkpoint of one rendered window, named by its content: a rerun after a crash finds it."""
+        key = hashlib.sha256(f"{self.content_key}:{window.start}:{window.end}:{window.render_length}".encode()).hexdigest()[:16]
+        return self.folder / WINDOWS / f"{window.index:05d}-{key}.npz"
+
+
 def render_shot(
     shot: Shot,
     cfg: FarmConfig,
@@ -95,8 +139,35 @@ def render_shot(
     reporter: Reporter | None = None,
     force: bool = False,
 ) -> ShotResult:
-    """Render one shot into `out_root/<shot_id>/`. Never raises for a bad shot: the result (and the
-    manifest on disk) says `failed` with the reason; the caller decides what to print."""
+    """Render one shot into `out_root/<shot_id>/`, in this process. Never raises for a bad shot:
+    the result (and the manifest on disk) says `failed` with the reason. Windows already on disk
+    from an interrupted run are reused."""
+    reporter = reporter or _Silent()
+    try:
+        backend = backend or make_backend(cfg)
+    except FarmError as exc:
+        return record_failure(shot, cfg, out_root, exc)
+    planned = plan_shot(shot, cfg, out_root, backend.spec, reporter=reporter, force=force)
+    if isinstance(planned, ShotResult):
+        return planned
+    try:
+        with _timed(planned.timings, "prepare"):
+            backend.prepare(planned.character, planned.canvas)
+        reporter.stage("render", len(planned.targets))
+        logs = []
+        for window in planned.windows:
+            logs.append(render_window(backend, planned, window))
+            reporter.advance(window.length)
+    except Exception as exc:  # noqa: BLE001 - recorded in the manifest
+        return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc)
+    return finish_shot(planned, logs)
+
+
+def plan_shot(
+    shot: Shot, cfg: FarmConfig, out_root: Path, spec: BackendSpec, *, reporter: Reporter | None = None, force: bool = False
+) -> ShotPlan | ShotResult:
+    """Steps 1-6 of a shot: inputs, character, pose, preflight, retarget, window plan. Returns the
+    plan, or the final result when the shot is already finished (reused) or failed."""
     reporter = reporter or _Silent()
     record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
     timings: dict[str, float] = {}
@@ -104,11 +175,10 @@ def render_shot(
     shot_id = shot.shot_id or _fallback_id(shot, cfg)
     folder = out_root / shot_id
     try:
-        backend = backend or make_backend(cfg)
         # 1. Check inputs: probe, hash, and derive the content-addressed shot id.
         with _timed(timings, "probe"):
             inputs, motion_probe = _probe_inputs(shot, cfg)
-        content_key = _content_key(inputs, shot, cfg, backend)
+        content_key = _content_key(inputs, shot, cfg, spec)
         shot_id = shot.shot_id or content_key[:16]
         folder = out_root / shot_id
         if not force and _finished(folder, content_key):
@@ -116,7 +186,7 @@ def render_shot(
             return ShotResult(shot_id, "reused", folder, manifest)
         _reset(folder)
         record.update(shot_id=shot_id, content_key=content_key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
-        record.update(versions=_versions(backend), seeds=[cfg.seed])
+        record.update(versions=_versions(spec), seeds=[cfg.seed])
 
         # 2. Character: image, mask, rest skeleton (before the long pose stage: its errors come early).
         from farm.character import load_character
@@ -164,63 +234,122 @@ def render_shot(
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
 
         # 6. Window plan.
-        total = len(index)
-        spec = backend.spec
         windows = plan_windows(
-            total,
+            len(index),
             cfg.window.length or spec.window_length,
             cfg.window.overlap if cfg.window.overlap is not None else spec.window_overlap,
             spec.frame_multiple,
         )
+    except Exception as exc:  # noqa: BLE001 - one bad shot must never stop a campaign
+        return fail_shot(shot, folder, record | {"shot_id": shot_id}, timings, exc)
+    audio = Path(shot.motion) if cfg.output.keep_audio and motion_probe.has_audio else None
+    return ShotPlan(
+        shot=shot, cfg=cfg, shot_id=shot_id, content_key=content_key, folder=folder, record=record, timings=timings,
+        character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
+        windows=windows, fps=fps, audio=audio, driving=driving, index=index,
+    )
 
-        # 7-9. Generate each window, stitch the overlaps, encode as frames become final.
-        with _timed(timings, "prepare"):
-            backend.prepare(character, moved.canvas)
-        reporter.stage("render", total)
-        window_log, rig_error = _render_and_encode(
-            backend, windows, moved, (layers, behind), shot_id, cfg, fps, shot, motion_probe, folder, reporter, timings
-        )
-        record["windows"] = window_log
+
+def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local", attempt: int = 1) -> dict:
+    """Step 7 for one window: render it (unless its checkpoint exists) and write the checkpoint.
+    The backend must have been prepared for this plan. Returns the window's log entry."""
+    path = plan.window_file(window)
+    if path.exists():
+        return {**window.to_dict(), "reused": True}
+    started = time.perf_counter()
+    request = plan.request(window)
+    result = backend.render_window(request)
+    error = None
+    if result.drawn_joints is not None:
+        error = float(np.linalg.norm(result.drawn_joints - request.targets[..., :2], axis=-1).max())
+    seconds = time.perf_counter() - started
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as handle:
+        np.savez(handle, frames=result.frames[: window.length])
+    os.replace(partial, path)
+    return {
+        **window.to_dict(), "reused": False, "worker": worker, "attempt": attempt,
+        "seconds": round(seconds, 3), "rig_error_px_max": None if error is None else round(error, 3),
+    }
+
+
+def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | None = None) -> ShotResult:
+    """Steps 8-11: stitch the window checkpoints into exactly T frames, encode with the reference's
+    audio, write the pose artifacts, then the manifest; the checkpoints are removed on success."""
+    from farm.media.encode import VideoWriter
+    from farm.pose.store import write_parquet, write_rig_parquet
+    from farm.stitch import Stitcher
+
+    cfg, folder, timings, record = plan.cfg, plan.folder, plan.timings, plan.record
+    timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
+    try:
+        # 8-9. Stitch and encode, streaming: only one window and an overlap tail are in memory.
+        with _timed(timings, "encode"):
+            stitcher = Stitcher(len(plan.targets), cfg.window.blend)
+            with VideoWriter(
+                folder / VIDEO, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
+                crf=cfg.output.crf, preset=cfg.output.preset, audio_from=plan.audio,
+            ) as writer:
+                for i, window in enumerate(plan.windows):
+                    next_start = plan.windows[i + 1].start if i + 1 < len(plan.windows) else None
+                    with np.load(plan.window_file(window)) as stored:
+                        frames = stored["frames"]
+                    for frame in stitcher.add(window, frames, next_start):
+                        writer.write(frame)
+                stitcher.finish()
+        record["windows"] = window_logs
 
         # 10. Pose artifacts: parquet tables and the preview video.
-        from farm.pose.store import write_parquet, write_rig_parquet
-
         with _timed(timings, "artifacts"):
             (folder / "poses").mkdir(exist_ok=True)
-            write_parquet(driving, folder / "poses" / "driving.parquet")
+            write_parquet(plan.driving, folder / "poses" / "driving.parquet")
             write_rig_parquet(
-                moved.targets, folder / "poses" / "target.parquet", fps=float(fps), width=moved.canvas.width, height=moved.canvas.height
+                plan.targets, folder / "poses" / "target.parquet", fps=float(plan.fps),
+                width=plan.canvas.width, height=plan.canvas.height,
             )
             if cfg.output.pose_preview:
                 from farm.pose.preview import write_pose_preview
 
                 write_pose_preview(
-                    folder / PREVIEW, driving, fps, index=index, targets=moved.targets,
-                    canvas_size=(moved.canvas.width, moved.canvas.height),
+                    folder / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
+                    canvas_size=(plan.canvas.width, plan.canvas.height),
                 )
             if cfg.output.openpose_json:
                 from farm.pose.openpose import write_openpose_json
 
-                write_openpose_json(driving, folder / "poses" / "openpose")
+                write_openpose_json(plan.driving, folder / "poses" / "openpose")
+        shutil.rmtree(folder / WINDOWS, ignore_errors=True)
 
+        errors = [w["rig_error_px_max"] for w in window_logs if w.get("rig_error_px_max") is not None]
         record["metrics"] = {
-            "frames": total,
-            "fps": float(fps),
-            "width": moved.canvas.width,
-            "height": moved.canvas.height,
-            "overlap_overhead": round(overlap_overhead(windows, total), 4),
-            "rig_error_px_max": rig_error,
+            "frames": len(plan.targets),
+            "fps": float(plan.fps),
+            "width": plan.canvas.width,
+            "height": plan.canvas.height,
+            "overlap_overhead": round(overlap_overhead(plan.windows, len(plan.targets)), 4),
+            "rig_error_px_max": max(errors) if errors else None,
+            "windows_rendered": sum(1 for w in window_logs if not w.get("reused")),
+            "windows_reused": sum(1 for w in window_logs if w.get("reused")),
         }
         record["artifacts"] = _artifacts(folder)
         record.update(status="succeeded", error=None)
-    except Exception as exc:  # one bad shot must never stop a campaign: record it and move on
-        message = str(exc.for_shot(shot_id)) if isinstance(exc, FarmError) else f"internal error: {type(exc).__name__}: {exc}"
-        record.update(status="failed", error={"type": type(exc).__name__, "message": message})
-        if not isinstance(exc, FarmError):
-            record["error"]["traceback"] = traceback.format_exc(limit=8)
-        record.setdefault("shot_id", shot_id)
-        _discard_outputs(folder)
+    except Exception as exc:  # noqa: BLE001 - recorded in the manifest
+        return fail_shot(plan.shot, folder, record, timings, exc)
     record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    return _commit(record, folder)
+
+
+def fail_shot(shot: Shot, folder: Path, record: dict, timings: dict, exc: BaseException) -> ShotResult:
+    """Record a failed shot: the error in the manifest, no video or other artifact left (window
+    checkpoints stay, so a rerun after a transient fault does not redo them)."""
+    shot_id = record.get("shot_id") or folder.name
+    message = str(exc.for_shot(shot_id)) if isinstance(exc, FarmError) else f"internal error: {type(exc).__name__}: {exc}"
+    record.update(shot_id=shot_id, status="failed", error={"type": type(exc).__name__, "message": message})
+    if not isinstance(exc, FarmError):
+        record["error"]["traceback"] = "".join(traceback.format_exception(exc, limit=8))
+    record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    _discard_outputs(folder)
     return _commit(record, folder)
 
 
@@ -249,41 +378,6 @@ def _commit(record: dict, folder: Path) -> ShotResult:
     write_json_atomic(folder / MANIFEST, record)
     error = record["error"]["message"] if record["error"] else None
     return ShotResult(record["shot_id"], record["status"], folder, record, error)
-
-
-def _render_and_encode(backend, windows, moved, layering, shot_id, cfg, fps, shot, probe, folder, reporter, timings):
-    from farm.media.encode import VideoWriter
-    from farm.stitch import Stitcher
-
-    layers, behind = layering
-    stitcher = Stitcher(moved.targets.shape[0], cfg.window.blend)
-    audio = shot.motion if cfg.output.keep_audio and probe.has_audio else None
-    log, worst = [], 0.0
-    with VideoWriter(
-        folder / VIDEO, fps=fps, width=moved.canvas.width, height=moved.canvas.height,
-        crf=cfg.output.crf, preset=cfg.output.preset, audio_from=audio,
-    ) as writer:
-        for i, window in enumerate(windows):
-            started = time.perf_counter()
-            request = WindowRequest(
-                shot_id=shot_id, start=window.start, end=window.end,
-                targets=moved.targets[window.start : window.end], layers=layers[window.start : window.end],
-                prompt=shot.prompt or cfg.prompt, seed=cfg.seed,
-                options={"limbs_behind_torso": behind[window.start : window.end]},
-            )
-            with _timed(timings, "generate"):
-                result = backend.render_window(request)
-            if result.drawn_joints is not None:
-                err = np.linalg.norm(result.drawn_joints - request.targets[..., :2], axis=-1)
-                worst = max(worst, float(err.max()))
-            next_start = windows[i + 1].start if i + 1 < len(windows) else None
-            with _timed(timings, "encode"):
-                for frame in stitcher.add(window, result.frames, next_start):
-                    writer.write(frame)
-            reporter.advance(window.length if next_start is None else next_start - window.start)
-            log.append({**window.to_dict(), "worker": "local", "attempt": 1, "seconds": round(time.perf_counter() - started, 3)})
-        stitcher.finish()
-    return log, round(worst, 3)
 
 
 def _probe_inputs(shot: Shot, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
@@ -323,14 +417,14 @@ def check_root(path: Path, cfg: FarmConfig, name: str) -> None:
         raise FarmError(str(path), f"{name} is outside the allowed input roots", "move it under storage.roots or add its folder there")
 
 
-def _content_key(inputs: dict, shot: Shot, cfg: FarmConfig, backend: Backend) -> str:
+def _content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) -> str:
     """Hash of everything the shot's record holds: input bytes, prompt, rights, config, backend."""
     key = {
         "inputs": {name: item["sha256"] for name, item in inputs.items()},
         "prompt": shot.prompt,
         "rights": shot.rights,
         "config": cfg.to_dict(),
-        "backend": [backend.spec.name, backend.spec.version],
+        "backend": [spec.name, spec.version],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -352,15 +446,16 @@ def _finished(folder: Path, content_key: str) -> bool:
 
 
 def _reset(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    """Clear what an earlier, different or unfinished render left, except window checkpoints."""
+    _discard_outputs(folder)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
 
 
 def _discard_outputs(folder: Path) -> None:
     if folder.exists():
         for child in folder.iterdir():
-            if child.name != MANIFEST:
+            if child.name not in (MANIFEST, WINDOWS):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
@@ -371,9 +466,9 @@ def _artifacts(folder: Path) -> list[dict]:
     return found
 
 
-def _versions(backend: Backend) -> dict:
+def _versions(spec: BackendSpec) -> dict:
     found = versions()
-    found["backend"] = f"{backend.spec.name}/{backend.spec.version}"
+    found["backend"] = f"{spec.name}/{spec.version}"
     found["pose_model"] = "mediapipe holistic/pose_landmark_full"
     return found
 

@@ -196,7 +196,11 @@ def test_a_failure_after_the_video_was_written_leaves_no_video(tmp_path, monkeyp
     assert result.status == "failed" and "disk full" in result.error
     record = json.loads((result.folder / "manifest.json").read_text())
     assert record["status"] == "failed" and "traceback" in record["error"]
-    assert [p.name for p in result.folder.iterdir()] == ["manifest.json"]
+    # No video or artifact is left; the window checkpoints stay for the rerun.
+    assert sorted(p.name for p in result.folder.iterdir()) == ["manifest.json", "windows"]
+    rerun = render_shot(_candycorn_walk(), load_config(["output.size=96"]), tmp_path)
+    assert rerun.status == "failed"  # write_parquet is still broken
+    assert rerun.manifest["timings"].get("generate", 0) == 0  # but no window was rendered again
 
 
 def test_keep_audio_false_drops_the_sound(tmp_path, shared_data):
