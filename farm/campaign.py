@@ -1,20 +1,38 @@
-"""Campaign files: many shots rendered as one batch (`jobs/*.yaml`).
+"""Campaign files: many shots rendered as one batch (`jobs/*.yaml`, or a CSV / Parquet shot list).
 
     name: demo
     defaults: [output.size=512]          # Hydra overrides for every shot
-    shots:
+    shots_file: shots.csv                # optional: more shots, one per row (see below)
+    shots:                               # optional when shots_file is given
       - id: please-crown                 # optional; derived from the content when absent
         motion: media/gesture_asl_please.mkv     # relative paths are relative to this file
-        character: media/childdrawing_char1.png
+        character: media/childdrawing_char1.png  # s3://bucket/key URIs are kept as written
         skeleton: media/childdrawing_char1_skeleton.yaml   # optional
         mask: media/childdrawing_char1_mask.png             # optional
         prompt: ""                                           # optional
         overrides: [match=video]                             # optional, per shot
+        variants: 2                                          # optional: renders with seeds seed+0..N-1
         rights: {motion_source: ..., character_source: ..., license: ..., consent: ...}
+
+A shot list (`shots_file`, or a .csv / .parquet file given as the campaign itself, which then takes
+its name from the file name and has no defaults) has one shot per row and the columns motion and
+character (required), id, skeleton, mask, prompt, overrides (space-separated, e.g.
+`match=video output.size=256`), variants, rights.motion_source, rights.character_source,
+rights.license and rights.consent. Empty cells are absent values; relative paths are relative to
+the list file.
+
+A shot with `variants: N` becomes N campaign shots (Kling's generation count), variant 1..N with
+seed offsets 0..N-1; when the shot has an id, variants after the first get `-v2`, `-v3`, ...
+Every error names the file and the line (YAML) or the data row, counted from 1 after the header,
+and the column (shot lists).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import csv
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -22,13 +40,26 @@ import yaml
 from farm.errors import FarmError
 from farm.render import SHOT_ID, Shot
 
-_SHOT_KEYS = {"id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "rights"}
+_CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file")
+_SHOT_KEYS = ("id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "variants", "rights")
+_RIGHTS_KEYS = ("motion_source", "character_source", "license", "consent")
+_LIST_COLUMNS = tuple(k for k in _SHOT_KEYS if k != "rights") + tuple(f"rights.{k}" for k in _RIGHTS_KEYS)
+_LIST_SUFFIXES = (".csv", ".parquet")
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_URI_SCHEMES = ("s3", "file")
+_INPUT_NOUNS = {"motion": "motion video", "character": "character image", "skeleton": "skeleton file", "mask": "mask image"}
+_ID_RULE = "use letters, digits, '-', '_' or '.' (at most 64, starting with a letter or digit)"
 
 
 @dataclass
 class CampaignShot:
+    """One render of a campaign. variant: 1..N of the shot's `variants`; the render's seed is the
+    resolved config's seed + seed_offset (= variant - 1)."""
+
     shot: Shot
     overrides: list[str] = field(default_factory=list)
+    variant: int = 1
+    seed_offset: int = 0
 
 
 @dataclass
@@ -39,67 +70,314 @@ class Campaign:
     shots: list[CampaignShot]
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """One shot as written, not yet checked.
+
+    fields: the raw values in the YAML shape (overrides a list, rights a mapping).
+    base: the folder that relative paths are relative to.
+    where: names the place of a field for an error ("" names the shot itself), e.g.
+    "jobs/x.yaml line 12: shots[3].character" or "list.csv row 4, column character".
+    """
+
+    fields: object
+    base: Path
+    where: Callable[[str], str]
+
+
 def load_campaign(path: str | Path) -> Campaign:
     path = Path(path)
     if not path.is_file():
         raise FarmError(str(path), "campaign file not found", "check the path")
+    if path.suffix.lower() in _LIST_SUFFIXES:
+        if not SHOT_ID.match(path.stem):
+            raise FarmError(str(path), f"file name {path.stem!r} is not a valid campaign name", f"rename the file: {_ID_RULE}")
+        name, defaults, entries = path.stem, [], _list_entries(path)
+    else:
+        name, defaults, entries = _yaml_campaign(path)
+    return Campaign(name=name, path=path, defaults=defaults, shots=_expand(entries))
+
+
+# YAML campaigns ------------------------------------------------------------------------------------
+
+
+def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry]]:
+    doc, root = _read_yaml(path)
+
+    def where(*keys: str | int) -> str:
+        return f"{path} line {_line(root, keys)}: {_dotted(keys)}"
+
+    if not isinstance(doc, dict):
+        raise FarmError(str(path), "a campaign must be a mapping with `name` and `shots`", "see jobs/demo.yaml")
+    unknown = [key for key in doc if key not in _CAMPAIGN_KEYS]
+    if unknown:
+        raise FarmError(where(unknown[0]), "unknown field", f"allowed fields: {', '.join(_CAMPAIGN_KEYS)}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not SHOT_ID.match(name):
+        raise FarmError(where("name"), f"{name!r} is not a valid campaign name", _ID_RULE)
+    defaults = _overrides(doc.get("defaults"), where("defaults"))
+    shots = doc.get("shots")
+    if shots is None and "shots_file" not in doc:
+        raise FarmError(str(path), "no shots", "add `shots:` (a list) or `shots_file:` (a CSV or Parquet list)")
+    if shots is not None and not isinstance(shots, list):
+        raise FarmError(where("shots"), "must be a list of shots", "give each shot as `- motion: ... character: ...`")
+    entries = [
+        _Entry(entry, path.parent, lambda key, i=i: where("shots", i, *key.split(".")) if key else where("shots", i))
+        for i, entry in enumerate(shots or [])
+    ]
+    if "shots_file" in doc:
+        entries += _list_entries(_shots_file(doc["shots_file"], path.parent, where("shots_file")))
+    if not entries:
+        raise FarmError(where("shots"), "no shots", "add at least one shot with motion and character")
+    return name, defaults, entries
+
+
+def _read_yaml(path: Path) -> tuple[object, yaml.Node | None]:
+    """The document and its node tree, whose marks give line numbers. Safe: plain YAML types only."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        loader = yaml.SafeLoader(path.read_text())
+        try:
+            root = loader.get_single_node()
+            return (loader.construct_document(root) if root is not None else None), root
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise FarmError(str(path), f"not valid YAML{where}", "fix the syntax") from None
-    if not isinstance(doc, dict):
-        raise FarmError(str(path), "a campaign must be a mapping with `name` and `shots`", "see jobs/demo.yaml")
-    name = doc.get("name")
-    if not isinstance(name, str) or not SHOT_ID.match(name):
-        raise FarmError(f"{path}: name", f"{name!r} is not a valid campaign name", "use letters, digits, '-', '_' or '.'")
-    defaults = _overrides(doc.get("defaults", []), f"{path}: defaults")
-    shots = doc.get("shots")
-    if not isinstance(shots, list) or not shots:
-        raise FarmError(f"{path}: shots", "must be a non-empty list", "add at least one shot with motion and character")
-    base = path.parent
-    parsed = [_shot(entry, i, base, path) for i, entry in enumerate(shots)]
-    ids = [s.shot.shot_id for s in parsed if s.shot.shot_id]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise FarmError(f"{path}: shots", f"duplicate shot ids {', '.join(duplicates)}", "give every shot its own id")
-    return Campaign(name=name, path=path, defaults=defaults, shots=parsed)
 
 
-def _shot(entry, i: int, base: Path, path: Path) -> CampaignShot:
-    where = f"{path}: shots[{i}]"
-    if not isinstance(entry, dict):
-        raise FarmError(where, "each shot must be a mapping", "give at least `motion` and `character`")
-    unknown = sorted(set(entry) - _SHOT_KEYS)
+def _line(node: yaml.Node | None, keys: tuple[str | int, ...]) -> int:
+    """1-based line of the deepest of `keys` (mapping keys or sequence indices) found below node:
+    the line of the key itself when it is written, else of the mapping that lacks it."""
+    line = node.start_mark.line if node is not None else 0
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            hit = next(((k, v) for k, v in node.value if k.value == key), None)
+            if hit is None:
+                break
+            line, node = hit[0].start_mark.line, hit[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line
+        else:
+            break
+    return line + 1
+
+
+def _dotted(keys: tuple[str | int, ...]) -> str:
+    """('shots', 3, 'rights', 'license') -> 'shots[3].rights.license'."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+
+
+def _shots_file(value: object, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise FarmError(where, "must be the path of a CSV or Parquet shot list", "e.g. shots_file: shots.csv")
+    if _URI.match(value):
+        raise FarmError(where, "must be a local file", "copy the shot list next to the campaign file")
+    path = base / value
+    if path.suffix.lower() not in _LIST_SUFFIXES:
+        raise FarmError(where, f"{value!r} is not a .csv or .parquet file", "give a CSV or Parquet shot list")
+    if not path.is_file():
+        raise FarmError(where, f"{path} not found", "check the path (relative to the campaign file)")
+    return path
+
+
+# CSV and Parquet shot lists -------------------------------------------------------------------------
+
+
+def _list_entries(path: Path) -> list[_Entry]:
+    columns, rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_parquet(path)
+    _check_columns(path, columns)
+    entries = []
+    for number, cells in enumerate(rows, start=1):
+        if cells is None:  # a blank line in a CSV file
+            continue
+
+        def where(column: str, number: int = number) -> str:
+            return f"{path} row {number}, column {column}" if column else f"{path} row {number}"
+
+        entries.append(_Entry(_row_fields(cells, where), path.parent, where))
+    if not entries:
+        raise FarmError(str(path), "has no rows", "add one row per shot under the header")
+    return entries
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict | None]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [c.strip() for c in next(reader, [])]
+            records = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise FarmError(str(path), f"not a readable CSV file ({exc})", "save it as UTF-8 CSV with a header row") from None
+    rows: list[dict | None] = []
+    for number, record in enumerate(records, start=1):
+        if len(record) > len(header):
+            raise FarmError(f"{path} row {number}", f"{len(record)} values for {len(header)} columns", "quote values that contain commas")
+        rows.append(dict(zip(header, record)) if any(cell.strip() for cell in record) else None)
+    return header, rows
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[dict]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise FarmError(str(path), f"not a readable Parquet file ({exc})", "write the shot list with pyarrow or pandas") from None
+    return table.column_names, table.to_pylist()
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    for column in columns:
+        if column not in _LIST_COLUMNS:
+            raise FarmError(f"{path} header, column {column!r}", "unknown column", f"allowed columns: {', '.join(_LIST_COLUMNS)}")
+        if columns.count(column) > 1:
+            raise FarmError(f"{path} header, column {column!r}", "appears twice", "keep one column of each name")
+    for column in ("motion", "character"):
+        if column not in columns:
+            raise FarmError(f"{path} header", f"no {column} column", f"add a {column} column: the {_INPUT_NOUNS[column]} of each shot")
+
+
+def _row_fields(cells: dict, where: Callable[[str], str]) -> dict:
+    """A row's cells in the YAML shape: empty cells dropped, overrides split, rights.* gathered."""
+    fields: dict = {}
+    rights: dict = {}
+    for column, value in cells.items():
+        if isinstance(value, str):
+            value = value.strip()
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if column.startswith("rights."):
+            rights[column.removeprefix("rights.")] = value
+        elif column == "overrides" and isinstance(value, str):
+            fields[column] = value.split()
+        elif column == "variants":
+            fields[column] = _whole_number(value, where(column))
+        else:
+            fields[column] = value
+    if rights:
+        fields["rights"] = rights
+    return fields
+
+
+def _whole_number(value: object, where: str) -> object:
+    """A cell's text or float (pandas writes integer columns with gaps as floats) as an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise FarmError(where, f"{value!r} is not a whole number", "give variants as a whole number >= 1") from None
+    return value
+
+
+# Shots, whatever the file ---------------------------------------------------------------------------
+
+
+def _expand(entries: list[_Entry]) -> list[CampaignShot]:
+    """Check every entry, expand its variants, and refuse an id given twice."""
+    shots: list[CampaignShot] = []
+    first_use: dict[str, tuple[_Entry, int]] = {}
+    for entry in entries:
+        shot, overrides, variants = _shot(entry)
+        for variant in range(1, variants + 1):
+            shot_id = _variant_id(shot.shot_id, variant, entry)
+            if shot_id is not None:
+                if shot_id in first_use:
+                    raise _duplicate(shot_id, (entry, variant), first_use[shot_id])
+                first_use[shot_id] = (entry, variant)
+            shots.append(CampaignShot(replace(shot, shot_id=shot_id), list(overrides), variant, variant - 1))
+    return shots
+
+
+def _shot(entry: _Entry) -> tuple[Shot, list[str], int]:
+    where, fields = entry.where, entry.fields
+    if not isinstance(fields, dict):
+        raise FarmError(where(""), "each shot must be a mapping", "give at least `motion` and `character`")
+    unknown = [key for key in fields if key not in _SHOT_KEYS]
     if unknown:
-        raise FarmError(f"{where}.{unknown[0]}", "unknown field", f"allowed fields: {', '.join(sorted(_SHOT_KEYS))}")
+        raise FarmError(where(str(unknown[0])), "unknown field", f"allowed fields: {', '.join(_SHOT_KEYS)}")
     for key in ("motion", "character"):
-        if not isinstance(entry.get(key), str):
-            raise FarmError(f"{where}.{key}", "missing or not a path", f"give the {key} file")
-    shot_id = entry.get("id")
+        if fields.get(key) is None:
+            raise FarmError(where(key), "missing", f"give the {_INPUT_NOUNS[key]}")
+    shot_id = fields.get("id")
     if shot_id is not None and (not isinstance(shot_id, str) or not SHOT_ID.match(shot_id)):
-        raise FarmError(f"{where}.id", f"{shot_id!r} is not a valid id", "use letters, digits, '-', '_' or '.'")
-    rights = entry.get("rights", {})
-    if not isinstance(rights, dict):
-        raise FarmError(f"{where}.rights", "must be a mapping", "e.g. {license: CC-BY-4.0, consent: yes}")
-
-    def resolve(key):
-        value = entry.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise FarmError(f"{where}.{key}", "must be a path", "give a file path")
-        return (base / value) if not Path(value).is_absolute() else Path(value)
-
+        raise FarmError(where("id"), f"{shot_id!r} is not a valid id", _ID_RULE)
+    prompt = fields.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise FarmError(where("prompt"), "must be text", "quote the prompt")
     shot = Shot(
-        motion=resolve("motion"), character=resolve("character"), skeleton=resolve("skeleton"), mask=resolve("mask"),
-        prompt=str(entry.get("prompt") or ""), shot_id=shot_id, rights=rights,
+        motion=_input(fields, "motion", entry), character=_input(fields, "character", entry),
+        skeleton=_input(fields, "skeleton", entry), mask=_input(fields, "mask", entry),
+        prompt=prompt or "", shot_id=shot_id, rights=_rights(fields.get("rights"), where),
     )
-    return CampaignShot(shot, _overrides(entry.get("overrides", []), f"{where}.overrides"))
+    return shot, _overrides(fields.get("overrides"), where("overrides")), _variants(fields.get("variants"), where("variants"))
 
 
-def _overrides(value, where: str) -> list[str]:
+def _input(fields: dict, key: str, entry: _Entry) -> Path | str | None:
+    """A local path, made absolute against the entry's folder, or a URI kept exactly as written."""
+    value = fields.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FarmError(entry.where(key), "must be a path or an s3:// URI", f"give the {_INPUT_NOUNS[key]}")
+    uri = _URI.match(value)
+    if uri:
+        if uri.group(1).lower() not in _URI_SCHEMES:
+            raise FarmError(entry.where(key), f"unsupported URI scheme {uri.group(1)!r}", "use a local path, file:// or s3://bucket/key")
+        return value
+    path = Path(value)
+    return path if path.is_absolute() else entry.base / path
+
+
+def _rights(value: object, where: Callable[[str], str]) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FarmError(where("rights"), "must be a mapping", f"give any of {', '.join(_RIGHTS_KEYS)}")
+    for key, text in value.items():
+        if key not in _RIGHTS_KEYS:
+            raise FarmError(where(f"rights.{key}"), "unknown field", f"rights take {', '.join(_RIGHTS_KEYS)}")
+        if not isinstance(text, str):
+            raise FarmError(where(f"rights.{key}"), f"{text!r} is not text", f"quote it: {key}: '{text}'")
+    return dict(value)
+
+
+def _overrides(value: object, where: str) -> list[str]:
+    if value is None:
+        return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FarmError(where, "must be a list of overrides like `match=video`", "fix the list")
     return value
+
+
+def _variants(value: object, where: str) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FarmError(where, f"{value!r} is not a whole number >= 1", "give how many variants to render, e.g. variants: 3")
+    return value
+
+
+def _variant_id(shot_id: str | None, variant: int, entry: _Entry) -> str | None:
+    if shot_id is None or variant == 1:
+        return shot_id
+    suffix = f"-v{variant}"
+    if not SHOT_ID.match(shot_id + suffix):
+        raise FarmError(
+            entry.where("id"), f"{shot_id!r} is too long for its variant suffix {suffix}",
+            f"shorten the id to at most {64 - len(suffix)} characters",
+        )
+    return shot_id + suffix
+
+
+def _duplicate(shot_id: str, second: tuple[_Entry, int], first: tuple[_Entry, int]) -> FarmError:
+    def named(use: tuple[_Entry, int]) -> str:
+        entry, variant = use
+        return entry.where("id") + (f" (variant {variant})" if variant > 1 else "")
+
+    return FarmError(named(second), f"duplicate shot id {shot_id!r}, already used at {named(first)}", "give every shot its own id")

@@ -6,6 +6,7 @@ Exit status: 0 all good; 2 bad input or configuration (one line on stderr, no tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from fractions import Fraction
@@ -39,7 +40,7 @@ class RichReporter:
     def stage(self, name: str, total: int | None = None) -> None:
         if self.task is not None:
             self.progress.update(self.task, completed=self.progress.tasks[self.task].total or 0)
-        self.task = self.progress.add_task(f"{self.label} {name}", total=total)
+        self.task = self.progress.add_task(f"{self.label} {name}", total=total, unit="fr")
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:
@@ -48,7 +49,8 @@ class RichReporter:
 
 class _FramesPerSecond(ProgressColumn):
     def render(self, task) -> Text:
-        return Text(f"{task.speed:5.1f} fr/s" if task.speed else "")
+        unit = task.fields.get("unit")
+        return Text(f"{task.speed:5.1f} {unit}/s" if task.speed and unit else "")
 
 
 def _progress() -> Progress:
@@ -85,11 +87,14 @@ def _parser() -> argparse.ArgumentParser:
     pose.add_argument("--openpose-json", action="store_true", help="also write one OpenPose JSON per frame")
     pose.add_argument("overrides", nargs="*", help="config overrides, e.g. pose.hands=false")
 
-    submit = sub.add_parser("submit", help="render every shot of a campaign file")
+    submit = sub.add_parser("submit", help="render every shot of a campaign file on Ray (local cluster or RAY_ADDRESS)")
     submit.add_argument("campaign", help="campaign YAML (see jobs/demo.yaml)")
     submit.add_argument("-o", "--out", default="out", help="output folder (default ./out); shots go to OUT/<campaign>/shots/")
     submit.add_argument("--force", action="store_true", help="render again shots that are already finished")
     submit.add_argument("overrides", nargs="*", help="config overrides applied to every shot")
+
+    status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, error")
+    status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign>")
 
     config = sub.add_parser("config", help="print the fully resolved configuration")
     config.add_argument("overrides", nargs="*")
@@ -109,8 +114,14 @@ def _quiet_native_logs() -> None:
     sys.stderr = os.fdopen(real, "w", buffering=1)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
+    """The console script: native log noise off, then `run`."""
     _quiet_native_logs()
+    return run(sys.argv[1:])
+
+
+def run(argv: list[str]) -> int:
+    """Run one farm command; returns the exit status."""
     parser = _parser()
     # Overrides may come before or after options (`farm render a.mp4 b.png match=video -o out`).
     args, extra = parser.parse_known_args(argv)
@@ -120,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return {"render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "config": cmd_config}[args.command](args)
+        commands = {"render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "status": cmd_status, "config": cmd_config}
+        return commands[args.command](args)
     except FarmError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -150,28 +162,85 @@ def cmd_render(args) -> int:
     return _report(result)
 
 
+class CampaignProgress:
+    """Two bars while a campaign runs on Ray: shots finished, and frames rendered (with frames/s
+    and ETA)."""
+
+    def __init__(self, progress: Progress, record) -> None:
+        self.progress, self.record = progress, record
+        self.shots_task = progress.add_task("shots", total=None)
+        self.frames_task = progress.add_task("frames", total=0, unit="fr")
+
+    def shots(self, total: int) -> None:
+        self.progress.update(self.shots_task, total=total)
+
+    def frames(self, added_total: int) -> None:
+        task = self.progress.tasks[self.frames_task]
+        self.progress.update(self.frames_task, total=(task.total or 0) + added_total)
+
+    def frames_done(self, n: int) -> None:
+        self.progress.advance(self.frames_task, n)
+
+    def shot_done(self, result) -> None:
+        self.progress.advance(self.shots_task, 1)
+        self.record.add(result)
+        _say(result)
+
+
 def cmd_submit(args) -> int:
     from farm.campaign import load_campaign
     from farm.config import load_config
-    from farm.render import record_failure, render_shot
+    from farm.records import CampaignRecord
+    from farm.runtime.campaign import run_campaign
+    from farm.runtime.cluster import connect
 
     campaign = load_campaign(args.campaign)
-    root = Path(args.out) / campaign.name / "shots"
-    results = []
+    folder = Path(args.out) / campaign.name
+    items = []
+    for item in campaign.shots:
+        try:
+            cfg = load_config([*campaign.defaults, *item.overrides, *args.overrides])
+            items.append((item.shot, dataclasses.replace(cfg, seed=cfg.seed + item.seed_offset)))
+        except FarmError as exc:
+            items.append((item.shot, exc))
+    runtime = next((cfg.runtime for _, cfg in items if not isinstance(cfg, FarmError)), None)
+    connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
+    record = CampaignRecord(folder, campaign.name, len(items))
+    record.write()
     with _progress() as progress:
-        for item in campaign.shots:
-            label = item.shot.shot_id or item.shot.motion.name
-            try:
-                cfg = load_config([*campaign.defaults, *item.overrides, *args.overrides])
-            except FarmError as exc:
-                result = record_failure(item.shot, None, root, exc)
-            else:
-                result = render_shot(item.shot, cfg, root, reporter=RichReporter(progress, label), force=args.force)
-            results.append(result)
-            _say(result)
-    failed = sum(1 for r in results if r.status == "failed")
-    console.print(f"campaign {campaign.name}: {len(results) - failed} of {len(results)} shots done, {failed} failed; output in {root}")
-    return 3 if failed else 0
+        run_campaign(
+            items, folder / "shots", force=args.force,
+            max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record),
+        )
+    counts = record.write(finished=True)["counts"]
+    console.print(
+        f"campaign {campaign.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
+        f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
+        f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
+        f"output in {folder}"
+    )
+    return 3 if counts["shots_failed"] else 0
+
+
+def cmd_status(args) -> int:
+    from rich.table import Table
+
+    from farm.records import read_campaign
+
+    doc = read_campaign(Path(args.campaign))
+    table = Table(title=f"campaign {doc['name']} ({doc['status']})")
+    for column in ("shot", "state", "windows", "frames", "seconds", "error"):
+        table.add_column(column)
+    for row in doc["shots"]:
+        windows = f"{row['windows_rendered']} new + {row['windows_reused']} reused"
+        table.add_row(row["shot_id"], row["status"], windows, str(row["frames"] or ""), str(row["seconds"]), row["error"] or "")
+    counts = doc["counts"]
+    Console(highlight=False, soft_wrap=True).print(table)
+    print(
+        f"{counts['shots_done']}/{counts['shots_total']} shots done: {counts['shots_succeeded']} rendered, "
+        f"{counts['shots_reused']} reused, {counts['shots_failed']} failed"
+    )
+    return 0
 
 
 def cmd_pose(args) -> int:

@@ -51,6 +51,7 @@ class WindowConfig:
     length: int | None = None
     overlap: int | None = None
     blend: str = "linear"
+    colour: str = "lab"
 
 
 @dataclass
@@ -73,6 +74,9 @@ class StorageConfig:
 @dataclass
 class RuntimeConfig:
     kind: str = "local"
+    address: str | None = None
+    num_cpus: int | None = None
+    max_retries: int = 3
 
 
 @dataclass
@@ -105,6 +109,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "match.mode": ("image", "video"),
     "match.anchor": ("auto", "feet", "neck"),
     "window.blend": ("linear", "cosine"),
+    "window.colour": ("lab", "none"),
     "output.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
     "storage.kind": ("local",),
     "runtime.kind": ("local",),
@@ -124,6 +129,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "pose.min_tracking_confidence": (0.0, 1.0),
     "qa.max_video_seconds": (1.0, None),
     "qa.max_side": (64, None),
+    "runtime.num_cpus": (1, None),
+    "runtime.max_retries": (0, 20),
     "backend.grid_divisions": (4, 400),
 }
 

@@ -16,6 +16,10 @@ class FarmError(Exception):
         self.fix = fix
         super().__init__(str(self))
 
+    def __reduce__(self):
+        # Errors cross process boundaries (Ray workers); rebuild them from their three parts.
+        return (self.__class__, (self.subject, self.problem, self.fix))
+
     def __str__(self) -> str:
         text = f"{self.subject}: {self.problem}"
         return f"{text} — {self.fix}" if self.fix else text

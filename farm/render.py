@@ -18,6 +18,7 @@ import re
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -31,7 +32,7 @@ from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
 from farm.media.probe import VideoProbe, probe_video, sha256_file
-from farm.pose.extract import PoseSequence
+from farm.pose.extract import PoseOptions, PoseSequence
 from farm.windows import Window, overlap_overhead, plan_windows
 
 SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -81,12 +82,18 @@ class ShotResult:
         return path if self.status != "failed" and path.exists() else None
 
 
-def make_backend(cfg: FarmConfig) -> Backend:
+def backend_class(cfg: FarmConfig) -> type:
+    """The backend class a config names; its `spec` is known without loading any model."""
     if cfg.backend.name == "puppet":
         from farm.backends.puppet import PuppetBackend
 
-        return PuppetBackend(grid_divisions=cfg.backend.grid_divisions, deformer=cfg.backend.deformer)
+        return PuppetBackend
     raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet")
+
+
+def make_backend(cfg: FarmConfig) -> Backend:
+    options = {k: v for k, v in dataclasses.asdict(cfg.backend).items() if k != "name"}
+    return backend_class(cfg)(**options)
 
 
 @dataclass
@@ -164,10 +171,21 @@ def render_shot(
 
 
 def plan_shot(
-    shot: Shot, cfg: FarmConfig, out_root: Path, spec: BackendSpec, *, reporter: Reporter | None = None, force: bool = False
+    shot: Shot,
+    cfg: FarmConfig,
+    out_root: Path,
+    spec: BackendSpec,
+    *,
+    reporter: Reporter | None = None,
+    force: bool = False,
+    extract: Callable[[Path, int, PoseOptions, Reporter], PoseSequence] | None = None,
 ) -> ShotPlan | ShotResult:
     """Steps 1-6 of a shot: inputs, character, pose, preflight, retarget, window plan. Returns the
-    plan, or the final result when the shot is already finished (reused) or failed."""
+    plan, or the final result when the shot is already finished (reused) or failed.
+
+    extract(video, frame_count, options, reporter): how the performer's poses are extracted; by
+    default in this process, front to back (the Ray runtime passes one that shards long videos).
+    """
     reporter = reporter or _Silent()
     record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
     timings: dict[str, float] = {}
@@ -199,11 +217,9 @@ def plan_shot(
         record["character"] = char_info.to_dict()
 
         # 3. Pose of the performer.
-        from farm.pose.extract import extract_poses
-
         reporter.stage("pose", motion_probe.frame_count)
         with _timed(timings, "pose"):
-            driving = extract_poses(shot.motion, options=pose_options(cfg), progress=progress_callback(reporter))
+            driving = (extract or extract_in_process)(Path(shot.motion), motion_probe.frame_count, pose_options(cfg), reporter)
 
         # 4. Preflight: the checks a careful user would make before spending compute.
         from farm.qa.preflight import run_preflight
@@ -250,6 +266,12 @@ def plan_shot(
     )
 
 
+def extract_in_process(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:
+    from farm.pose.extract import extract_poses
+
+    return extract_poses(video, options=options, progress=progress_callback(reporter))
+
+
 def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local", attempt: int = 1) -> dict:
     """Step 7 for one window: render it (unless its checkpoint exists) and write the checkpoint.
     The backend must have been prepared for this plan. Returns the window's log entry."""
@@ -286,7 +308,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | No
     try:
         # 8-9. Stitch and encode, streaming: only one window and an overlap tail are in memory.
         with _timed(timings, "encode"):
-            stitcher = Stitcher(len(plan.targets), cfg.window.blend)
+            stitcher = Stitcher(len(plan.targets), cfg.window.blend, cfg.window.colour)
             with VideoWriter(
                 folder / VIDEO, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
                 crf=cfg.output.crf, preset=cfg.output.preset, audio_from=plan.audio,
@@ -473,10 +495,8 @@ def _versions(spec: BackendSpec) -> dict:
     return found
 
 
-def pose_options(cfg: FarmConfig):
+def pose_options(cfg: FarmConfig) -> PoseOptions:
     """The pose config as the options extract_poses takes (the config adds only the model name)."""
-    from farm.pose.extract import PoseOptions
-
     return PoseOptions(**{f.name: getattr(cfg.pose, f.name) for f in dataclasses.fields(PoseOptions)})
 
 

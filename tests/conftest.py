@@ -15,3 +15,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is not on this machine")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The local Ray cluster, started once for the whole test session with this machine's cores."""
+    import ray
+
+    from farm.runtime.cluster import connect
+
+    connect(num_cpus=2)
+    yield
+    ray.shutdown()

@@ -117,7 +117,9 @@ def test_shot_id_that_is_a_path_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_campaign_shot_with_a_bad_override_is_recorded_as_failed(tmp_path):
+def test_campaign_shot_with_a_bad_override_is_recorded_as_failed(tmp_path, ray_cluster):
+    from farm import cli
+
     campaign = tmp_path / "c.yaml"
     campaign.write_text(
         f"""
@@ -129,7 +131,6 @@ shots:
     overrides: [match.mode=sideways]
 """
     )
-    done = run_farm("submit", campaign, "-o", tmp_path / "out")
-    assert done.returncode == 3, done.stderr
+    assert cli.run(["submit", str(campaign), "-o", str(tmp_path / "out")]) == 3
     record = json.loads((tmp_path / "out" / "overrides" / "shots" / "sideways" / "manifest.json").read_text())
     assert record["status"] == "failed" and "match.mode" in record["error"]["message"]

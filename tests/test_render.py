@@ -6,8 +6,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import pyarrow.parquet as pq
 import pytest
 
+from farm import cli
 from farm.config import load_config
 from farm.media.decode import iter_frames
 from farm.pose.store import read_parquet, read_rig_parquet
@@ -120,7 +122,7 @@ def test_output_fps_override_keeps_the_duration(tmp_path):
     assert fps == 15 and frames == round(73 * 15 / 30)
 
 
-def test_campaign_with_a_broken_shot_renders_the_others(tmp_path):
+def test_campaign_with_a_broken_shot_renders_the_others(tmp_path, ray_cluster, capsys):
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
     campaign = tmp_path / "c.yaml"
@@ -144,15 +146,18 @@ shots:
     mask: {MEDIA / 'childdrawing_char3_candycorn_mask.png'}
 """
     )
-    done = run_farm("submit", campaign, "-o", tmp_path / "out")
-    assert done.returncode == 3, done.stderr
+    assert cli.run(["submit", str(campaign), "-o", str(tmp_path / "out")]) == 3
+    stderr = capsys.readouterr().err
     shots = tmp_path / "out" / "mixed" / "shots"
     status = {p.name: json.loads((p / "manifest.json").read_text())["status"] for p in shots.iterdir()}
     assert status == {"good-one": "succeeded", "bad-one": "failed", "good-two": "succeeded"}
     bad = json.loads((shots / "bad-one" / "manifest.json").read_text())
     assert "broken.mp4" in bad["error"]["message"] and "bad-one" in bad["error"]["message"]
     assert (shots / "good-two" / "video.mp4").exists() and not (shots / "bad-one" / "video.mp4").exists()
-    assert "2 of 3 shots done, 1 failed" in done.stderr
+    assert "2 rendered, 0 already done, 1 failed" in stderr
+    table = pq.read_table(tmp_path / "out" / "mixed" / "campaign.parquet").to_pylist()
+    assert {r["shot_id"]: r["status"] for r in table} == status
+    assert "broken.mp4" in next(r["error"] for r in table if r["shot_id"] == "bad-one")
     walk = json.loads((shots / "good-two" / "manifest.json").read_text())
     assert walk["preflight"]["people_max"] == 2 and any("people" in w for w in walk["preflight"]["warnings"])
 

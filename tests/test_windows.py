@@ -1,9 +1,12 @@
+import cv2
 import numpy as np
 import pytest
 
 from farm.errors import FarmError
-from farm.stitch import Stitcher, blend_weights
+from farm.media.decode import read_frames
+from farm.stitch import Stitcher, blend_weights, lab_statistics
 from farm.windows import overlap_overhead, plan_windows, valid_length
+from tests.conftest import REPO
 
 
 def test_windows_cover_every_frame_and_last_window_ends_exactly_at_last_frame():
@@ -73,3 +76,97 @@ def test_stitch_of_identical_windows_is_lossless():
         out.extend(stitcher.add(w, _window_frames(w, lambda idx, t: t), nxt))
     stitcher.finish()
     assert [int(f[0, 0, 0]) for f in out] == list(range(77))
+
+
+# Colour anchoring: every window shows the same real video; later windows carry colour casts, as a
+# generator drifting in colour would give them. The first window is the truth to anchor to.
+
+
+@pytest.fixture(scope="module")
+def video():
+    """40 frames of a real gesture clip, (40, 120, 160, 3) uint8 RGB (shrunk to keep tests fast)."""
+    frames = read_frames(REPO / "jobs" / "media" / "gesture_asl_please.mkv", 0, 40)
+    return np.stack([cv2.resize(f, (160, 120), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def _cast(frames, lightness, a, b):
+    """Shift L, a and b (Lab units, L in 0..100) of uint8 RGB frames: a brightness change and a tint."""
+    n, h, w, _ = frames.shape
+    rgb = frames.reshape(n * h, w, 3).astype(np.float32) / 255.0
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab) + np.float32([lightness, a, b])
+    out = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB).reshape(n, h, w, 3)
+    return np.clip(np.rint(out * 255.0), 0, 255).astype(np.uint8)
+
+
+def _stitch(video, windows, casts, colour):
+    stitcher = Stitcher(windows[-1].end, colour=colour)
+    out = []
+    for i, (w, cast) in enumerate(zip(windows, casts)):
+        frames = video[w.start : w.end] if cast is None else _cast(video[w.start : w.end], *cast)
+        out.extend(stitcher.add(w, frames, windows[i + 1].start if i + 1 < len(windows) else None))
+    stitcher.finish()
+    return np.stack(out)
+
+
+def _mean_abs_diff(a, b):
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+def _stats_gap(frames, truth):
+    """Largest difference of per-channel Lab mean and std between two frame stacks (Lab units)."""
+    (mean, std), (true_mean, true_std) = lab_statistics(frames), lab_statistics(truth)
+    return float(max(np.abs(mean - true_mean).max(), np.abs(std - true_std).max()))
+
+
+def test_lab_colour_matching_removes_a_cast_and_its_seam(video):
+    windows = plan_windows(30, 18, 6)  # [0, 18) and [12, 30)
+    before, after = windows[1].start - 1, windows[0].end  # last frame before the overlap, first after
+    truth_seam = _mean_abs_diff(video[before], video[after])  # the motion's own change
+    casts = [None, (12.0, 6.0, -8.0)]
+
+    plain = _stitch(video, windows, casts, "none")
+    matched = _stitch(video, windows, casts, "lab")
+
+    assert len(plain) == len(matched) == 30
+    assert _mean_abs_diff(plain[before], plain[after]) - truth_seam > 20
+    assert _stats_gap(plain[after:], video[after:30]) > 10
+    assert abs(_mean_abs_diff(matched[before], matched[after]) - truth_seam) < 1
+    # The cast is gone from the whole window, not only at the seam.
+    assert _stats_gap(matched[after:], video[after:30]) < 0.5
+    assert _mean_abs_diff(matched[after:], video[after:30]) < 2
+
+
+def test_lab_colour_matching_stays_anchored_to_the_first_window_along_a_chain(video):
+    windows = plan_windows(40, 16, 6)  # four windows
+    casts = [None, (5.0, 3.0, -3.0), (10.0, 6.0, -6.0), (15.0, 9.0, -9.0)]  # the drift adds up
+    last_only = windows[-2].end
+
+    plain = _stitch(video, windows, casts, "none")
+    matched = _stitch(video, windows, casts, "lab")
+
+    assert len(matched) == 40
+    assert _stats_gap(plain[last_only:], video[last_only:]) > 10
+    assert _stats_gap(matched[last_only:], video[last_only:]) < 0.5
+    assert _mean_abs_diff(matched[last_only:], video[last_only:]) < 2
+
+
+def test_lab_colour_matching_leaves_identical_windows_bit_exact(video):
+    windows = plan_windows(40, 16, 6)
+    assert np.array_equal(_stitch(video, windows, [None] * 4, "lab"), video)
+
+
+def test_lab_colour_matching_shifts_flat_windows_instead_of_dividing_by_zero():
+    windows = plan_windows(30, 18, 6)
+    stitcher = Stitcher(30, colour="lab")
+    out = []
+    for i, level in enumerate((90, 150)):
+        frames = np.full((18, 4, 4, 3), level, np.uint8)
+        out.extend(stitcher.add(windows[i], frames, windows[1].start if i == 0 else None))
+    stitcher.finish()
+    assert len(out) == 30
+    assert all(abs(int(f[0, 0, 0]) - 90) <= 1 for f in out)
+
+
+def test_unknown_colour_matching_is_refused():
+    with pytest.raises(ValueError, match="histogram"):
+        Stitcher(10, colour="histogram")

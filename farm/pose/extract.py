@@ -65,6 +65,21 @@ class PoseSequence:
         return self.body[..., 3].max(axis=-1, initial=0.0) > 0.0
 
 
+def concat_poses(parts: list[PoseSequence]) -> PoseSequence:
+    """Join consecutive frame ranges of one video (e.g. chunks extracted in parallel) into one."""
+    first = parts[0]
+    for before, after in zip(parts, parts[1:]):
+        if after.start != before.start + len(before):
+            raise ValueError(f"pose chunks are not consecutive: {before.start}+{len(before)} then {after.start}")
+    return PoseSequence(
+        body=np.concatenate([p.body for p in parts]),
+        left_hand=np.concatenate([p.left_hand for p in parts]),
+        right_hand=np.concatenate([p.right_hand for p in parts]),
+        face=np.concatenate([p.face for p in parts]),
+        fps=first.fps, width=first.width, height=first.height, start=first.start,
+    )
+
+
 @dataclass
 class PoseOptions:
     """hands, face: also track them (mediapipe Holistic; plain Pose when both are off).

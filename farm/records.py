@@ -1,0 +1,125 @@
+"""The campaign's record (DESIGN §9): `campaign.json` (counts and one entry per shot, rewritten as
+shots finish, so `farm status` can follow a running campaign) and `campaign.parquet` (one row per
+shot, written at the end, for any dataframe tool)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from farm.errors import FarmError
+from farm.manifest import SCHEMA_VERSION, write_json_atomic
+from farm.render import ShotResult
+
+CAMPAIGN_JSON = "campaign.json"
+CAMPAIGN_PARQUET = "campaign.parquet"
+
+# campaign.parquet columns, in order, with their types.
+COLUMNS = pa.schema(
+    [
+        ("shot_id", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("motion", pa.string()),
+        ("character", pa.string()),
+        ("seed", pa.int64()),
+        ("frames", pa.int64()),
+        ("fps", pa.float64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("windows_rendered", pa.int64()),
+        ("windows_reused", pa.int64()),
+        ("rig_error_px_max", pa.float64()),
+        ("seconds", pa.float64()),
+        ("video", pa.string()),
+        ("manifest", pa.string()),
+    ]
+)
+
+
+def shot_row(result: ShotResult) -> dict:
+    """One flat row of the campaign table from a shot's result and manifest."""
+    m = result.manifest
+    metrics = m.get("metrics") or {}
+    windows = m.get("windows") or []
+    inputs = m.get("inputs") or {}
+    reused = result.status == "reused"
+    return {
+        "shot_id": result.shot_id,
+        "status": result.status,
+        "error": result.error,
+        "motion": (inputs.get("motion") or {}).get("uri"),
+        "character": (inputs.get("character") or {}).get("uri"),
+        "seed": (m.get("seeds") or [None])[0],
+        "frames": metrics.get("frames"),
+        "fps": metrics.get("fps"),
+        "width": metrics.get("width"),
+        "height": metrics.get("height"),
+        "windows_rendered": 0 if reused else metrics.get("windows_rendered", 0),
+        "windows_reused": len(windows) if reused else metrics.get("windows_reused", 0),
+        "rig_error_px_max": metrics.get("rig_error_px_max"),
+        "seconds": 0.0 if reused else round(sum((m.get("timings") or {}).values()), 3),
+        "video": str(result.video) if result.video else None,
+        "manifest": str(result.folder / "manifest.json"),
+    }
+
+
+@dataclass
+class CampaignRecord:
+    """campaign.json of one run, kept up to date as shots finish."""
+
+    folder: Path
+    name: str
+    total: int
+    rows: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def add(self, result: ShotResult) -> None:
+        self.rows.append(shot_row(result))
+        self.write()
+
+    def counts(self) -> dict:
+        status = [r["status"] for r in self.rows]
+        return {
+            "shots_total": self.total,
+            "shots_done": len(self.rows),
+            "shots_succeeded": status.count("succeeded"),
+            "shots_reused": status.count("reused"),
+            "shots_failed": status.count("failed"),
+            "windows_rendered": sum(r["windows_rendered"] or 0 for r in self.rows),
+            "windows_reused": sum(r["windows_reused"] or 0 for r in self.rows),
+        }
+
+    def write(self, *, finished: bool = False) -> dict:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "status": "finished" if finished else "running",
+            "started": _iso(self.started),
+            "finished": _iso(time.time()) if finished else None,
+            "counts": self.counts(),
+            "shots": self.rows,
+        }
+        write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
+        if finished:
+            table = pa.Table.from_pylist(self.rows, schema=COLUMNS)
+            partial = self.folder / f".{CAMPAIGN_PARQUET}.partial"
+            pq.write_table(table, partial)
+            partial.replace(self.folder / CAMPAIGN_PARQUET)
+        return doc
+
+
+def read_campaign(folder: Path) -> dict:
+    path = Path(folder) / CAMPAIGN_JSON
+    if not path.is_file():
+        raise FarmError(str(folder), "no campaign record here", f"give the campaign folder (OUT/<campaign>, holding {CAMPAIGN_JSON})")
+    return json.loads(path.read_text())
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))

@@ -1,0 +1,199 @@
+"""A campaign on Ray: every window of every shot is a work item for the whole cluster.
+
+Per shot: one plan task (inputs, character, preflight, retarget, window plan; its pose extraction
+fans out over frame-range chunks for long videos), then one task per window (each writes its
+checkpoint into the shot folder), then one finish task (stitch, encode, record). Shots stream:
+a shot's windows start as soon as its plan is ready and its finish as soon as its last window is,
+so early shots complete while later ones are still rendering. The driver holds only plans and
+window records; frames move through the shot folders.
+
+Faults: a worker process that dies mid-window is replaced and its task retried by Ray, up to
+`runtime.max_retries` times; a window that still fails marks its shot failed and the rest of the
+campaign goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ray
+
+from farm.backends.base import Backend
+from farm.config import FarmConfig
+from farm.errors import FarmError
+from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
+from farm.render import (
+    Reporter,
+    Shot,
+    ShotPlan,
+    ShotResult,
+    backend_class,
+    fail_shot,
+    finish_shot,
+    make_backend,
+    plan_shot,
+    record_failure,
+    render_window,
+)
+
+# Pose extraction of a video longer than this is split into chunks of this many frames.
+POSE_CHUNK_FRAMES = 300
+
+# Backends loaded in this worker process, by their config: a worker keeps its model between tasks.
+_LOADED: dict[str, Backend] = {}
+
+
+def _backend(cfg: FarmConfig) -> Backend:
+    key = json.dumps(asdict(cfg.backend), sort_keys=True)
+    if key not in _LOADED:
+        _LOADED[key] = make_backend(cfg)
+    return _LOADED[key]
+
+
+@ray.remote
+def _pose_chunk(video: Path, start: int, stop: int, options: PoseOptions) -> PoseSequence:
+    return extract_poses(video, start=start, stop=stop, options=options)
+
+
+def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:
+    """Pose of a long video as parallel frame-range chunks (each warms its tracker up on a few
+    frames before its range, so the joins do not jump)."""
+    if frame_count <= POSE_CHUNK_FRAMES:
+        return extract_poses(video, options=options)
+    bounds = list(range(0, frame_count, POSE_CHUNK_FRAMES)) + [frame_count]
+    chunks = [_pose_chunk.remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
+    return concat_poses(ray.get(chunks))
+
+
+@ray.remote
+def _plan(shot: Shot, cfg: FarmConfig, out_root: Path, force: bool) -> ShotPlan | ShotResult:
+    return plan_shot(shot, cfg, out_root, _backend(cfg).spec, force=force, extract=_sharded_extract)
+
+
+@ray.remote
+def _window(plan: ShotPlan, index: int) -> dict:
+    backend = _backend(plan.cfg)
+    backend.prepare(plan.character, plan.canvas)
+    return render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}")
+
+
+@ray.remote
+def _finish(plan: ShotPlan, logs: list[dict]) -> ShotResult:
+    return finish_shot(plan, logs)
+
+
+@dataclass
+class _Shot:
+    """Driver-side state of one shot."""
+
+    plan: ShotPlan | None = None
+    plan_ref: ray.ObjectRef | None = None
+    logs: dict[int, dict] = field(default_factory=dict)
+    pending: int = 0
+
+
+class Progress:
+    """What the driver reports while it runs (the CLI draws it)."""
+
+    def shots(self, total: int) -> None: ...
+    def frames(self, added_total: int) -> None: ...
+    def frames_done(self, n: int) -> None: ...
+    def shot_done(self, result: ShotResult) -> None: ...
+
+
+def run_campaign(
+    items: list[tuple[Shot, FarmConfig | FarmError]],
+    out_root: Path,
+    *,
+    force: bool = False,
+    max_retries: int = 3,
+    progress: Progress | None = None,
+) -> list[ShotResult]:
+    """Render every shot; results come back in the order of `items`. A shot whose config could
+    not be loaded (a FarmError in place of its config) is recorded as failed without running."""
+    progress = progress or Progress()
+    progress.shots(len(items))
+    results: list[ShotResult | None] = [None] * len(items)
+    state = {i: _Shot() for i in range(len(items))}
+    waiting: dict[ray.ObjectRef, tuple[str, int, int]] = {}  # ref -> (kind, shot, window)
+
+    for i, (shot, cfg) in enumerate(items):
+        if isinstance(cfg, FarmError):
+            results[i] = record_failure(shot, None, out_root, cfg)
+            progress.shot_done(results[i])
+            continue
+        options = _options(cfg, max_retries)
+        waiting[_plan.options(**options).remote(shot, cfg, out_root, force)] = ("plan", i, -1)
+
+    while waiting:
+        ready, _ = ray.wait(list(waiting), num_returns=1)
+        ref = ready[0]
+        kind, i, w = waiting.pop(ref)
+        shot, cfg = items[i]
+        try:
+            value = ray.get(ref)
+        except (ray.exceptions.RayError, FarmError) as exc:
+            value = exc
+        if kind == "plan":
+            if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
+                reason = FarmError(f"shot {shot.shot_id or shot.motion}", f"could not be planned: {_cause(value)}", "run again")
+                results[i] = record_failure(shot, cfg, out_root, reason)
+            elif isinstance(value, ShotResult):
+                results[i] = value
+            else:
+                _start_windows(i, value, ref, state, waiting, progress, _options(cfg, max_retries))
+                continue
+            progress.shot_done(results[i])
+        elif kind == "window":
+            entry = state[i]
+            if isinstance(value, BaseException):
+                if entry.plan is not None:  # the first failed window fails the shot
+                    results[i] = fail_shot(shot, entry.plan.folder, entry.plan.record, entry.plan.timings, _cause(value))
+                    progress.shot_done(results[i])
+                    entry.plan = None
+                continue
+            entry.logs[w] = value
+            entry.pending -= 1
+            if entry.plan is not None:
+                progress.frames_done(entry.plan.windows[w].length)
+            if entry.pending == 0 and entry.plan is not None:
+                logs = [entry.logs[k] for k in range(len(entry.plan.windows))]
+                waiting[_finish.options(**_options(cfg, max_retries)).remote(entry.plan_ref, logs)] = ("finish", i, -1)
+        else:  # finish
+            results[i] = value if isinstance(value, ShotResult) else fail_shot(
+                shot, state[i].plan.folder, state[i].plan.record, state[i].plan.timings, _cause(value)
+            )
+            progress.shot_done(results[i])
+    return [r for r in results if r is not None]
+
+
+def _start_windows(i, plan: ShotPlan, plan_ref, state, waiting, progress: Progress, options: dict) -> None:
+    entry = state[i]
+    entry.plan, entry.plan_ref = plan, plan_ref
+    progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
+    for w, window in enumerate(plan.windows):
+        if plan.window_file(window).exists():  # a checkpoint from an interrupted run
+            entry.logs[w] = {**window.to_dict(), "reused": True}
+            progress.frames_done(window.length)
+        else:
+            waiting[_window.options(**options).remote(plan_ref, w)] = ("window", i, w)
+            entry.pending += 1
+    if entry.pending == 0:
+        logs = [entry.logs[k] for k in range(len(plan.windows))]
+        waiting[_finish.options(**options).remote(plan_ref, logs)] = ("finish", i, -1)
+
+
+def _options(cfg: FarmConfig, max_retries: int) -> dict:
+    """Resources of one work item come from the backend's needs; retries cover dead workers only
+    (a bad input is not made better by trying again)."""
+    spec = backend_class(cfg).spec
+    return {"num_cpus": 1, "num_gpus": spec.num_gpus, "max_retries": max_retries, "retry_exceptions": False}
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The user-facing error inside a Ray error, when there is one."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc

@@ -1,0 +1,98 @@
+"""Campaigns on a real local Ray cluster: windows spread over workers, resume, worker faults."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+from farm import cli
+from farm.config import load_config
+from farm.media.decode import read_frames
+from farm.render import render_shot
+from farm.runtime.campaign import run_campaign
+from tests.test_render import MEDIA, drawing_shot
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _campaign(tmp_path, shots: str, name: str = "c") -> str:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ndefaults: [output.size=96, output.pose_preview=false]\nshots:\n{shots}")
+    return str(path)
+
+
+def _drawing(shot_id: str, motion: str, drawing: str = "char1") -> str:
+    names = {"char1": ("childdrawing_char1.png", "childdrawing_char1_skeleton.yaml", "childdrawing_char1_mask.png"),
+             "char3": ("childdrawing_char3_candycorn.png", "childdrawing_char3_skeleton.yaml", "childdrawing_char3_candycorn_mask.png")}
+    image, skeleton, mask = names[drawing]
+    return (f"  - {{id: {shot_id}, motion: {MEDIA / motion}, character: {MEDIA / image}, "
+            f"skeleton: {MEDIA / skeleton}, mask: {MEDIA / mask}}}\n")
+
+
+def test_rerun_of_a_finished_campaign_renders_nothing(tmp_path, capsys):
+    shots = _drawing("please", "gesture_asl_please.mkv") + _drawing("walk", "walk_two_people_toward_camera.gif", "char3")
+    campaign = _campaign(tmp_path, shots)
+    out = str(tmp_path / "out")
+    assert cli.run(["submit", campaign, "-o", out]) == 0
+    first = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())["counts"]
+    assert first["shots_succeeded"] == 2 and first["windows_rendered"] == 2 + 1 and first["windows_reused"] == 0
+    capsys.readouterr()
+    assert cli.run(["submit", campaign, "-o", out]) == 0
+    again = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())["counts"]
+    assert again["windows_rendered"] == 0 and again["shots_reused"] == 2 and again["windows_reused"] == 3
+    assert "nothing to render" in capsys.readouterr().err
+    assert cli.run(["status", str(tmp_path / "out" / "c")]) == 0
+    assert "2/2 shots done: 0 rendered, 2 reused, 0 failed" in capsys.readouterr().out
+
+
+def test_long_video_in_many_windows_over_two_workers_matches_one_window(tmp_path, shared_data):
+    video = shared_data / "long_people_walk_in_one_by_one.mp4"
+    common = ["output.size=64", "output.pose_preview=false", "pose.hands=false", "pose.face=false"]
+    windows = load_config(common)
+    whole = load_config([*common, "window.length=2000"])
+    results = run_campaign(
+        [(drawing_shot(video, "char3", shot_id="windows"), windows), (drawing_shot(video, "char3", shot_id="whole"), whole)],
+        tmp_path,
+    )
+    assert [r.status for r in results] == ["succeeded", "succeeded"], [r.error for r in results]
+    split, single = results
+    assert len(split.manifest["windows"]) >= 4 and len(single.manifest["windows"]) == 1
+    assert len({w["worker"] for w in split.manifest["windows"]}) == 2  # both workers rendered windows
+    a, b = read_frames(split.video), read_frames(single.video)
+    assert len(a) == len(b) == 1394
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
+
+
+def _kill_first_window_worker(stop: threading.Event, killed: list[int]) -> None:
+    while not stop.is_set() and not killed:
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            if proc.info["cmdline"] and proc.info["cmdline"][0].startswith("ray::_window"):
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed.append(proc.info["pid"])
+                return
+        time.sleep(0.01)
+
+
+def test_a_worker_killed_mid_window_is_replaced_and_the_output_is_the_same(tmp_path):
+    cfg = load_config(["output.size=384", "window.length=12", "window.overlap=2", "output.pose_preview=false"])
+    reference = render_shot(drawing_shot("gesture_asl_please.mkv", "char1", shot_id="ref"), cfg, tmp_path / "ref")
+    assert reference.status == "succeeded", reference.error
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_window_worker, args=(stop, killed))
+    killer.start()
+    try:
+        (result,) = run_campaign([(drawing_shot("gesture_asl_please.mkv", "char1", shot_id="ref"), cfg)], tmp_path / "ray")
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no window worker was seen running"
+    assert result.status == "succeeded", result.error
+    assert not psutil.pid_exists(killed[0])
+    ours, theirs = read_frames(result.video), read_frames(reference.video)
+    assert ours.shape == theirs.shape and np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
