@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="render one character performing the motion of one video")
     render.add_argument("motion", help="motion reference video (mp4, mov, mkv, webm, gif)")
     render.add_argument("character", help="character image (png, jpg, webp)")
-    render.add_argument("-o", "--out", default="out", help="output folder (default ./out); the shot goes to OUT/<shot_id>/")
+    render.add_argument("-o", "--out", default="out", help="output folder or s3:// prefix (default ./out); the shot goes to OUT/<shot_id>/")
     render.add_argument("--prompt", default="", help="text prompt (recorded; used by backends that take one)")
     render.add_argument("--character-skeleton", help="skeleton file: AnimatedDrawings char_cfg.yaml or farm-skeleton/1 YAML")
     render.add_argument("--character-mask", help="mask image: white on the character, black elsewhere")
@@ -89,12 +89,15 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="render every shot of a campaign file on Ray (local cluster or RAY_ADDRESS)")
     submit.add_argument("campaign", help="campaign YAML (see jobs/demo.yaml)")
-    submit.add_argument("-o", "--out", default="out", help="output folder (default ./out); shots go to OUT/<campaign>/shots/")
+    submit.add_argument(
+        "-o", "--out", default="out", help="output folder or s3:// prefix (default ./out); shots go to OUT/<campaign>/shots/"
+    )
     submit.add_argument("--force", action="store_true", help="render again shots that are already finished")
     submit.add_argument("overrides", nargs="*", help="config overrides applied to every shot")
 
     status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, error")
-    status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign>")
+    status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
+    status.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
     config = sub.add_parser("config", help="print the fully resolved configuration")
     config.add_argument("overrides", nargs="*")
@@ -152,13 +155,11 @@ def cmd_render(args) -> int:
 
     cfg = load_config(args.overrides)
     shot = Shot(
-        motion=Path(args.motion), character=Path(args.character),
-        skeleton=Path(args.character_skeleton) if args.character_skeleton else None,
-        mask=Path(args.character_mask) if args.character_mask else None,
+        motion=args.motion, character=args.character, skeleton=args.character_skeleton, mask=args.character_mask,
         prompt=args.prompt, shot_id=args.id,
     )
     with _progress() as progress:
-        result = render_shot(shot, cfg, Path(args.out), reporter=RichReporter(progress, "shot"), force=args.force)
+        result = render_shot(shot, cfg, args.out, reporter=RichReporter(progress, "shot"), force=args.force)
     return _report(result)
 
 
@@ -191,11 +192,13 @@ def cmd_submit(args) -> int:
     from farm.campaign import load_campaign
     from farm.config import load_config
     from farm.records import CampaignRecord
+    from farm.render import stage_root, storage_for
     from farm.runtime.campaign import run_campaign
     from farm.runtime.cluster import connect
+    from farm.storage import Storage
 
     campaign = load_campaign(args.campaign)
-    folder = Path(args.out) / campaign.name
+    out = Storage.join(args.out, campaign.name)
     items = []
     for item in campaign.shots:
         try:
@@ -203,13 +206,15 @@ def cmd_submit(args) -> int:
             items.append((item.shot, dataclasses.replace(cfg, seed=cfg.seed + item.seed_offset)))
         except FarmError as exc:
             items.append((item.shot, exc))
-    runtime = next((cfg.runtime for _, cfg in items if not isinstance(cfg, FarmError)), None)
+    first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
+    runtime = first.runtime if first else None
     connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
-    record = CampaignRecord(folder, campaign.name, len(items))
+    store = storage_for(first) if first else Storage()
+    record = CampaignRecord(stage_root(out, first), campaign.name, len(items), store if Storage.is_remote(out) else None, out)
     record.write()
     with _progress() as progress:
         run_campaign(
-            items, folder / "shots", force=args.force,
+            items, Storage.join(out, "shots"), force=args.force,
             max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record),
         )
     counts = record.write(finished=True)["counts"]
@@ -217,7 +222,7 @@ def cmd_submit(args) -> int:
         f"campaign {campaign.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
         f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
-        f"output in {folder}"
+        f"output in {out}"
     )
     return 3 if counts["shots_failed"] else 0
 
@@ -225,9 +230,11 @@ def cmd_submit(args) -> int:
 def cmd_status(args) -> int:
     from rich.table import Table
 
+    from farm.config import load_config
     from farm.records import read_campaign
+    from farm.render import storage_for
 
-    doc = read_campaign(Path(args.campaign))
+    doc = read_campaign(args.campaign, storage_for(load_config(args.overrides)))
     table = Table(title=f"campaign {doc['name']} ({doc['status']})")
     for column in ("shot", "state", "windows", "frames", "seconds", "error"):
         table.add_column(column)
@@ -249,17 +256,17 @@ def cmd_pose(args) -> int:
     from farm.pose.extract import extract_poses
     from farm.pose.preview import write_pose_preview
     from farm.pose.store import write_parquet
-    from farm.render import check_root, pose_options, progress_callback
+    from farm.render import cache_root, pose_options, progress_callback, storage_for
 
     cfg = load_config(args.overrides)
-    check_root(Path(args.video), cfg, "video")
-    probe = probe_video(args.video, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
+    video = storage_for(cfg).fetch(args.video, cache_root(cfg) / "inputs")
+    probe = probe_video(video, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with _progress() as progress:
         reporter = RichReporter(progress, Path(args.video).name)
         reporter.stage("pose", probe.frame_count)
-        poses = extract_poses(args.video, options=pose_options(cfg), progress=progress_callback(reporter))
+        poses = extract_poses(video, options=pose_options(cfg), progress=progress_callback(reporter))
     stem = Path(args.video).stem
     write_parquet(poses, out / f"{stem}.parquet")
     write_pose_preview(out / f"{stem}_pose.mp4", poses, Fraction(probe.fps_fraction))

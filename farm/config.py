@@ -67,8 +67,13 @@ class OutputConfig:
 
 @dataclass
 class StorageConfig:
-    kind: str = "local"
     roots: list[str] = field(default_factory=list)
+    endpoint_url: str | None = None
+    region: str | None = None
+    max_attempts: int = 5
+    multipart_threshold_mb: int = 16
+    multipart_chunk_mb: int = 8
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -111,7 +116,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "window.blend": ("linear", "cosine"),
     "window.colour": ("lab", "none"),
     "output.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
-    "storage.kind": ("local",),
     "runtime.kind": ("local",),
     "backend.deformer": ("lbs",),
 }

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, write_json_atomic
 from farm.render import ShotResult
+from farm.storage import Storage
 
 CAMPAIGN_JSON = "campaign.json"
 CAMPAIGN_PARQUET = "campaign.parquet"
@@ -63,18 +64,21 @@ def shot_row(result: ShotResult) -> dict:
         "windows_reused": len(windows) if reused else metrics.get("windows_reused", 0),
         "rig_error_px_max": metrics.get("rig_error_px_max"),
         "seconds": 0.0 if reused else round(sum((m.get("timings") or {}).values()), 3),
-        "video": str(result.video) if result.video else None,
-        "manifest": str(result.folder / "manifest.json"),
+        "video": result.video_uri,
+        "manifest": Storage.join(result.uri or str(result.folder), "manifest.json"),
     }
 
 
 @dataclass
 class CampaignRecord:
-    """campaign.json of one run, kept up to date as shots finish."""
+    """campaign.json of one run, kept up to date as shots finish. folder: where it is written;
+    with `store` and `uri` (an s3:// output) each write is also uploaded there."""
 
     folder: Path
     name: str
     total: int
+    store: Storage | None = None
+    uri: str = ""
     rows: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -111,14 +115,19 @@ class CampaignRecord:
             partial = self.folder / f".{CAMPAIGN_PARQUET}.partial"
             pq.write_table(table, partial)
             partial.replace(self.folder / CAMPAIGN_PARQUET)
+            if self.store is not None:
+                self.store.put_file(self.folder / CAMPAIGN_PARQUET, Storage.join(self.uri, CAMPAIGN_PARQUET))
+        if self.store is not None:
+            self.store.put_file(self.folder / CAMPAIGN_JSON, Storage.join(self.uri, CAMPAIGN_JSON))
         return doc
 
 
-def read_campaign(folder: Path) -> dict:
-    path = Path(folder) / CAMPAIGN_JSON
-    if not path.is_file():
-        raise FarmError(str(folder), "no campaign record here", f"give the campaign folder (OUT/<campaign>, holding {CAMPAIGN_JSON})")
-    return json.loads(path.read_text())
+def read_campaign(uri: str, store: Storage) -> dict:
+    """campaign.json of the campaign folder `uri` (local or s3://)."""
+    target = Storage.join(uri, CAMPAIGN_JSON)
+    if not store.exists(target):
+        raise FarmError(uri, "no campaign record here", f"give the campaign folder (OUT/<campaign>, holding {CAMPAIGN_JSON})")
+    return json.loads(store.get_bytes(target))
 
 
 def _iso(t: float) -> str:

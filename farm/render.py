@@ -33,6 +33,7 @@ from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
 from farm.media.probe import VideoProbe, probe_video, sha256_file
 from farm.pose.extract import PoseOptions, PoseSequence
+from farm.storage import Storage, StorageOptions
 from farm.windows import Window, overlap_overhead, plan_windows
 
 SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -57,12 +58,13 @@ class _Silent:
 
 @dataclass
 class Shot:
-    """What to render. Paths are local files; `shot_id` is derived from the content when not given."""
+    """What to render. Inputs are local paths, file:// or s3:// URIs (read through farm.storage);
+    `shot_id` is derived from the content when not given."""
 
-    motion: Path
-    character: Path
-    skeleton: Path | None = None
-    mask: Path | None = None
+    motion: Path | str
+    character: Path | str
+    skeleton: Path | str | None = None
+    mask: Path | str | None = None
     prompt: str = ""
     shot_id: str | None = None
     rights: dict = field(default_factory=dict)
@@ -70,16 +72,47 @@ class Shot:
 
 @dataclass
 class ShotResult:
+    """folder: the local folder the shot was made in (the output itself for local outputs, a
+    staging copy for s3:// outputs); uri: the shot's folder in the output store."""
+
     shot_id: str
     status: str  # "succeeded" | "failed" | "reused"
     folder: Path
     manifest: dict
     error: str | None = None
+    uri: str = ""
 
     @property
     def video(self) -> Path | None:
+        """The local video file, when there is one (a reused s3:// shot has none locally)."""
         path = self.folder / VIDEO
         return path if self.status != "failed" and path.exists() else None
+
+    @property
+    def video_uri(self) -> str | None:
+        return None if self.status == "failed" else Storage.join(self.uri or str(self.folder), VIDEO)
+
+
+def storage_for(cfg: FarmConfig) -> Storage:
+    s = cfg.storage
+    return Storage(StorageOptions(
+        endpoint_url=s.endpoint_url, region=s.region, max_attempts=s.max_attempts,
+        multipart_threshold_mb=s.multipart_threshold_mb, multipart_chunk_mb=s.multipart_chunk_mb, roots=tuple(s.roots),
+    ))
+
+
+def cache_root(cfg: FarmConfig | None) -> Path:
+    configured = cfg.storage.cache_dir if cfg is not None else None
+    return Path(configured or Path.home() / ".cache" / "motion-farm")
+
+
+def stage_root(out_root: Path | str, cfg: FarmConfig | None) -> Path:
+    """Where a shot's files are made: the output folder itself when it is local; for an s3:// output,
+    a local staging folder whose finished files are then uploaded (manifest last)."""
+    location = str(out_root)
+    if not Storage.is_remote(location):
+        return Path(Storage().local_path(location))
+    return cache_root(cfg) / "stage" / hashlib.sha256(location.encode()).hexdigest()[:16]
 
 
 def backend_class(cfg: FarmConfig) -> type:
@@ -110,6 +143,7 @@ class ShotPlan:
     shot_id: str
     content_key: str
     folder: Path
+    uri: str
     record: dict
     timings: dict
     character: Character
@@ -136,11 +170,22 @@ class ShotPlan:
         key = hashlib.sha256(f"{self.content_key}:{window.start}:{window.end}:{window.render_length}".encode()).hexdigest()[:16]
         return self.folder / WINDOWS / f"{window.index:05d}-{key}.npz"
 
+    def window_uri(self, window: Window) -> str:
+        return Storage.join(self.uri, WINDOWS, self.window_file(window).name)
+
+    @property
+    def remote(self) -> bool:
+        return Storage.is_remote(self.uri)
+
+    def has_window(self, window: Window) -> bool:
+        """A checkpoint exists here or, for s3:// outputs, in the store (rendered on another node)."""
+        return self.window_file(window).exists() or (self.remote and storage_for(self.cfg).exists(self.window_uri(window)))
+
 
 def render_shot(
     shot: Shot,
     cfg: FarmConfig,
-    out_root: Path,
+    out_root: Path | str,
     *,
     backend: Backend | None = None,
     reporter: Reporter | None = None,
@@ -166,14 +211,14 @@ def render_shot(
             logs.append(render_window(backend, planned, window))
             reporter.advance(window.length)
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest
-        return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc)
+        return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc, uri=planned.uri, cfg=cfg)
     return finish_shot(planned, logs)
 
 
 def plan_shot(
     shot: Shot,
     cfg: FarmConfig,
-    out_root: Path,
+    out_root: Path | str,
     spec: BackendSpec,
     *,
     reporter: Reporter | None = None,
@@ -190,19 +235,22 @@ def plan_shot(
     record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
     timings: dict[str, float] = {}
     check_shot_id(shot.shot_id)
+    store, stage = storage_for(cfg), stage_root(out_root, cfg)
     shot_id = shot.shot_id or _fallback_id(shot, cfg)
-    folder = out_root / shot_id
+    folder, uri = stage / shot_id, Storage.join(str(out_root), shot_id)
     try:
-        # 1. Check inputs: probe, hash, and derive the content-addressed shot id.
+        # 1. Check inputs: fetch (s3:// inputs are cached locally), probe, hash, and derive the
+        #    content-addressed shot id.
         with _timed(timings, "probe"):
-            inputs, motion_probe = _probe_inputs(shot, cfg)
+            local = _fetch_inputs(shot, store, cfg)
+            inputs, motion_probe = _probe_inputs(shot, local, cfg)
         content_key = _content_key(inputs, shot, cfg, spec)
         shot_id = shot.shot_id or content_key[:16]
-        folder = out_root / shot_id
-        if not force and _finished(folder, content_key):
-            manifest = json.loads((folder / MANIFEST).read_text())
-            return ShotResult(shot_id, "reused", folder, manifest)
-        _reset(folder)
+        folder, uri = stage / shot_id, Storage.join(str(out_root), shot_id)
+        manifest = _finished(store, uri, content_key)
+        if not force and manifest is not None:
+            return ShotResult(shot_id, "reused", folder, manifest, uri=uri)
+        _reset(folder, store, uri)
         record.update(shot_id=shot_id, content_key=content_key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
         record.update(versions=_versions(spec), seeds=[cfg.seed])
 
@@ -211,7 +259,7 @@ def plan_shot(
 
         with _timed(timings, "character"):
             character, char_info = load_character(
-                shot.character, skeleton_path=shot.skeleton, mask_path=shot.mask, max_side=cfg.qa.max_side,
+                local.character, skeleton_path=local.skeleton, mask_path=local.mask, max_side=cfg.qa.max_side,
                 sha256=inputs["character"]["sha256"],
             )
         record["character"] = char_info.to_dict()
@@ -219,13 +267,13 @@ def plan_shot(
         # 3. Pose of the performer.
         reporter.stage("pose", motion_probe.frame_count)
         with _timed(timings, "pose"):
-            driving = (extract or extract_in_process)(Path(shot.motion), motion_probe.frame_count, pose_options(cfg), reporter)
+            driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, pose_options(cfg), reporter)
 
         # 4. Preflight: the checks a careful user would make before spending compute.
         from farm.qa.preflight import run_preflight
 
         with _timed(timings, "preflight"):
-            preflight = run_preflight(shot.motion, driving, character.joints, character.image.shape[0])
+            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0])
         record["preflight"] = preflight.to_dict()
         if cfg.qa.strict and preflight.warnings:
             raise FarmError(str(shot.motion), "preflight: " + "; ".join(preflight.warnings), "fix the inputs or set qa.strict=false")
@@ -257,10 +305,10 @@ def plan_shot(
             spec.frame_multiple,
         )
     except Exception as exc:  # noqa: BLE001 - one bad shot must never stop a campaign
-        return fail_shot(shot, folder, record | {"shot_id": shot_id}, timings, exc)
-    audio = Path(shot.motion) if cfg.output.keep_audio and motion_probe.has_audio else None
+        return fail_shot(shot, folder, record | {"shot_id": shot_id}, timings, exc, uri=uri, cfg=cfg)
+    audio = local.motion if cfg.output.keep_audio and motion_probe.has_audio else None
     return ShotPlan(
-        shot=shot, cfg=cfg, shot_id=shot_id, content_key=content_key, folder=folder, record=record, timings=timings,
+        shot=shot, cfg=cfg, shot_id=shot_id, content_key=content_key, folder=folder, uri=uri, record=record, timings=timings,
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
         windows=windows, fps=fps, audio=audio, driving=driving, index=index,
     )
@@ -276,7 +324,7 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     """Step 7 for one window: render it (unless its checkpoint exists) and write the checkpoint.
     The backend must have been prepared for this plan. Returns the window's log entry."""
     path = plan.window_file(window)
-    if path.exists():
+    if plan.has_window(window):
         return {**window.to_dict(), "reused": True}
     started = time.perf_counter()
     request = plan.request(window)
@@ -290,6 +338,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     with open(partial, "wb") as handle:
         np.savez(handle, frames=result.frames[: window.length])
     os.replace(partial, path)
+    if plan.remote:  # other nodes, and a rerun on another machine, find it in the store
+        storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     return {
         **window.to_dict(), "reused": False, "worker": worker, "attempt": attempt,
         "seconds": round(seconds, 3), "rig_error_px_max": None if error is None else round(error, 3),
@@ -315,7 +365,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | No
             ) as writer:
                 for i, window in enumerate(plan.windows):
                     next_start = plan.windows[i + 1].start if i + 1 < len(plan.windows) else None
-                    with np.load(plan.window_file(window)) as stored:
+                    with np.load(_local_window(plan, window)) as stored:
                         frames = stored["frames"]
                     for frame in stitcher.add(window, frames, next_start):
                         writer.write(frame)
@@ -356,13 +406,19 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | No
         }
         record["artifacts"] = _artifacts(folder)
         record.update(status="succeeded", error=None)
+        record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        with _timed(timings, "upload"):
+            result = _commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest
-        return fail_shot(plan.shot, folder, record, timings, exc)
-    record["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    return _commit(record, folder)
+        return fail_shot(plan.shot, folder, record, timings, exc, uri=plan.uri, cfg=cfg)
+    if plan.remote:
+        storage_for(cfg).delete_prefix(Storage.join(plan.uri, WINDOWS))
+    return result
 
 
-def fail_shot(shot: Shot, folder: Path, record: dict, timings: dict, exc: BaseException) -> ShotResult:
+def fail_shot(
+    shot: Shot, folder: Path, record: dict, timings: dict, exc: BaseException, *, uri: str = "", cfg: FarmConfig | None = None
+) -> ShotResult:
     """Record a failed shot: the error in the manifest, no video or other artifact left (window
     checkpoints stay, so a rerun after a transient fault does not redo them)."""
     shot_id = record.get("shot_id") or folder.name
@@ -372,10 +428,11 @@ def fail_shot(shot: Shot, folder: Path, record: dict, timings: dict, exc: BaseEx
         record["error"]["traceback"] = "".join(traceback.format_exception(exc, limit=8))
     record["timings"] = {k: round(v, 3) for k, v in timings.items()}
     _discard_outputs(folder)
-    return _commit(record, folder)
+    remote = cfg is not None and uri and Storage.is_remote(uri)
+    return _commit(record, folder, uri or str(folder), storage_for(cfg) if remote else None)
 
 
-def record_failure(shot: Shot, cfg: FarmConfig | None, out_root: Path, error: FarmError) -> ShotResult:
+def record_failure(shot: Shot, cfg: FarmConfig | None, out_root: Path | str, error: FarmError) -> ShotResult:
     """A shot that failed before it could start (e.g. its config overrides are wrong): still one
     manifest with `status: failed` and the reason, like any other failed shot."""
     check_shot_id(shot.shot_id)
@@ -384,7 +441,9 @@ def record_failure(shot: Shot, cfg: FarmConfig | None, out_root: Path, error: Fa
         "schema_version": SCHEMA_VERSION, "shot_id": shot_id, "status": "failed", "prompt": shot.prompt,
         "rights": shot.rights, "error": {"type": type(error).__name__, "message": str(error.for_shot(shot_id))},
     }
-    return _commit(record, out_root / shot_id)
+    uri = Storage.join(str(out_root), shot_id)
+    store = storage_for(cfg) if cfg is not None else Storage()
+    return _commit(record, stage_root(out_root, cfg) / shot_id, uri, store if Storage.is_remote(uri) else None)
 
 
 def check_shot_id(shot_id: str | None) -> None:
@@ -395,48 +454,73 @@ def check_shot_id(shot_id: str | None) -> None:
         )
 
 
-def _commit(record: dict, folder: Path) -> ShotResult:
+def _commit(record: dict, folder: Path, uri: str = "", store: Storage | None = None) -> ShotResult:
+    """Write the manifest, the shot's commit marker. With a store (s3:// output), every other file
+    of the shot folder is uploaded first and the manifest last, so a reader never finds a manifest
+    whose files are not there yet."""
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / MANIFEST, record)
+    if store is not None:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and WINDOWS not in p.parts):
+            store.put_file(path, Storage.join(uri, *path.relative_to(folder).parts))
+        store.put_file(folder / MANIFEST, Storage.join(uri, MANIFEST))
     error = record["error"]["message"] if record["error"] else None
-    return ShotResult(record["shot_id"], record["status"], folder, record, error)
+    return ShotResult(record["shot_id"], record["status"], folder, record, error, uri=uri or str(folder))
 
 
-def _probe_inputs(shot: Shot, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
+@dataclass
+class _LocalInputs:
+    motion: Path
+    character: Path
+    skeleton: Path | None
+    mask: Path | None
+
+
+def _fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> _LocalInputs:
+    """The shot's inputs as local files: local paths are checked against storage.roots, s3://
+    objects are downloaded once into the cache."""
+    cache = cache_root(cfg) / "inputs"
+
+    def fetch(value, name: str) -> Path | None:
+        if value is None:
+            return None
+        try:
+            return store.fetch(str(value), cache)
+        except FarmError as exc:
+            if exc.problem == "file not found" and name in ("skeleton", "mask"):
+                raise FarmError(exc.subject, f"{name} file not found", f"check the --character-{name} path") from None
+            raise
+
+    return _LocalInputs(
+        motion=fetch(shot.motion, "motion"), character=fetch(shot.character, "character"),
+        skeleton=fetch(shot.skeleton, "skeleton"), mask=fetch(shot.mask, "mask"),
+    )
+
+
+def _probe_inputs(shot: Shot, local: _LocalInputs, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
     from farm.media.probe import probe_image
 
-    for path, name in ((shot.motion, "motion"), (shot.character, "character")):
-        check_root(Path(path), cfg, name)
-    motion = probe_video(shot.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
-    image = probe_image(shot.character, max_side=cfg.qa.max_side)
+    motion = probe_video(local.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
+    image = probe_image(local.character, max_side=cfg.qa.max_side)
     inputs = {
-        "motion": _input_record(shot.motion, motion),
-        "character": _input_record(shot.character, image),
+        "motion": _input_record(local.motion, motion, shot.motion),
+        "character": _input_record(local.character, image, shot.character),
     }
-    for name, path in (("skeleton", shot.skeleton), ("mask", shot.mask)):
-        if path is not None:
-            check_root(Path(path), cfg, name)
-            if not Path(path).is_file():
-                raise FarmError(str(path), f"{name} file not found", f"check the --character-{name} path")
-            inputs[name] = _input_record(path, None)
+    for name in ("skeleton", "mask"):
+        if getattr(local, name) is not None:
+            inputs[name] = _input_record(getattr(local, name), None, getattr(shot, name))
     return inputs, motion
 
 
-def _input_record(path, probe) -> dict:
+def _input_record(path: Path, probe, given) -> dict:
+    """given: the input as the user named it (an s3:// URI is recorded as such)."""
     path = Path(path)
     return {
-        "uri": path.resolve().as_uri(),
+        "uri": str(given) if Storage.is_remote(str(given)) else path.resolve().as_uri(),
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
         "probe": probe.to_dict() if probe is not None else None,
     }
-
-
-def check_root(path: Path, cfg: FarmConfig, name: str) -> None:
-    """Inputs may only come from the configured roots (resolved first, so `..` cannot escape)."""
-    roots = [Path(r).resolve() for r in cfg.storage.roots]
-    if roots and not any(path.resolve().is_relative_to(root) for root in roots):
-        raise FarmError(str(path), f"{name} is outside the allowed input roots", "move it under storage.roots or add its folder there")
 
 
 def _content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) -> str:
@@ -457,21 +541,37 @@ def _fallback_id(shot: Shot, cfg: FarmConfig | None) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _finished(folder: Path, content_key: str) -> bool:
-    """The folder holds a finished render of exactly this content (a named shot whose inputs or
-    config changed is rendered again)."""
+def _finished(store: Storage, uri: str, content_key: str) -> dict | None:
+    """The manifest of a finished render of exactly this content in the store, else None (a
+    named shot whose inputs or config changed is rendered again)."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return False
-    return manifest.get("status") == "succeeded" and manifest.get("content_key") == content_key and (folder / VIDEO).exists()
+        if not store.exists(Storage.join(uri, MANIFEST)):
+            return None
+        manifest = json.loads(store.get_bytes(Storage.join(uri, MANIFEST)))
+    except (FarmError, ValueError):
+        return None
+    done = manifest.get("status") == "succeeded" and manifest.get("content_key") == content_key
+    return manifest if done and store.exists(Storage.join(uri, VIDEO)) else None
 
 
-def _reset(folder: Path) -> None:
-    """Clear what an earlier, different or unfinished render left, except window checkpoints."""
+def _reset(folder: Path, store: Storage, uri: str) -> None:
+    """Clear what an earlier, different or unfinished render left, except window checkpoints,
+    here and (for s3:// outputs) in the store, so no stale video sits next to a new manifest."""
     _discard_outputs(folder)
     (folder / MANIFEST).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
+    if Storage.is_remote(uri):
+        for name in (MANIFEST, VIDEO, PREVIEW):
+            store.delete(Storage.join(uri, name))
+        store.delete_prefix(Storage.join(uri, "poses"))
+
+
+def _local_window(plan: ShotPlan, window: Window) -> Path:
+    """The window's checkpoint on this machine, downloaded from the store if another node made it."""
+    path = plan.window_file(window)
+    if path.exists() or not plan.remote:
+        return path
+    return storage_for(plan.cfg).fetch(plan.window_uri(window), plan.folder / WINDOWS / "fetched")
 
 
 def _discard_outputs(folder: Path) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.s3server"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -18,8 +20,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """The local Ray cluster, started once for the whole test session with this machine's cores."""
+def ray_cluster(s3_endpoint):
+    """The local Ray cluster, started once for the whole test session with this machine's cores.
+    Its workers inherit the environment at start, so the S3 test server's credentials are set first."""
     import ray
 
     from farm.runtime.cluster import connect

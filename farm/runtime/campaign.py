@@ -69,7 +69,7 @@ def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, report
 
 
 @ray.remote
-def _plan(shot: Shot, cfg: FarmConfig, out_root: Path, force: bool) -> ShotPlan | ShotResult:
+def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool) -> ShotPlan | ShotResult:
     return plan_shot(shot, cfg, out_root, _backend(cfg).spec, force=force, extract=_sharded_extract)
 
 
@@ -106,7 +106,7 @@ class Progress:
 
 def run_campaign(
     items: list[tuple[Shot, FarmConfig | FarmError]],
-    out_root: Path,
+    out_root: Path | str,
     *,
     force: bool = False,
     max_retries: int = 3,
@@ -151,7 +151,8 @@ def run_campaign(
             entry = state[i]
             if isinstance(value, BaseException):
                 if entry.plan is not None:  # the first failed window fails the shot
-                    results[i] = fail_shot(shot, entry.plan.folder, entry.plan.record, entry.plan.timings, _cause(value))
+                    plan = entry.plan
+                    results[i] = fail_shot(shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg)
                     progress.shot_done(results[i])
                     entry.plan = None
                 continue
@@ -163,8 +164,9 @@ def run_campaign(
                 logs = [entry.logs[k] for k in range(len(entry.plan.windows))]
                 waiting[_finish.options(**_options(cfg, max_retries)).remote(entry.plan_ref, logs)] = ("finish", i, -1)
         else:  # finish
+            plan = state[i].plan
             results[i] = value if isinstance(value, ShotResult) else fail_shot(
-                shot, state[i].plan.folder, state[i].plan.record, state[i].plan.timings, _cause(value)
+                shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg
             )
             progress.shot_done(results[i])
     return [r for r in results if r is not None]
@@ -175,7 +177,7 @@ def _start_windows(i, plan: ShotPlan, plan_ref, state, waiting, progress: Progre
     entry.plan, entry.plan_ref = plan, plan_ref
     progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
     for w, window in enumerate(plan.windows):
-        if plan.window_file(window).exists():  # a checkpoint from an interrupted run
+        if plan.has_window(window):  # a checkpoint from an interrupted run
             entry.logs[w] = {**window.to_dict(), "reused": True}
             progress.frames_done(window.length)
         else:
