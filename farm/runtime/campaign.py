@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from farm.backends.base import Backend
 from farm.config import FarmConfig
@@ -64,7 +65,9 @@ def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, report
     if frame_count <= POSE_CHUNK_FRAMES:
         return extract_poses(video, options=options)
     bounds = list(range(0, frame_count, POSE_CHUNK_FRAMES)) + [frame_count]
-    chunks = [_pose_chunk.remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
+    # The video is a file on this node (fetched here from the store): its chunks run here too.
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    chunks = [_pose_chunk.options(scheduling_strategy=here).remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
     return concat_poses(ray.get(chunks))
 
 
