@@ -134,3 +134,30 @@ shots:
     assert cli.run(["submit", str(campaign), "-o", out]) == 0
     counts = json.loads(store.get_bytes(f"{out}/cloud/campaign.json"))["counts"]
     assert counts["windows_rendered"] == 0 and counts["shots_reused"] == 1
+
+
+def test_a_window_whose_worker_keeps_dying_fails_its_shot_and_the_rest_completes(tmp_path):
+    slow = load_config(["output.size=512", "window.length=8", "window.overlap=1", "output.pose_preview=false"])
+    quick = load_config(["output.size=96", "output.pose_preview=false"])
+    stop, killed = threading.Event(), []
+
+    def kill_after_fine_is_done():
+        while not (tmp_path / "fine" / "manifest.json").exists() and not stop.is_set():
+            time.sleep(0.01)
+        _kill_first_window_worker(stop, killed)
+
+    killer = threading.Thread(target=kill_after_fine_is_done)
+    killer.start()
+    try:
+        doomed, fine = run_campaign(
+            [(drawing_shot("gesture_asl_please.mkv", "char1", shot_id="doomed"), slow),
+             (drawing_shot("walk_two_people_toward_camera.gif", "char3", shot_id="fine"), quick)],
+            tmp_path, max_retries=0,  # no second chance: the first death is final
+        )
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no window worker was seen running"
+    assert fine.status == "succeeded" and fine.video is not None
+    assert doomed.status == "failed" and "doomed" in doomed.error and "worker process died 1 time" in doomed.error
+    assert not (tmp_path / "doomed" / "video.mp4").exists()

@@ -155,7 +155,8 @@ def run_campaign(
             if isinstance(value, BaseException):
                 if entry.plan is not None:  # the first failed window fails the shot
                     plan = entry.plan
-                    results[i] = fail_shot(shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg)
+                    reason = _window_failure(value, plan.windows[w], max_retries)
+                    results[i] = fail_shot(shot, plan.folder, plan.record, plan.timings, reason, uri=plan.uri, cfg=cfg)
                     progress.shot_done(results[i])
                     entry.plan = None
                 continue
@@ -196,6 +197,20 @@ def _options(cfg: FarmConfig, max_retries: int) -> dict:
     (a bad input is not made better by trying again)."""
     spec = backend_class(cfg).spec
     return {"num_cpus": 1, "num_gpus": spec.num_gpus, "max_retries": max_retries, "retry_exceptions": False}
+
+
+def _window_failure(exc: BaseException, window, max_retries: int) -> BaseException:
+    """A window's error as the user should read it: its own FarmError, or what happened to its worker."""
+    cause = _cause(exc)
+    if isinstance(cause, FarmError) or not isinstance(exc, ray.exceptions.RayError) or isinstance(exc, ray.exceptions.RayTaskError):
+        return cause
+    tries = max_retries + 1
+    return FarmError(
+        f"window {window.index} (frames {window.start}-{window.end - 1})",
+        f"its worker process died {tries} time{'s' if tries > 1 else ''} ({type(exc).__name__})",
+        "run the campaign again (finished windows are kept); if it keeps dying, check memory and the Ray worker logs, "
+        "or raise runtime.max_retries",
+    )
 
 
 def _cause(exc: BaseException) -> BaseException:
