@@ -11,6 +11,7 @@ is written last, and a failed shot leaves a manifest with `status: failed` and n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -94,11 +95,17 @@ class ShotResult:
 
 
 def storage_for(cfg: FarmConfig) -> Storage:
+    """The store for a config; one per distinct storage config in a process (its S3 client is reused)."""
     s = cfg.storage
-    return Storage(StorageOptions(
+    return _storage(StorageOptions(
         endpoint_url=s.endpoint_url, region=s.region, max_attempts=s.max_attempts,
         multipart_threshold_mb=s.multipart_threshold_mb, multipart_chunk_mb=s.multipart_chunk_mb, roots=tuple(s.roots),
     ))
+
+
+@functools.lru_cache(maxsize=8)
+def _storage(options: StorageOptions) -> Storage:
+    return Storage(options)
 
 
 def cache_root(cfg: FarmConfig | None) -> Path:
