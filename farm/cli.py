@@ -212,12 +212,17 @@ def cmd_submit(args) -> int:
     store = storage_for(first) if first else Storage()
     record = CampaignRecord(stage_root(out, first), campaign.name, len(items), store if Storage.is_remote(out) else None, out)
     record.write()
-    with _progress() as progress:
-        run_campaign(
-            items, Storage.join(out, "shots"), force=args.force,
-            max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record),
-        )
-    counts = record.write(finished=True)["counts"]
+    finished = False
+    try:
+        with _progress() as progress:
+            run_campaign(
+                items, Storage.join(out, "shots"), force=args.force,
+                max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record),
+            )
+        finished = True
+    finally:
+        # Also when interrupted: the record says how far the run got, not "running" forever.
+        counts = record.write(finished=True, interrupted=not finished)["counts"]
     console.print(
         f"campaign {campaign.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
@@ -289,11 +294,13 @@ def cmd_config(args) -> int:
 
 
 def _say(result) -> None:
+    from farm.storage import Storage
+
     if result.status == "failed":
-        console.print(f"[red]error:[/red] {result.error} (record: {result.folder / 'manifest.json'})")
+        console.print(f"[red]error:[/red] {result.error} (record: {Storage.join(result.uri, 'manifest.json')})")
     else:
         verb = "already rendered" if result.status == "reused" else "rendered"
-        console.print(f"[green]{verb}[/green] {result.folder / 'video.mp4'}")
+        console.print(f"[green]{verb}[/green] {result.video_uri}")
 
 
 def _report(result) -> int:

@@ -98,12 +98,13 @@ class CampaignRecord:
             "windows_reused": sum(r["windows_reused"] or 0 for r in self.rows),
         }
 
-    def write(self, *, finished: bool = False) -> dict:
+    def write(self, *, finished: bool = False, interrupted: bool = False) -> dict:
+        """finished: the run is over (interrupted: before every shot was done)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         doc = {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
-            "status": "finished" if finished else "running",
+            "status": ("interrupted" if interrupted else "finished") if finished else "running",
             "started": _iso(self.started),
             "finished": _iso(time.time()) if finished else None,
             "counts": self.counts(),

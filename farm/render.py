@@ -185,8 +185,10 @@ class ShotPlan:
         return Storage.is_remote(self.uri)
 
     def has_window(self, window: Window) -> bool:
-        """A checkpoint exists here or, for s3:// outputs, in the store (rendered on another node)."""
-        return self.window_file(window).exists() or (self.remote and storage_for(self.cfg).exists(self.window_uri(window)))
+        """A checkpoint exists (for s3:// outputs: in the store, wherever it was rendered)."""
+        if self.remote:  # only an uploaded checkpoint counts: a local one may have failed to upload
+            return storage_for(self.cfg).exists(self.window_uri(window))
+        return self.window_file(window).exists()
 
 
 def render_shot(
@@ -327,7 +329,7 @@ def extract_in_process(video: Path, frame_count: int, options: PoseOptions, repo
     return extract_poses(video, options=options, progress=progress_callback(reporter))
 
 
-def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local", attempt: int = 1) -> dict:
+def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local") -> dict:
     """Step 7 for one window: render it (unless its checkpoint exists) and write the checkpoint.
     The backend must have been prepared for this plan. Returns the window's log entry."""
     path = plan.window_file(window)
@@ -348,12 +350,12 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     if plan.remote:  # other nodes, and a rerun on another machine, find it in the store
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     return {
-        **window.to_dict(), "reused": False, "worker": worker, "attempt": attempt,
+        **window.to_dict(), "reused": False, "worker": worker,
         "seconds": round(seconds, 3), "rig_error_px_max": None if error is None else round(error, 3),
     }
 
 
-def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | None = None) -> ShotResult:
+def finish_shot(plan: ShotPlan, window_logs: list[dict]) -> ShotResult:
     """Steps 8-11: stitch the window checkpoints into exactly T frames, encode with the reference's
     audio, write the pose artifacts, then the manifest; the checkpoints are removed on success."""
     from farm.media.encode import VideoWriter
@@ -362,6 +364,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | No
 
     cfg, folder, timings, record = plan.cfg, plan.folder, plan.timings, plan.record
     timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
+    _discard_outputs(folder)  # this node may hold files of an earlier run of the shot
     try:
         # 8-9. Stitch and encode, streaming: only one window and an overlap tail are in memory.
         with _timed(timings, "encode"):
@@ -398,7 +401,6 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | No
                 from farm.pose.openpose import write_openpose_json
 
                 write_openpose_json(plan.driving, folder / "poses" / "openpose")
-        shutil.rmtree(folder / WINDOWS, ignore_errors=True)
 
         errors = [w["rig_error_px_max"] for w in window_logs if w.get("rig_error_px_max") is not None]
         record["metrics"] = {
@@ -414,12 +416,16 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], reporter: Reporter | No
         record["artifacts"] = _artifacts(folder)
         record.update(status="succeeded", error=None)
         record["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        with _timed(timings, "upload"):
-            result = _commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
+        result = _commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest
         return fail_shot(plan.shot, folder, record, timings, exc, uri=plan.uri, cfg=cfg)
+    # Checkpoints go only once the manifest is committed; failing to remove them harms nothing.
+    shutil.rmtree(folder / WINDOWS, ignore_errors=True)
     if plan.remote:
-        storage_for(cfg).delete_prefix(Storage.join(plan.uri, WINDOWS))
+        try:
+            storage_for(cfg).delete_prefix(Storage.join(plan.uri, WINDOWS))
+        except FarmError:
+            pass
     return result
 
 
@@ -435,7 +441,9 @@ def fail_shot(
         record["error"]["traceback"] = "".join(traceback.format_exception(exc, limit=8))
     record["timings"] = {k: round(v, 3) for k, v in timings.items()}
     _discard_outputs(folder)
-    remote = cfg is not None and uri and Storage.is_remote(uri)
+    remote = bool(cfg is not None and uri and Storage.is_remote(uri))
+    if remote:
+        _clear_remote(storage_for(cfg), uri)
     return _commit(record, folder, uri or str(folder), storage_for(cfg) if remote else None)
 
 
@@ -468,7 +476,8 @@ def _commit(record: dict, folder: Path, uri: str = "", store: Storage | None = N
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / MANIFEST, record)
     if store is not None:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and WINDOWS not in p.parts):
+        made = (p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+        for path in sorted(p for p in made if p.relative_to(folder).parts[0] != WINDOWS):
             store.put_file(path, Storage.join(uri, *path.relative_to(folder).parts))
         store.put_file(folder / MANIFEST, Storage.join(uri, MANIFEST))
     error = record["error"]["message"] if record["error"] else None
@@ -568,9 +577,15 @@ def _reset(folder: Path, store: Storage, uri: str) -> None:
     (folder / MANIFEST).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     if Storage.is_remote(uri):
-        for name in (MANIFEST, VIDEO, PREVIEW):
-            store.delete(Storage.join(uri, name))
-        store.delete_prefix(Storage.join(uri, "poses"))
+        _clear_remote(store, uri)
+
+
+def _clear_remote(store: Storage, uri: str) -> None:
+    """Remove a shot's files from the store, except its window checkpoints."""
+    keep = Storage.join(uri, WINDOWS) + "/"
+    for found in store.list(uri):
+        if not found.startswith(keep):
+            store.delete(found)
 
 
 def _local_window(plan: ShotPlan, window: Window) -> Path:

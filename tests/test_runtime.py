@@ -161,3 +161,12 @@ def test_a_window_whose_worker_keeps_dying_fails_its_shot_and_the_rest_completes
     assert fine.status == "succeeded" and fine.video is not None
     assert doomed.status == "failed" and "doomed" in doomed.error and "worker process died 1 time" in doomed.error
     assert not (tmp_path / "doomed" / "video.mp4").exists()
+
+
+def test_identical_shots_in_one_campaign_render_once(tmp_path):
+    cfg = load_config(["output.size=96", "output.pose_preview=false"])
+    shot = drawing_shot("walk_two_people_toward_camera.gif", "char3")
+    first, second = run_campaign([(shot, cfg), (shot, cfg)], tmp_path)
+    assert sorted([first.status, second.status]) == ["reused", "succeeded"]
+    assert first.shot_id == second.shot_id and first.video == second.video
+    assert [p.name for p in tmp_path.iterdir()] == [first.shot_id]

@@ -73,7 +73,7 @@ def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, report
 
 @ray.remote
 def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool) -> ShotPlan | ShotResult:
-    return plan_shot(shot, cfg, out_root, _backend(cfg).spec, force=force, extract=_sharded_extract)
+    return plan_shot(shot, cfg, out_root, backend_class(cfg).spec, force=force, extract=_sharded_extract)
 
 
 @ray.remote
@@ -131,53 +131,68 @@ def run_campaign(
         options = _options(cfg, max_retries)
         waiting[_plan.options(**options).remote(shot, cfg, out_root, force)] = ("plan", i, -1)
 
+    owner: dict[str, int] = {}  # shot folder -> the item rendering it (identical shots render once)
+    followers: dict[int, list[int]] = {}
+
+    def finalize(i: int, result: ShotResult) -> None:
+        if results[i] is None:
+            results[i] = result
+            state.pop(i, None)  # let go of the plan (character image, poses) as soon as the shot is done
+            progress.shot_done(result)
+        for f in followers.pop(i, []):
+            same = ShotResult(result.shot_id, "failed" if result.status == "failed" else "reused",
+                              result.folder, result.manifest, result.error, result.uri)
+            finalize(f, same)
+
     while waiting:
         ready, _ = ray.wait(list(waiting), num_returns=1)
         ref = ready[0]
         kind, i, w = waiting.pop(ref)
         shot, cfg = items[i]
+        entry = state.get(i)
+        if entry is None:  # the shot already failed on another window; drop what is left of it
+            continue
         try:
             value = ray.get(ref)
         except (ray.exceptions.RayError, FarmError) as exc:
             value = exc
-        if kind == "plan":
-            if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
-                reason = FarmError(f"shot {shot.shot_id or shot.motion}", f"could not be planned: {_cause(value)}", "run again")
-                results[i] = record_failure(shot, cfg, out_root, reason)
-            elif isinstance(value, ShotResult):
-                results[i] = value
-            else:
-                _start_windows(i, value, ref, state, waiting, progress, _options(cfg, max_retries))
-                continue
-            progress.shot_done(results[i])
-        elif kind == "window":
-            entry = state[i]
-            if isinstance(value, BaseException):
-                if entry.plan is not None:  # the first failed window fails the shot
-                    plan = entry.plan
+        try:
+            if kind == "plan":
+                if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
+                    reason = FarmError(f"shot {shot.shot_id or shot.motion}", f"could not be planned: {_cause(value)}", "run again")
+                    finalize(i, record_failure(shot, cfg, out_root, reason))
+                elif isinstance(value, ShotResult):
+                    finalize(i, value)
+                elif value.uri in owner:  # the same inputs and config as another shot of this run
+                    followers.setdefault(owner[value.uri], []).append(i)
+                    if results[owner[value.uri]] is not None:  # which may be done already
+                        finalize(owner[value.uri], results[owner[value.uri]])
+                else:
+                    owner[value.uri] = i
+                    _start_windows(i, value, ref, entry, waiting, progress, cfg, max_retries)
+            elif kind == "window":
+                plan = entry.plan
+                if isinstance(value, BaseException):  # the first failed window fails the shot
                     reason = _window_failure(value, plan.windows[w], max_retries)
-                    results[i] = fail_shot(shot, plan.folder, plan.record, plan.timings, reason, uri=plan.uri, cfg=cfg)
-                    progress.shot_done(results[i])
-                    entry.plan = None
-                continue
-            entry.logs[w] = value
-            entry.pending -= 1
-            if entry.plan is not None:
-                progress.frames_done(entry.plan.windows[w].length)
-            if entry.pending == 0 and entry.plan is not None:
-                logs = [entry.logs[k] for k in range(len(entry.plan.windows))]
-                waiting[_finish.options(**_options(cfg, max_retries)).remote(entry.plan_ref, logs)] = ("finish", i, -1)
-        else:  # finish
-            plan = state[i].plan
-            results[i] = value if isinstance(value, ShotResult) else fail_shot(
-                shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg
-            )
-            progress.shot_done(results[i])
+                    finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, reason, uri=plan.uri, cfg=cfg))
+                    continue
+                entry.logs[w] = value
+                entry.pending -= 1
+                progress.frames_done(plan.windows[w].length)
+                if entry.pending == 0:
+                    logs = [entry.logs[k] for k in range(len(plan.windows))]
+                    waiting[_finish.options(**_options(cfg, max_retries)).remote(entry.plan_ref, logs)] = ("finish", i, -1)
+            else:  # finish
+                plan = entry.plan
+                finalize(i, value if isinstance(value, ShotResult) else fail_shot(
+                    shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg
+                ))
+        except FarmError as exc:  # the store failed while recording this shot: the others go on
+            finalize(i, ShotResult(shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
     return [r for r in results if r is not None]
 
 
-def _start_windows(i, plan: ShotPlan, plan_ref, state, waiting, progress: Progress, options: dict) -> None:
-    entry = state[i]
+def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress: Progress, cfg: FarmConfig, max_retries: int) -> None:
     entry.plan, entry.plan_ref = plan, plan_ref
     progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
     for w, window in enumerate(plan.windows):
@@ -185,18 +200,18 @@ def _start_windows(i, plan: ShotPlan, plan_ref, state, waiting, progress: Progre
             entry.logs[w] = {**window.to_dict(), "reused": True}
             progress.frames_done(window.length)
         else:
-            waiting[_window.options(**options).remote(plan_ref, w)] = ("window", i, w)
+            waiting[_window.options(**_options(cfg, max_retries, generator=True)).remote(plan_ref, w)] = ("window", i, w)
             entry.pending += 1
     if entry.pending == 0:
         logs = [entry.logs[k] for k in range(len(plan.windows))]
-        waiting[_finish.options(**options).remote(plan_ref, logs)] = ("finish", i, -1)
+        waiting[_finish.options(**_options(cfg, max_retries)).remote(plan_ref, logs)] = ("finish", i, -1)
 
 
-def _options(cfg: FarmConfig, max_retries: int) -> dict:
-    """Resources of one work item come from the backend's needs; retries cover dead workers only
-    (a bad input is not made better by trying again)."""
-    spec = backend_class(cfg).spec
-    return {"num_cpus": 1, "num_gpus": spec.num_gpus, "max_retries": max_retries, "retry_exceptions": False}
+def _options(cfg: FarmConfig, max_retries: int, *, generator: bool = False) -> dict:
+    """Resources of one work item: a window takes what the backend needs (its GPU); planning and
+    finishing are CPU work. Retries cover dead workers only (bad input does not get better)."""
+    gpus = backend_class(cfg).spec.num_gpus if generator else 0
+    return {"num_cpus": 1, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
 
 
 def _window_failure(exc: BaseException, window, max_retries: int) -> BaseException:

@@ -32,8 +32,3 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         where = address or "a local cluster"
         raise FarmError(f"ray {where}", f"cannot start or join: {exc}", "check runtime.address / RAY_ADDRESS") from None
 
-
-def cpus() -> int:
-    import ray
-
-    return int(ray.cluster_resources().get("CPU", 1))
