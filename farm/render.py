@@ -233,12 +233,15 @@ def plan_shot(
     reporter: Reporter | None = None,
     force: bool = False,
     extract: Callable[[Path, int, PoseOptions, Reporter], PoseSequence] | None = None,
+    people: Callable[[Path], Callable[[], tuple[int, str]]] | None = None,
 ) -> ShotPlan | ShotResult:
     """Steps 1-6 of a shot: inputs, character, pose, preflight, retarget, window plan. Returns the
     plan, or the final result when the shot is already finished (reused) or failed.
 
     extract(video, frame_count, options, reporter): how the performer's poses are extracted; by
     default in this process, front to back (the Ray runtime passes one that shards long videos).
+    people(video): starts counting the people in the video and returns how to wait for the count
+    (the Ray runtime counts on another worker while the poses are extracted).
     """
     reporter = reporter or _Silent()
     record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
@@ -273,7 +276,8 @@ def plan_shot(
             )
         record["character"] = char_info.to_dict()
 
-        # 3. Pose of the performer.
+        # 3. Pose of the performer (and, alongside where possible, the people in the video).
+        people_count = (people or _count_here)(local.motion)
         reporter.stage("pose", motion_probe.frame_count)
         with _timed(timings, "pose"):
             driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, pose_options(cfg), reporter)
@@ -282,7 +286,7 @@ def plan_shot(
         from farm.qa.preflight import run_preflight
 
         with _timed(timings, "preflight"):
-            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0])
+            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count())
         record["preflight"] = preflight.to_dict()
         if cfg.qa.strict and preflight.warnings:
             raise FarmError(str(shot.motion), "preflight: " + "; ".join(preflight.warnings), "fix the inputs or set qa.strict=false")
@@ -321,6 +325,12 @@ def plan_shot(
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
         windows=windows, fps=fps, audio=audio, driving=driving, index=index,
     )
+
+
+def _count_here(video: Path) -> Callable[[], tuple[int, str]]:
+    from farm.qa.preflight import count_people
+
+    return lambda: count_people(video)
 
 
 def extract_in_process(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:

@@ -114,15 +114,17 @@ def run_preflight(
     video_pose: PoseSequence,
     image_joints15: np.ndarray | None,
     image_height: int | None,
+    people: tuple[int, str] | None = None,
 ) -> Preflight:
     """All checks on a reference video (with its extracted poses) and the character's pose.
 
     image_joints15: (15, 3) rig pose of the character image, None when it is unknown (e.g. a
     drawing mediapipe cannot read); image_height: that image's height in pixels. Hands are only
     checked in upper_body and close_up videos, where they are a large part of the picture.
+    people: count_people's answer when it was computed elsewhere (e.g. alongside pose extraction).
     """
     # 1. People in the video
-    people_max, people_note = count_people(video_path)
+    people_max, people_note = people or count_people(video_path)
     warnings = []
     if people_max > 1:
         warnings.append(f"{people_note} — trim or crop the reference to the one person you want "

@@ -19,6 +19,7 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -26,6 +27,7 @@ from farm.backends.base import Backend
 from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
+from farm.qa.preflight import count_people
 from farm.render import (
     Reporter,
     Shot,
@@ -64,16 +66,36 @@ def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, report
     frames before its range, so the joins do not jump)."""
     if frame_count <= POSE_CHUNK_FRAMES:
         return extract_poses(video, options=options)
-    bounds = list(range(0, frame_count, POSE_CHUNK_FRAMES)) + [frame_count]
-    # The video is a file on this node (fetched here from the store): its chunks run here too.
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    # About POSE_CHUNK_FRAMES per chunk, and a whole number of chunks per CPU, so no CPU idles in
+    # the last round.
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    count = max(1, round(frame_count / POSE_CHUNK_FRAMES / cpus)) * cpus
+    bounds = np.linspace(0, frame_count, count + 1).round().astype(int).tolist()
+    here = _here()
     chunks = [_pose_chunk.options(scheduling_strategy=here).remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
     return concat_poses(ray.get(chunks))
 
 
+def _here() -> NodeAffinitySchedulingStrategy:
+    """Run on this node: the video is a file here (fetched from the store by the plan task)."""
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
+@ray.remote
+def _count_people(video: Path) -> tuple[int, str]:
+    return count_people(video)
+
+
+def _people_alongside(video: Path):
+    ref = _count_people.options(scheduling_strategy=_here()).remote(video)
+    return lambda: ray.get(ref)
+
+
 @ray.remote
 def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool) -> ShotPlan | ShotResult:
-    return plan_shot(shot, cfg, out_root, backend_class(cfg).spec, force=force, extract=_sharded_extract)
+    return plan_shot(
+        shot, cfg, out_root, backend_class(cfg).spec, force=force, extract=_sharded_extract, people=_people_alongside
+    )
 
 
 @ray.remote
