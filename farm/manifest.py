@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 from importlib import metadata
 from pathlib import Path
+
+from farm.storage.local import write_bytes
 
 SCHEMA_VERSION = 1
 
@@ -35,9 +36,8 @@ def versions() -> dict[str, str | None]:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"
+    write_bytes(Path(path), text.encode(), str(path))
 
 
 def _jsonable(value):

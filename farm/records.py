@@ -15,6 +15,7 @@ from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, write_json_atomic
 from farm.render import ShotResult
 from farm.storage import Storage
+from farm.storage.local import write_atomically
 
 CAMPAIGN_JSON = "campaign.json"
 CAMPAIGN_PARQUET = "campaign.parquet"
@@ -113,9 +114,8 @@ class CampaignRecord:
         write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
         if finished:
             table = pa.Table.from_pylist(self.rows, schema=COLUMNS)
-            partial = self.folder / f".{CAMPAIGN_PARQUET}.partial"
-            pq.write_table(table, partial)
-            partial.replace(self.folder / CAMPAIGN_PARQUET)
+            target = self.folder / CAMPAIGN_PARQUET
+            write_atomically(target, lambda out: pq.write_table(table, out), str(target))
             if self.store is not None:
                 self.store.put_file(self.folder / CAMPAIGN_PARQUET, Storage.join(self.uri, CAMPAIGN_PARQUET))
         if self.store is not None:

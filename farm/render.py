@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -35,6 +34,7 @@ from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
 from farm.media.probe import VideoProbe, probe_video, sha256_file
 from farm.pose.extract import PoseOptions, PoseSequence
 from farm.storage import Storage, StorageOptions
+from farm.storage.local import write_atomically
 from farm.windows import Window, overlap_overhead, plan_windows
 
 SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -352,11 +352,7 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     if result.drawn_joints is not None:
         error = float(np.linalg.norm(result.drawn_joints - request.targets[..., :2], axis=-1).max())
     seconds = time.perf_counter() - started
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        np.savez(handle, frames=result.frames[: window.length])
-    os.replace(partial, path)
+    write_atomically(path, lambda out: np.savez(out, frames=result.frames[: window.length]), str(path))
     if plan.remote:  # other nodes, and a rerun on another machine, find it in the store
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     return {

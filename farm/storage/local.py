@@ -42,7 +42,7 @@ def read_bytes(path: Path, uri: str) -> bytes:
 
 
 def write_bytes(path: Path, data: bytes, uri: str) -> None:
-    _write_atomically(path, lambda out: out.write(data), uri)
+    write_atomically(path, lambda out: out.write(data), uri)
 
 
 def copy_file(source: Path, target: Path, uri: str) -> None:
@@ -52,7 +52,7 @@ def copy_file(source: Path, target: Path, uri: str) -> None:
         return
     try:
         with source.open("rb") as src:
-            _write_atomically(target, lambda out: shutil.copyfileobj(src, out, 1 << 20), uri)
+            write_atomically(target, lambda out: shutil.copyfileobj(src, out, 1 << 20), uri)
     except OSError as exc:
         raise os_error(str(source), "read", exc) from exc
 
@@ -84,7 +84,9 @@ def os_error(uri: str, action: str, exc: OSError) -> FarmError:
     return FarmError(uri, f"cannot {action}: {exc.strerror or exc}", "check the path and the free disk space")
 
 
-def _write_atomically(target: Path, write: Callable[[BinaryIO], object], uri: str) -> None:
+def write_atomically(target: Path, write: Callable[[BinaryIO], object], uri: str) -> None:
+    """Write through `write(file)` to a fresh temporary name, then rename: readers see the old
+    file or the whole new one, and concurrent writers never share a temporary file."""
     temp = temp_path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
