@@ -67,10 +67,11 @@ def test_long_video_in_many_windows_over_two_workers_matches_one_window(tmp_path
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 1.0
 
 
-def _kill_first_window_worker(stop: threading.Event, killed: list[int]) -> None:
+def _kill_first_window_worker(stop: threading.Event, killed: list[int], shot_id: str) -> None:
+    """SIGKILL the first worker seen rendering a window of `shot_id` (tasks are named "window <shot> <index>")."""
     while not stop.is_set() and not killed:
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if proc.info["cmdline"] and proc.info["cmdline"][0].startswith("ray::_window"):
+            if proc.info["cmdline"] and proc.info["cmdline"][0].startswith(f"ray::window {shot_id} "):
                 os.kill(proc.info["pid"], signal.SIGKILL)
                 killed.append(proc.info["pid"])
                 return
@@ -82,7 +83,7 @@ def test_a_worker_killed_mid_window_is_replaced_and_the_output_is_the_same(tmp_p
     reference = render_shot(drawing_shot("gesture_asl_please.mkv", "char1", shot_id="ref"), cfg, tmp_path / "ref")
     assert reference.status == "succeeded", reference.error
     stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_first_window_worker, args=(stop, killed))
+    killer = threading.Thread(target=_kill_first_window_worker, args=(stop, killed, "ref"))
     killer.start()
     try:
         (result,) = run_campaign([(drawing_shot("gesture_asl_please.mkv", "char1", shot_id="ref"), cfg)], tmp_path / "ray")
@@ -140,13 +141,7 @@ def test_a_window_whose_worker_keeps_dying_fails_its_shot_and_the_rest_completes
     slow = load_config(["output.size=512", "window.length=8", "window.overlap=1", "output.pose_preview=false"])
     quick = load_config(["output.size=96", "output.pose_preview=false"])
     stop, killed = threading.Event(), []
-
-    def kill_after_fine_is_done():
-        while not (tmp_path / "fine" / "manifest.json").exists() and not stop.is_set():
-            time.sleep(0.01)
-        _kill_first_window_worker(stop, killed)
-
-    killer = threading.Thread(target=kill_after_fine_is_done)
+    killer = threading.Thread(target=_kill_first_window_worker, args=(stop, killed, "doomed"))
     killer.start()
     try:
         doomed, fine = run_campaign(

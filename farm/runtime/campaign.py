@@ -150,7 +150,7 @@ def run_campaign(
             results[i] = record_failure(shot, None, out_root, cfg)
             progress.shot_done(results[i])
             continue
-        options = _options(cfg, max_retries)
+        options = _options(cfg, max_retries, f"plan {shot.shot_id or Path(str(shot.motion)).name}")
         waiting[_plan.options(**options).remote(shot, cfg, out_root, force)] = ("plan", i, -1)
 
     owner: dict[str, int] = {}  # shot folder -> the item rendering it (identical shots render once)
@@ -203,7 +203,8 @@ def run_campaign(
                 progress.frames_done(plan.windows[w].length)
                 if entry.pending == 0:
                     logs = [entry.logs[k] for k in range(len(plan.windows))]
-                    waiting[_finish.options(**_options(cfg, max_retries)).remote(entry.plan_ref, logs)] = ("finish", i, -1)
+                    options = _options(cfg, max_retries, f"finish {plan.shot_id}")
+                    waiting[_finish.options(**options).remote(entry.plan_ref, logs)] = ("finish", i, -1)
             else:  # finish
                 plan = entry.plan
                 finalize(i, value if isinstance(value, ShotResult) else fail_shot(
@@ -222,18 +223,20 @@ def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress:
             entry.logs[w] = {**window.to_dict(), "reused": True}
             progress.frames_done(window.length)
         else:
-            waiting[_window.options(**_options(cfg, max_retries, generator=True)).remote(plan_ref, w)] = ("window", i, w)
+            options = _options(cfg, max_retries, f"window {plan.shot_id} {w}", generator=True)
+            waiting[_window.options(**options).remote(plan_ref, w)] = ("window", i, w)
             entry.pending += 1
     if entry.pending == 0:
         logs = [entry.logs[k] for k in range(len(plan.windows))]
-        waiting[_finish.options(**_options(cfg, max_retries)).remote(plan_ref, logs)] = ("finish", i, -1)
+        waiting[_finish.options(**_options(cfg, max_retries, f"finish {plan.shot_id}")).remote(plan_ref, logs)] = ("finish", i, -1)
 
 
-def _options(cfg: FarmConfig, max_retries: int, *, generator: bool = False) -> dict:
+def _options(cfg: FarmConfig, max_retries: int, name: str, *, generator: bool = False) -> dict:
     """Resources of one work item: a window takes what the backend needs (its GPU); planning and
-    finishing are CPU work. Retries cover dead workers only (bad input does not get better)."""
+    finishing are CPU work. Retries cover dead workers only (bad input does not get better). The
+    name ("window <shot> <index>") is what `ray list tasks` and the worker's process title show."""
     gpus = backend_class(cfg).spec.num_gpus if generator else 0
-    return {"num_cpus": 1, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False}
+    return {"num_cpus": 1, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False, "name": name}
 
 
 def _window_failure(exc: BaseException, window, max_retries: int) -> BaseException:
