@@ -157,6 +157,7 @@ def bench_campaign(video: str, num_cpus: int) -> dict:
         "generator_s": round(timings.get("generate", 0.0), 2),
         "pose_s": round(timings.get("pose", 0.0), 2),
         "stage_work_s": round(stage_work, 2),
+        "stages_s": {name: round(seconds, 2) for name, seconds in timings.items()},
         "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 

@@ -63,6 +63,7 @@ class OutputConfig:
     keep_audio: bool = True
     pose_preview: bool = True
     openpose_json: bool = False
+    segment_frames: int = 240
 
 
 @dataclass
@@ -126,6 +127,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "output.size": (64, 4096),
     "output.fps": (1.0, 120.0),
     "output.crf": (0, 51),
+    "output.segment_frames": (0, None),
     "window.length": (2, None),
     "window.overlap": (0, None),
     "pose.warmup_frames": (0, 300),

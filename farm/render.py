@@ -33,15 +33,18 @@ from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions, write_json_atomic
 from farm.media.probe import VideoProbe, probe_video, sha256_file
 from farm.pose.extract import PoseOptions, PoseSequence
+from farm.stitch import overlap_statistics
 from farm.storage import Storage, StorageOptions
 from farm.storage.local import write_atomically
-from farm.windows import Window, overlap_overhead, plan_windows
+from farm.windows import Segment, Window, overlap_overhead, plan_segments, plan_windows
 
 SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VIDEO = "video.mp4"
 MANIFEST = "manifest.json"
 PREVIEW = "pose_preview.mp4"
 WINDOWS = "windows"
+SEGMENTS = "segments"
+WORK = (WINDOWS, SEGMENTS)  # working files of a shot: kept until its manifest is committed, never published
 
 
 class Reporter(Protocol):
@@ -179,6 +182,17 @@ class ShotPlan:
 
     def window_uri(self, window: Window) -> str:
         return Storage.join(self.uri, WINDOWS, self.window_file(window).name)
+
+    @property
+    def segments(self) -> list[Segment]:
+        """The runs of windows that are stitched and encoded on their own, then joined."""
+        return plan_segments(self.windows, len(self.targets), self.cfg.output.segment_frames)
+
+    def segment_file(self, segment: Segment) -> Path:
+        return self.folder / SEGMENTS / f"{segment.index:04d}.mp4"
+
+    def segment_uri(self, segment: Segment) -> str:
+        return Storage.join(self.uri, SEGMENTS, self.segment_file(segment).name)
 
     @property
     def remote(self) -> bool:
@@ -352,41 +366,77 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     if result.drawn_joints is not None:
         error = float(np.linalg.norm(result.drawn_joints - request.targets[..., :2], axis=-1).max())
     seconds = time.perf_counter() - started
-    write_atomically(path, lambda out: np.savez(out, frames=result.frames[: window.length]), str(path))
+    frames = result.frames[: window.length]
+    stored = {"frames": frames}
+    if plan.cfg.window.colour == "lab":  # what the stitch fits colours with, measured here in parallel
+        stored["lab"] = overlap_statistics(plan.windows, window.index, frames)
+    write_atomically(path, lambda out: np.savez(out, **stored), str(path))
     if plan.remote:  # other nodes, and a rerun on another machine, find it in the store
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
-    return {
+    log = {
         **window.to_dict(), "reused": False, "worker": worker,
         "seconds": round(seconds, 3), "rig_error_px_max": None if error is None else round(error, 3),
     }
+    if "lab" in stored:
+        log["lab"] = stored["lab"].tolist()
+    return log
 
 
-def finish_shot(plan: ShotPlan, window_logs: list[dict]) -> ShotResult:
-    """Steps 8-11: stitch the window checkpoints into exactly T frames, encode with the reference's
-    audio, write the pose artifacts, then the manifest; the checkpoints are removed on success."""
+def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *, worker: str = "local") -> dict:
+    """Step 8-9 for one segment: stitch its windows (colour-fitted along the whole chain, see
+    farm.stitch.chain_fits) into frames [segment.start, segment.end) and encode them, without audio,
+    to the segment's file; uploaded for s3:// outputs. Returns the segment's log entry.
+
+    x264 runs on one thread: its output depends on its thread count, and a shot's video must not
+    depend on the machine (segments of a long video encode side by side on the farm instead)."""
     from farm.media.encode import VideoWriter
-    from farm.pose.store import write_parquet, write_rig_parquet
     from farm.stitch import Stitcher
+
+    started = time.perf_counter()
+    cfg, windows = plan.cfg, plan.windows
+    fits = _colour_fits(plan, window_logs[: segment.stop]) if cfg.window.colour == "lab" else [None] * segment.stop
+    stitcher = Stitcher(len(plan.targets), cfg.window.blend, cfg.window.colour, start=segment.start)
+    if segment.first > 0:
+        before = windows[segment.first - 1]
+        stitcher.prime(before, _window_frames(plan, before), fits[before.index])
+    path = plan.segment_file(segment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with VideoWriter(path, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
+                     crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer:
+        for w in range(segment.first, segment.stop):
+            next_start = windows[w + 1].start if w + 1 < len(windows) else None
+            for frame in stitcher.add(windows[w], _window_frames(plan, windows[w]), next_start, fits[w]):
+                writer.write(frame)
+        stitcher.finish(segment.end)
+    if plan.remote:
+        storage_for(cfg).put_file(path, plan.segment_uri(segment))
+    return {"index": segment.index, "start": segment.start, "end": segment.end, "worker": worker,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict] | None = None) -> ShotResult:
+    """Steps 8-11: join the encoded segments (encoding them here first when `segment_logs` is None)
+    with the reference's audio into exactly T frames, write the pose artifacts, then the manifest;
+    the checkpoints and segments are removed on success."""
+    from farm.media.encode import join_segments
+    from farm.pose.store import write_parquet, write_rig_parquet
 
     cfg, folder, timings, record = plan.cfg, plan.folder, plan.timings, plan.record
     timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
     _discard_outputs(folder)  # this node may hold files of an earlier run of the shot
     try:
-        # 8-9. Stitch and encode, streaming: only one window and an overlap tail are in memory.
-        with _timed(timings, "encode"):
-            stitcher = Stitcher(len(plan.targets), cfg.window.blend, cfg.window.colour)
-            with VideoWriter(
-                folder / VIDEO, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
-                crf=cfg.output.crf, preset=cfg.output.preset, audio_from=plan.audio,
-            ) as writer:
-                for i, window in enumerate(plan.windows):
-                    next_start = plan.windows[i + 1].start if i + 1 < len(plan.windows) else None
-                    with np.load(_local_window(plan, window)) as stored:
-                        frames = stored["frames"]
-                    for frame in stitcher.add(window, frames, next_start):
-                        writer.write(frame)
-                stitcher.finish()
-        record["windows"] = window_logs
+        # 8-9. Stitch and encode segment by segment (streaming: one window and an overlap tail in
+        # memory), then join the segments without re-encoding.
+        if segment_logs is None:
+            segment_logs = [encode_segment(plan, segment, window_logs) for segment in plan.segments]
+        timings["encode"] = sum(s["seconds"] for s in segment_logs)  # on whichever worker, like "generate"
+        with _timed(timings, "join"):
+            parts = [_local_segment(plan, segment) for segment in plan.segments]
+            frames = join_segments(parts, folder / VIDEO, fps=plan.fps, audio_from=plan.audio)
+            if frames != len(plan.targets):
+                raise RuntimeError(f"the joined video has {frames} frames, expected {len(plan.targets)}")
+        record["windows"] = [{k: v for k, v in log.items() if k != "lab"} for log in window_logs]
+        record["segments"] = segment_logs
 
         # 10. Pose artifacts: parquet tables and the preview video.
         with _timed(timings, "artifacts"):
@@ -425,13 +475,14 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict]) -> ShotResult:
         result = _commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest
         return fail_shot(plan.shot, folder, record, timings, exc, uri=plan.uri, cfg=cfg)
-    # Checkpoints go only once the manifest is committed; failing to remove them harms nothing.
-    shutil.rmtree(folder / WINDOWS, ignore_errors=True)
-    if plan.remote:
-        try:
-            storage_for(cfg).delete_prefix(Storage.join(plan.uri, WINDOWS))
-        except FarmError:
-            pass
+    # Checkpoints and segments go only once the manifest is committed; failing to remove them harms nothing.
+    for work in WORK:
+        shutil.rmtree(folder / work, ignore_errors=True)
+        if plan.remote:
+            try:
+                storage_for(cfg).delete_prefix(Storage.join(plan.uri, work))
+            except FarmError:
+                pass
     return result
 
 
@@ -446,7 +497,7 @@ def fail_shot(
     if not isinstance(exc, FarmError):
         record["error"]["traceback"] = "".join(traceback.format_exception(exc, limit=8))
     record["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    _discard_outputs(folder)
+    _discard_outputs(folder, keep=(WINDOWS,))  # segments are made again from the checkpoints
     remote = bool(cfg is not None and uri and Storage.is_remote(uri))
     if remote:
         _clear_remote(storage_for(cfg), uri)
@@ -483,7 +534,7 @@ def _commit(record: dict, folder: Path, uri: str = "", store: Storage | None = N
     write_json_atomic(folder / MANIFEST, record)
     if store is not None:
         made = (p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-        for path in sorted(p for p in made if p.relative_to(folder).parts[0] != WINDOWS):
+        for path in sorted(p for p in made if p.relative_to(folder).parts[0] not in WORK):
             store.put_file(path, Storage.join(uri, *path.relative_to(folder).parts))
         store.put_file(folder / MANIFEST, Storage.join(uri, MANIFEST))
     error = record["error"]["message"] if record["error"] else None
@@ -587,7 +638,8 @@ def _reset(folder: Path, store: Storage, uri: str) -> None:
 
 
 def _clear_remote(store: Storage, uri: str) -> None:
-    """Remove a shot's files from the store, except its window checkpoints."""
+    """Remove a shot's files from the store, except its window checkpoints (segments go: they are
+    made again from the checkpoints)."""
     keep = Storage.join(uri, WINDOWS) + "/"
     for found in store.list(uri):
         if not found.startswith(keep):
@@ -602,16 +654,47 @@ def _local_window(plan: ShotPlan, window: Window) -> Path:
     return storage_for(plan.cfg).fetch(plan.window_uri(window), plan.folder / WINDOWS / "fetched")
 
 
-def _discard_outputs(folder: Path) -> None:
+def _window_frames(plan: ShotPlan, window: Window) -> np.ndarray:
+    with np.load(_local_window(plan, window)) as stored:
+        return stored["frames"]
+
+
+def _local_segment(plan: ShotPlan, segment: Segment) -> Path:
+    """The segment's file on this machine, downloaded from the store if another node made it."""
+    path = plan.segment_file(segment)
+    if path.exists() or not plan.remote:
+        return path
+    return storage_for(plan.cfg).fetch(plan.segment_uri(segment), plan.folder / SEGMENTS / "fetched")
+
+
+def _colour_fits(plan: ShotPlan, window_logs: list[dict]) -> list:
+    """The colour fit of each window in `window_logs` (the first ones of the shot, in order), from
+    the overlap statistics its worker measured; read back from the checkpoint for a window reused
+    from an earlier run, or measured here for a checkpoint that predates them."""
+    from farm.stitch import chain_fits, overlap_statistics
+
+    statistics = []
+    for window, log in zip(plan.windows, window_logs):
+        if "lab" in log:
+            statistics.append(np.array(log["lab"], dtype=np.float64))
+            continue
+        with np.load(_local_window(plan, window)) as stored:
+            statistics.append(stored["lab"] if "lab" in stored.files else overlap_statistics(plan.windows, window.index, stored["frames"]))
+    return chain_fits(statistics)
+
+
+def _discard_outputs(folder: Path, keep: tuple[str, ...] = WORK) -> None:
+    """Remove what an earlier run of the shot left here, except the manifest and `keep`."""
     if folder.exists():
         for child in folder.iterdir():
-            if child.name not in (MANIFEST, WINDOWS):
+            if child.name not in (MANIFEST, *keep):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 def _artifacts(folder: Path) -> list[dict]:
+    """Every file the shot keeps, with its hash; window checkpoints are not kept (removed once committed)."""
     found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.relative_to(folder).parts[0] not in WORK):
         found.append({"name": path.name, "path": str(path.relative_to(folder)), "sha256": sha256_file(path), "bytes": path.stat().st_size})
     return found
 

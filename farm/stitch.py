@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -31,34 +32,97 @@ _FLAT_STD = 0.5
 _NO_CHANGE = 1e-3
 
 
-def lab_statistics(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+LabStats = tuple[np.ndarray, np.ndarray]  # per-channel (mean, std), each (3,) float64
+
+
+def lab_statistics(frames: np.ndarray) -> LabStats:
     """Per-channel mean and std, each (3,) float64, of (n, H, W, 3) uint8 RGB frames in CIE Lab
     (L in 0..100, a and b about -127..127)."""
-    lab = _to_lab(frames).reshape(-1, 3)
-    return lab.mean(axis=0, dtype=np.float64), lab.std(axis=0, dtype=np.float64)
+    sample = frames[:, ::2, ::2]  # every other row and column: the same statistics for a quarter of the work
+    n, h, w, _ = sample.shape
+    mean, std = cv2.meanStdDev(_to_lab(sample).reshape(n * h, w, 3))  # accumulates in float64
+    return mean.ravel(), std.ravel()
 
 
-def match_colour(frames: np.ndarray, source: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+@dataclass(frozen=True)
+class ColourFit:
+    """A per-channel affine map in Lab, x -> gain * x + shift, that moves one window's colours onto
+    its predecessor's. gain, shift: (3,) float64."""
+
+    gain: np.ndarray
+    shift: np.ndarray
+
+    @classmethod
+    def identity(cls) -> ColourFit:
+        return cls(np.ones(3), np.zeros(3))
+
+    @classmethod
+    def between(cls, source: LabStats, target: LabStats) -> ColourFit:
+        """The map giving colours with statistics `source` (mean, std) the statistics `target`:
+        (x - mean_s) / std_s * std_t + mean_t per channel; a flat channel is only shifted."""
+        (mean_s, std_s), (mean_t, std_t) = source, target
+        gain = np.where(std_s > _FLAT_STD, std_t / np.maximum(std_s, _FLAT_STD), 1.0)
+        return cls(gain, mean_t - mean_s * gain)
+
+    def moves(self, stats: LabStats) -> LabStats:
+        """What this map makes of colours with statistics `stats`."""
+        mean, std = stats
+        return self.gain * mean + self.shift, self.gain * std
+
+    @property
+    def is_identity(self) -> bool:
+        return bool(np.all(np.abs(self.gain - 1.0) < _NO_CHANGE) and np.all(np.abs(self.shift) < _NO_CHANGE))
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """Map (n, H, W, 3) uint8 RGB frames. Works in float32 and adds the change to the input
+        rather than replacing it with the round trip (OpenCV's Lab conversions are approximate to
+        about one level), so the identity gives back the frames bit for bit. One frame at a time:
+        the extra memory is one frame's, not the window's."""
+        if self.is_identity:
+            return frames  # windows that already agree (a deterministic backend): nothing to move
+        gain, shift = self.gain.astype(np.float32), self.shift.astype(np.float32)
+        out = np.empty_like(frames)
+        for i, frame in enumerate(frames):
+            lab = _to_lab(frame[None])[0]
+            moved = lab * gain + shift
+            np.clip(moved[..., 0], 0.0, 100.0, out=moved[..., 0])
+            change = cv2.cvtColor(moved, cv2.COLOR_Lab2RGB) - cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+            out[i] = np.clip(np.rint(frame + change * 255.0), 0, 255).astype(np.uint8)
+        return out
+
+
+def match_colour(frames: np.ndarray, source: LabStats, target: LabStats) -> np.ndarray:
     """Map (n, H, W, 3) uint8 RGB frames so that colours with Lab statistics `source` (mean, std)
-    get the statistics `target`: per channel x -> (x - mean_s) / std_s * std_t + mean_t.
+    get the statistics `target` (see ColourFit)."""
+    return ColourFit.between(source, target).apply(frames)
 
-    Works in float32 and adds the change to the input rather than replacing it with the round trip
-    (OpenCV's Lab conversions are approximate to about one level), so equal statistics give back
-    the frames bit for bit. One frame at a time: the extra memory is one frame's, not the window's.
-    """
-    (mean_s, std_s), (mean_t, std_t) = source, target
-    gain = np.where(std_s > _FLAT_STD, std_t / np.maximum(std_s, _FLAT_STD), 1.0)
-    gain, shift = gain.astype(np.float32), (mean_t - mean_s * gain).astype(np.float32)
-    if np.all(np.abs(gain - 1.0) < _NO_CHANGE) and np.all(np.abs(shift) < _NO_CHANGE):
-        return frames  # windows that already agree (a deterministic backend): nothing to move
-    out = np.empty_like(frames)
-    for i, frame in enumerate(frames):
-        lab = _to_lab(frame[None])[0]
-        moved = lab * gain + shift
-        np.clip(moved[..., 0], 0.0, 100.0, out=moved[..., 0])
-        change = cv2.cvtColor(moved, cv2.COLOR_Lab2RGB) - cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
-        out[i] = np.clip(np.rint(frame + change * 255.0), 0, 255).astype(np.uint8)
+
+def overlap_statistics(windows: list[Window], index: int, frames: np.ndarray) -> np.ndarray:
+    """Lab statistics of window `index`'s head (the frames its predecessor also covers) and tail
+    (the frames its successor also covers), as a (2, 2, 3) array [[head mean, head std], [tail
+    mean, tail std]]; NaN where there is no neighbour. frames: the window's own frames. Workers
+    compute this next to the frames, so colour fits are chained without loading any frames."""
+    window = windows[index]
+    out = np.full((2, 2, 3), np.nan)
+    if index > 0:
+        head = windows[index - 1].end - window.start
+        out[0] = lab_statistics(frames[:head])
+    if index + 1 < len(windows):
+        tail = windows[index + 1].start - window.start
+        out[1] = lab_statistics(frames[tail : window.length])
     return out
+
+
+def chain_fits(statistics: list[np.ndarray]) -> list[ColourFit]:
+    """The colour fit of every window from their overlap statistics (overlap_statistics): the
+    first window is kept as it is; each later one is fitted, on their overlap, to its predecessor
+    as the predecessor's own fit leaves it. Every window is thereby anchored to the first one, and
+    errors do not add up along the chain."""
+    fits = [ColourFit.identity()]
+    for before, this in zip(statistics, statistics[1:]):
+        tail = fits[-1].moves((before[1][0], before[1][1]))
+        fits.append(ColourFit.between((this[0][0], this[0][1]), tail))
+    return fits
 
 
 def _to_lab(frames: np.ndarray) -> np.ndarray:
@@ -74,40 +138,66 @@ class Stitcher:
     A frame is final once no later window covers it, so only the previous window's overlap tail is
     ever held in memory, whatever the length of the video.
 
-    colour="lab": before blending, each window is colour-matched to its predecessor on their
-    overlap (per-channel Lab mean and std of the predecessor's tail vs this window's head, applied
-    to the whole window). The tail it is matched to was itself corrected, so every window is
-    anchored to the first one and errors do not add up along the chain. "none": no matching.
+    colour="lab": before blending, each window is colour-matched to its predecessor (chain_fits).
+    The fits come with each window (`fit=`, precomputed from overlap statistics, which lets any
+    range of windows be stitched on its own) or, without them, are computed here as windows come.
+    "none": no matching.
+
+    start, prime(): to stitch only frames [start, ...), e.g. one encode segment of a long video,
+    prime the stitcher with the window before the first one it gets.
     """
 
-    def __init__(self, total: int, blend: str = "linear", colour: str = "none") -> None:
+    def __init__(self, total: int, blend: str = "linear", colour: str = "none", *, start: int = 0) -> None:
         if colour not in ("none", "lab"):
             raise ValueError(f"unknown colour matching {colour!r}: use 'none' or 'lab'")
         self.total = total
         self.blend = blend
         self.colour = colour
-        self._emitted = 0
+        self._emitted = start
         self._tail: np.ndarray | None = None  # frames [self._emitted, prev.end) of the previous window
+        self._fit = ColourFit.identity()  # the previous window's fit
+        self._tail_stats: LabStats | None = None  # Lab statistics of the previous window's raw tail
 
-    def add(self, window: Window, frames: np.ndarray, next_start: int | None) -> Iterator[np.ndarray]:
+    def prime(self, window: Window, frames: np.ndarray, fit: ColourFit | None = None) -> None:
+        """Hold the tail of `window` (the one before the next window to add) as a full run would."""
+        if not window.start <= self._emitted < window.end:
+            raise ValueError(f"window {window.index} does not reach frame {self._emitted}")
+        tail = frames[self._emitted - window.start : window.length]
+        self._fit = fit or ColourFit.identity()
+        self._tail = self._fit.apply(tail) if self.colour == "lab" else tail
+        self._tail_stats = lab_statistics(tail) if self.colour == "lab" else None
+
+    def add(self, window: Window, frames: np.ndarray, next_start: int | None, fit: ColourFit | None = None) -> Iterator[np.ndarray]:
         """frames: (>= window.length, H, W, 3) uint8, extra frames are dropped.
-        next_start: start of the next window, None for the last one."""
+        next_start: start of the next window, None for the last one.
+        fit: this window's colour fit (chain_fits); computed from the frames when not given."""
         if window.start != self._emitted:
             raise ValueError(f"window {window.index} starts at {window.start}, expected {self._emitted}")
         frames = frames[: window.length]
-        if self._tail is not None and len(self._tail):
-            n = len(self._tail)
-            if self.colour == "lab":
-                frames = match_colour(frames, lab_statistics(frames[:n]), lab_statistics(self._tail))
+        n = 0 if self._tail is None else len(self._tail)
+        final = (window.end if next_start is None else next_start) - window.start
+        if self.colour == "lab":
+            if fit is None:
+                fit = ColourFit.identity() if not n else ColourFit.between(lab_statistics(frames[:n]), self._fit.moves(self._tail_stats))
+                self._tail_stats = lab_statistics(frames[final:]) if final < len(frames) else None
+            self._fit = fit
+            frames = fit.apply(frames)
+        if n:
             w = blend_weights(n, self.blend)[:, None, None, None]
             mixed = (1.0 - w) * self._tail.astype(np.float32) + w * frames[:n].astype(np.float32)
             frames = np.concatenate([np.clip(np.rint(mixed), 0, 255).astype(np.uint8), frames[n:]])
-        final = (window.end if next_start is None else next_start) - window.start
         for frame in frames[:final]:
             self._emitted += 1
             yield frame
         self._tail = frames[final:]
 
-    def finish(self) -> None:
-        if self._emitted != self.total:
-            raise RuntimeError(f"stitched {self._emitted} frames, expected {self.total}")
+    @property
+    def emitted(self) -> int:
+        """Output frames given out so far (counted from frame 0)."""
+        return self._emitted
+
+    def finish(self, end: int | None = None) -> None:
+        """Check that every frame up to `end` (default: the total) was given out."""
+        end = self.total if end is None else end
+        if self._emitted != end:
+            raise RuntimeError(f"stitched up to frame {self._emitted}, expected {end}")

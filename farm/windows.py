@@ -59,3 +59,39 @@ def plan_windows(total: int, length: int, overlap: int, frame_multiple: int = 1)
 def overlap_overhead(windows: list[Window], total: int) -> float:
     """(frames generated - total) / total: the redundant compute spent on overlaps and rounding."""
     return (sum(w.render_length for w in windows) - total) / total
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of windows [first, stop) stitched and encoded on its own: output frames [start, end).
+    Segments are encoded in parallel and joined without re-encoding."""
+
+    index: int
+    first: int
+    stop: int
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def plan_segments(windows: list[Window], total: int, frames: int) -> list[Segment]:
+    """Cut the windows into segments of at least `frames` output frames each (0: one segment).
+
+    A segment starts where a window starts and stitches from there, holding the tail of the window
+    before it; it never starts at a window that also overlaps the window two before (which the
+    last, shifted-back window can), so its first frames are blended exactly as in one pass. The cut
+    depends only on the window plan and `frames`, not on the cluster, so a shot's video is the
+    same wherever it is rendered.
+    """
+    cuts = [0]
+    if frames > 0:
+        for w in range(1, len(windows)):
+            clean = w < 2 or windows[w - 2].end <= windows[w].start
+            if clean and windows[w].start - windows[cuts[-1]].start >= frames and total - windows[w].start >= frames // 2:
+                cuts.append(w)
+    cuts.append(len(windows))
+    ends = [windows[c].start for c in cuts[1:-1]] + [total]
+    return [Segment(i, a, b, windows[a].start, end) for i, (a, b, end) in enumerate(zip(cuts, cuts[1:], ends))]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from farm.errors import MediaError
 from farm.media.decode import iter_frames, read_frames
-from farm.media.encode import VideoWriter, exact_frame_rate
+from farm.media.encode import VideoWriter, exact_frame_rate, join_segments
 from farm.media.probe import (
     ImageProbe,
     VideoProbe,
@@ -277,6 +277,45 @@ def test_writer_round_trips_frames_and_trims_source_audio(shared_data, tmp_path)
     assert np.abs(decoded.astype(np.int16) - frames).mean() < 3
     assert _top_level_boxes(out).index("moov") < _top_level_boxes(out).index("mdat")  # faststart
     assert [p.name for p in tmp_path.iterdir()] == ["dance.mp4"]
+
+
+def test_segments_join_without_reencoding_into_one_video_with_audio(shared_data, tmp_path):
+    source = shared_data / DANCE
+    frames = read_frames(source, 0, 48)
+    cuts = [0, 20, 21, 48]  # a one-frame segment has no B-frame delay, the others have one
+    segments = []
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        segments.append(tmp_path / f"segment-{i}.mp4")
+        with VideoWriter(segments[-1], fps=Fraction(24), width=512, height=758) as writer:
+            for frame in frames[a:b]:
+                writer.write(frame)
+    out = tmp_path / "out" / "joined.mp4"
+    out.parent.mkdir()
+
+    assert join_segments(segments, out, fps=24, audio_from=source) == 48
+
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert video.average_rate == 24 and audio.codec_context.name == "aac"
+        assert float(audio.duration * audio.time_base) == pytest.approx(2.0, abs=0.05)
+        ticks = sorted(p.pts for p in container.demux(video) if p.size)
+    assert ticks == [round(i / (24 * video.time_base)) for i in range(48)]  # every frame once, in place
+    probe = probe_video(out)
+    assert probe.frame_count == _decoded_frame_count(out) == 48
+    decoded = read_frames(out)
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):  # each frame is the segment's own, bit for bit
+        assert np.array_equal(decoded[a:b], read_frames(segments[i]))
+    assert np.abs(decoded.astype(np.int16) - frames).mean() < 3
+    assert _top_level_boxes(out).index("moov") < _top_level_boxes(out).index("mdat")
+    assert [p.name for p in out.parent.iterdir()] == ["joined.mp4"]
+
+
+def test_a_missing_segment_leaves_no_joined_video(tmp_path):
+    first = tmp_path / "segment-0.mp4"
+    _write_noise_video(first, 6)
+    with pytest.raises(MediaError, match="segment-1.mp4"):
+        join_segments([first, tmp_path / "segment-1.mp4"], tmp_path / "joined.mp4", fps=24)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["segment-0.mp4"]
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from farm import cli
 from farm.config import load_config
-from farm.media.decode import iter_frames
+from farm.media.decode import iter_frames, read_frames
 from farm.pose.store import read_parquet, read_rig_parquet
 from farm.render import Shot, render_shot
 from tests.conftest import REPO
@@ -215,3 +216,21 @@ def test_keep_audio_false_drops_the_sound(tmp_path, shared_data):
     assert result.status == "succeeded", result.error
     frames, _, audio = _decoded(result.video)
     assert frames == 194 and audio == []
+
+
+def test_a_shot_encoded_in_segments_is_one_video_with_its_audio(tmp_path, shared_data):
+    common = ["output.size=96", "output.pose_preview=false", "pose.face=false", "window.length=24", "window.overlap=4"]
+    shot = drawing_shot(shared_data / "dance_fullbody_outdoor.mp4", "char1")
+    parts = render_shot(shot, load_config([*common, "output.segment_frames=50"]), tmp_path / "parts")
+    whole = render_shot(shot, load_config([*common, "output.segment_frames=0"]), tmp_path / "whole")
+    assert [parts.status, whole.status] == ["succeeded", "succeeded"], [parts.error, whole.error]
+    assert [(s["start"], s["end"]) for s in parts.manifest["segments"]] == [(0, 60), (60, 120), (120, 194)]
+    assert len(whole.manifest["segments"]) == 1
+    frames, _, audio = _decoded(parts.video)
+    assert frames == 194 and audio == ["aac"]
+    assert not (parts.folder / "segments").exists() and not (parts.folder / "windows").exists()
+    # The same frames, in place, up to the encoder (x264 sees each segment on its own, so its rate
+    # control rounds differently): far closer than the same video one frame off.
+    ours, theirs = read_frames(parts.video).astype(int), read_frames(whole.video).astype(int)
+    same, shifted = np.abs(ours - theirs).mean(), np.abs(ours[1:] - theirs[:-1]).mean()
+    assert same < 3 and shifted > 2 * same

@@ -4,8 +4,8 @@ import pytest
 
 from farm.errors import FarmError
 from farm.media.decode import read_frames
-from farm.stitch import Stitcher, blend_weights, lab_statistics
-from farm.windows import overlap_overhead, plan_windows, valid_length
+from farm.stitch import Stitcher, blend_weights, chain_fits, lab_statistics, overlap_statistics
+from farm.windows import overlap_overhead, plan_segments, plan_windows, valid_length
 from tests.conftest import REPO
 
 
@@ -170,3 +170,37 @@ def test_lab_colour_matching_shifts_flat_windows_instead_of_dividing_by_zero():
 def test_unknown_colour_matching_is_refused():
     with pytest.raises(ValueError, match="histogram"):
         Stitcher(10, colour="histogram")
+
+
+def test_segments_cut_at_window_starts_cover_every_frame_once():
+    windows = plan_windows(1394, 48, 8)
+    segments = plan_segments(windows, 1394, 240)
+    assert [s.length for s in segments] == [240, 240, 240, 240, 240, 194]
+    assert segments[0].start == 0 and segments[-1].end == 1394
+    assert all(a.end == b.start and a.stop == b.first for a, b in zip(segments, segments[1:]))
+    assert all(windows[s.first].start == s.start for s in segments)
+    assert len(plan_segments(windows, 1394, 0)) == 1
+    # The last window, shifted back, also overlaps the window two before it: no segment starts there.
+    short = plan_windows(90, 48, 8)  # [0, 48), [40, 88), [42, 90)
+    assert [s.first for s in plan_segments(short, 90, 10)] == [0, 1]
+
+
+def test_segments_stitched_apart_give_the_frames_of_one_pass(video):
+    """Colour fits chained from the overlap statistics alone let each segment be stitched on its
+    own (on another worker): joined, the segments are the one-pass stitch, bit for bit."""
+    windows = plan_windows(40, 16, 6)
+    casts = [None, (5.0, 3.0, -3.0), (10.0, 6.0, -6.0), (15.0, 9.0, -9.0)]
+    frames = [video[w.start : w.end] if c is None else _cast(video[w.start : w.end], *c) for w, c in zip(windows, casts)]
+    whole = _stitch(video, windows, casts, "lab")
+    fits = chain_fits([overlap_statistics(windows, w.index, f) for w, f in zip(windows, frames)])
+    parts = []
+    for segment in plan_segments(windows, 40, 10):
+        stitcher = Stitcher(40, colour="lab", start=segment.start)
+        if segment.first:
+            stitcher.prime(windows[segment.first - 1], frames[segment.first - 1], fits[segment.first - 1])
+        for w in range(segment.first, segment.stop):
+            nxt = windows[w + 1].start if w + 1 < len(windows) else None
+            parts.extend(stitcher.add(windows[w], frames[w], nxt, fits[w]))
+        stitcher.finish(segment.end)
+    assert len(plan_segments(windows, 40, 10)) == 3
+    assert np.array_equal(np.stack(parts), whole)

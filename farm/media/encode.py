@@ -51,12 +51,13 @@ class VideoWriter:
     audio_from: a file whose first audio stream, trimmed to the video's duration and re-encoded to
     AAC, becomes the output's audio (its first sample at the first frame); a file without audio
     gives a video-only output.
+    threads: encoder threads; None lets x264 use every core (a farm task that owns one core says 1).
     Use as a context manager: an exception inside the `with` deletes the partial file and leaves
     nothing at `path`.
     """
 
     def __init__(self, path: str | Path, *, fps: float | str | Fraction, width: int, height: int, crf: int = 18,
-                 preset: str = "veryfast", audio_from: str | Path | None = None) -> None:
+                 preset: str = "veryfast", audio_from: str | Path | None = None, threads: int | None = None) -> None:
         # 1. Check inputs
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"video size {width}x{height} must be positive and even for H.264 yuv420p: pad or crop it")
@@ -68,10 +69,10 @@ class VideoWriter:
         self._partial = self.path.with_name(f".{self.path.stem}.partial.mp4")
 
         # 2. Open the partial file with a video stream, and an audio stream when there is audio
-        audio_format = self._audio_format()
+        audio_format = _audio_format(self._audio_from)
         self._container = av.open(str(self._partial), "w", format="mp4", container_options={"movflags": "+faststart"})
         try:
-            self._video = _add_video_stream(self._container, self.fps, width, height, crf, preset)
+            self._video = _add_video_stream(self._container, self.fps, width, height, crf, preset, threads)
             self._audio = None if audio_format is None else _add_aac_stream(self._container, *audio_format)
         except BaseException:
             self._discard()
@@ -101,7 +102,7 @@ class VideoWriter:
             self._container.mux(self._video.encode(None))
             # 2. Mux the audio, cut at the last frame's end
             if self._audio is not None:
-                self._mux_audio(Fraction(self.frames_written) / self.fps)
+                _mux_audio(self._container, self._audio, self._audio_from, Fraction(self.frames_written) / self.fps)
             # 3. Write the index (moved to the front: faststart) and put the file in place
             self._container.close()
         except BaseException:
@@ -119,34 +120,6 @@ class VideoWriter:
             self._closed = True
             self._discard()
 
-    def _audio_format(self) -> tuple[int, str] | None:
-        """(sample rate, channel layout) for the output's audio, or None when there is none."""
-        if self._audio_from is None:
-            return None
-        with open_media(self._audio_from, "audio source") as source:
-            if not source.streams.audio:
-                return None
-            audio = source.streams.audio[0].codec_context
-            return audio.sample_rate, ("mono" if audio.channels == 1 else "stereo")
-
-    def _mux_audio(self, duration: Fraction) -> None:
-        """Encode the source's audio from its first sample, stopping `duration` seconds in."""
-        rate = self._audio.codec_context.sample_rate
-        samples_left = round(duration * rate)
-        samples_done = 0
-        with contextlib.closing(_source_audio(self._audio_from, self._audio.codec_context.layout.name, rate)) as frames:
-            for frame in frames:
-                if samples_left <= 0:
-                    break
-                if frame.samples > samples_left:
-                    frame = _first_samples(frame, samples_left)
-                frame.pts = samples_done
-                frame.time_base = Fraction(1, rate)
-                samples_done += frame.samples
-                samples_left -= frame.samples
-                self._container.mux(self._audio.encode(frame))
-        self._container.mux(self._audio.encode(None))
-
     def _discard(self) -> None:
         # The partial file is thrown away, so a failure to finish it is of no interest.
         with contextlib.suppress(av.FFmpegError, OSError):
@@ -154,11 +127,97 @@ class VideoWriter:
         self._partial.unlink(missing_ok=True)
 
 
+def join_segments(segments: list[str | Path], path: str | Path, *, fps: float | str | Fraction,
+                  audio_from: str | Path | None = None) -> int:
+    """Concatenate H.264 MP4 segments written by VideoWriter with the same size, frame rate and
+    encoder settings into one MP4 at `path`, without re-encoding (each segment starts with a
+    keyframe). Then the audio of `audio_from`, cut to the joined video's length, is added as
+    VideoWriter would. Returns the number of frames; like VideoWriter, nothing appears at `path`
+    unless it completes.
+
+    Timestamps: a packet's presentation time moves on by the frames of the segments before it.
+    Decode times are laid out anew over the whole video, one frame apart, with the largest reorder
+    delay of any segment (B-frames make it 2 frames for x264; a very short segment has none), so
+    they rise strictly and never pass a presentation time.
+    """
+    if not segments:
+        raise ValueError(f"no segments to join into {path}")
+    path = Path(path)
+    rate = exact_frame_rate(fps)
+    partial = path.with_name(f".{path.stem}.partial.mp4")
+    audio_format = _audio_format(None if audio_from is None else Path(audio_from))
+    # 1. Read every segment's presentation times (packets only, nothing is decoded)
+    presentation = []
+    for segment in segments:
+        with open_media(Path(segment), "video segment") as source:
+            stream = source.streams.video[0]
+            tick = 1 / (rate * stream.time_base)
+            presentation.append([round(p.pts / tick) for p in source.demux(stream) if p.size])
+    delay = max(0, *(j - pts for frames in presentation for j, pts in enumerate(frames)))
+    # 2. Copy the packets with the new timestamps, then the audio
+    frames = 0
+    try:
+        with av.open(str(partial), "w", format="mp4", container_options={"movflags": "+faststart"}) as out:
+            video = audio = None
+            for segment, times in zip(segments, presentation):
+                with open_media(Path(segment), "video segment") as source:
+                    stream = source.streams.video[0]
+                    if video is None:
+                        video = out.add_stream_from_template(stream)
+                        audio = None if audio_format is None else _add_aac_stream(out, *audio_format)
+                    tick = round(1 / (rate * stream.time_base))
+                    packets = (p for p in source.demux(stream) if p.size)
+                    for j, (packet, pts) in enumerate(zip(packets, times, strict=True)):
+                        packet.pts = (frames + pts) * tick
+                        packet.dts = (frames + j - delay) * tick
+                        packet.stream = video
+                        out.mux(packet)
+                    frames += len(times)
+            if audio is not None:
+                _mux_audio(out, audio, Path(audio_from), Fraction(frames) / rate)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+    return frames
+
+
+def _audio_format(source_path: Path | None) -> tuple[int, str] | None:
+    """(sample rate, channel layout) for the output's audio, or None when there is none."""
+    if source_path is None:
+        return None
+    with open_media(source_path, "audio source") as source:
+        if not source.streams.audio:
+            return None
+        audio = source.streams.audio[0].codec_context
+        return audio.sample_rate, ("mono" if audio.channels == 1 else "stereo")
+
+
+def _mux_audio(container: av.container.OutputContainer, stream: av.audio.stream.AudioStream, source_path: Path,
+               duration: Fraction) -> None:
+    """Encode the source's audio from its first sample, stopping `duration` seconds in."""
+    rate = stream.codec_context.sample_rate
+    samples_left = round(duration * rate)
+    samples_done = 0
+    with contextlib.closing(_source_audio(source_path, stream.codec_context.layout.name, rate)) as frames:
+        for frame in frames:
+            if samples_left <= 0:
+                break
+            if frame.samples > samples_left:
+                frame = _first_samples(frame, samples_left)
+            frame.pts = samples_done
+            frame.time_base = Fraction(1, rate)
+            samples_done += frame.samples
+            samples_left -= frame.samples
+            container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+
+
 def _add_video_stream(container: av.container.OutputContainer, fps: Fraction, width: int, height: int, crf: int,
-                      preset: str) -> av.video.stream.VideoStream:
+                      preset: str, threads: int | None = None) -> av.video.stream.VideoStream:
     stream = container.add_stream("libx264", rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.codec_context.options = {"crf": str(crf), "preset": preset}
+    stream.codec_context.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
     context = stream.codec_context
     context.colorspace = context.color_primaries = context.color_trc = _BT709
     context.color_range = _LIMITED_RANGE

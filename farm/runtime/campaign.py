@@ -1,15 +1,16 @@
 """A campaign on Ray: every window of every shot is a work item for the whole cluster.
 
 Per shot: one plan task (inputs, character, preflight, retarget, window plan; its pose extraction
-fans out over frame-range chunks for long videos), then one task per window (each writes its
-checkpoint into the shot folder), then one finish task (stitch, encode, record). Shots stream:
-a shot's windows start as soon as its plan is ready and its finish as soon as its last window is,
-so early shots complete while later ones are still rendering. The driver holds only plans and
-window records; frames move through the shot folders.
+fans out over frame-range chunks for long videos), then its windows, each rendered by one of a
+pool of generator actors that keep their backend (the model) loaded and write the window's
+checkpoint into the shot folder, then one task per encode segment (stitch + H.264), then one finish
+task (join, artifacts, record). Shots stream: a shot's windows start as soon as its plan is ready
+and its segments as soon as its last window is, so early shots complete while later ones are still
+rendering. The driver holds only plans and window records; frames move through the shot folders.
 
-Faults: a worker process that dies mid-window is replaced and its task retried by Ray, up to
-`runtime.max_retries` times; a window that still fails marks its shot failed and the rest of the
-campaign goes on.
+Faults: a generator or worker process that dies mid-task is replaced and its task retried by Ray,
+up to `runtime.max_retries` times; a window that still fails marks its shot failed and the rest of
+the campaign goes on.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from farm.render import (
     ShotPlan,
     ShotResult,
     backend_class,
+    encode_segment,
     fail_shot,
     finish_shot,
     make_backend,
@@ -68,12 +70,19 @@ def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, report
         return extract_poses(video, options=options)
     # About POSE_CHUNK_FRAMES per chunk, and a whole number of chunks per CPU, so no CPU idles in
     # the last round.
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    cpus = _node_cpus()
     count = max(1, round(frame_count / POSE_CHUNK_FRAMES / cpus)) * cpus
     bounds = np.linspace(0, frame_count, count + 1).round().astype(int).tolist()
     here = _here()
     chunks = [_pose_chunk.options(scheduling_strategy=here).remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
     return concat_poses(ray.get(chunks))
+
+
+def _node_cpus() -> int:
+    """CPUs of this node (the chunks are pinned here, next to the video file)."""
+    node = ray.get_runtime_context().get_node_id()
+    found = next((n["Resources"].get("CPU", 1) for n in ray.nodes() if n["NodeID"] == node and n["Alive"]), 1)
+    return max(1, int(found))
 
 
 def _here() -> NodeAffinitySchedulingStrategy:
@@ -99,15 +108,74 @@ def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool) -> Sho
 
 
 @ray.remote
-def _window(plan: ShotPlan, index: int) -> dict:
-    backend = _backend(plan.cfg)
-    backend.prepare(plan.character, plan.canvas)
-    return render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}")
+class _Generator:
+    """A window worker: one backend per config, loaded once and kept between windows."""
+
+    def render(self, plan: ShotPlan, index: int) -> dict:
+        backend = _backend(plan.cfg)
+        backend.prepare(plan.character, plan.canvas)
+        return render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}")
+
+
+class _GeneratorPool:
+    """The generator actors of a campaign, by the GPUs one of them needs, and the windows waiting
+    for one. A GPU backend gets one actor per GPU slot of the cluster, holding its GPUs; the CPU
+    puppet gets one actor per cluster CPU, holding none (it would otherwise starve the pose and
+    encode tasks of CPUs while idle) and spread over the nodes. Actors start when their first window
+    is queued and live until the campaign ends."""
+
+    def __init__(self, max_retries: int) -> None:
+        self.max_retries = max_retries
+        self.idle: dict[float, list] = {}
+        self.queue: dict[float, list[tuple]] = {}
+        self.busy: dict[ray.ObjectRef, tuple[float, object]] = {}
+
+    def submit(self, gpus: float, name: str, plan_ref, index: int, tag: tuple) -> None:
+        if gpus not in self.idle:
+            self.idle[gpus] = self._start(gpus)
+            self.queue[gpus] = []
+        self.queue[gpus].append((name, plan_ref, index, tag))
+
+    def dispatch(self, waiting: dict, wanted) -> None:
+        """Hand queued windows to idle actors; `wanted(tag)` is False for a window of a failed shot."""
+        for gpus, queue in self.queue.items():
+            while queue and self.idle[gpus]:
+                name, plan_ref, index, tag = queue.pop(0)
+                if not wanted(tag):
+                    continue
+                actor = self.idle[gpus].pop()
+                ref = actor.render.options(name=name).remote(plan_ref, index)
+                self.busy[ref] = (gpus, actor)
+                waiting[ref] = tag
+
+    def release(self, ref: ray.ObjectRef) -> None:
+        if ref in self.busy:
+            gpus, actor = self.busy.pop(ref)
+            self.idle[gpus].append(actor)
+
+    def _start(self, gpus: float) -> list:
+        resources = ray.cluster_resources()
+        if gpus:
+            count = int(resources.get("GPU", 0) // gpus)
+            if count == 0:
+                raise FarmError("backend", f"needs {gpus:g} GPU per worker and the Ray cluster has {resources.get('GPU', 0):g}",
+                                "run on a cluster with GPUs, or pick a CPU backend (backend=puppet)")
+            options = {"num_cpus": 1, "num_gpus": gpus}
+        else:
+            count, options = max(1, int(resources.get("CPU", 1))), {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+        # Unlimited restarts (a pool actor serves many windows); each window is retried max_retries times.
+        return [_Generator.options(**options, max_restarts=-1, max_task_retries=self.max_retries).remote()
+                for _ in range(count)]
 
 
 @ray.remote
-def _finish(plan: ShotPlan, logs: list[dict]) -> ShotResult:
-    return finish_shot(plan, logs)
+def _segment(plan: ShotPlan, index: int, logs: list[dict]) -> dict:
+    return encode_segment(plan, plan.segments[index], logs, worker=f"{socket.gethostname()}:{os.getpid()}")
+
+
+@ray.remote
+def _finish(plan: ShotPlan, logs: list[dict], segments: list[dict]) -> ShotResult:
+    return finish_shot(plan, logs, segments)
 
 
 @dataclass
@@ -118,6 +186,7 @@ class _Shot:
     plan_ref: ray.ObjectRef | None = None
     logs: dict[int, dict] = field(default_factory=dict)
     pending: int = 0
+    segments: dict[int, dict] = field(default_factory=dict)
 
 
 class Progress:
@@ -150,9 +219,10 @@ def run_campaign(
             results[i] = record_failure(shot, None, out_root, cfg)
             progress.shot_done(results[i])
             continue
-        options = _options(cfg, max_retries, f"plan {shot.shot_id or Path(str(shot.motion)).name}")
+        options = _options(max_retries, f"plan {shot.shot_id or Path(str(shot.motion)).name}")
         waiting[_plan.options(**options).remote(shot, cfg, out_root, force)] = ("plan", i, -1)
 
+    generators = _GeneratorPool(max_retries)
     owner: dict[str, int] = {}  # shot folder -> the item rendering it (identical shots render once)
     followers: dict[int, list[int]] = {}
 
@@ -170,6 +240,7 @@ def run_campaign(
         ready, _ = ray.wait(list(waiting), num_returns=1)
         ref = ready[0]
         kind, i, w = waiting.pop(ref)
+        generators.release(ref)
         shot, cfg = items[i]
         entry = state.get(i)
         if entry is None:  # the shot already failed on another window; drop what is left of it
@@ -191,7 +262,7 @@ def run_campaign(
                         finalize(owner[value.uri], results[owner[value.uri]])
                 else:
                     owner[value.uri] = i
-                    _start_windows(i, value, ref, entry, waiting, progress, cfg, max_retries)
+                    _start_windows(i, value, ref, entry, waiting, progress, cfg, max_retries, generators)
             elif kind == "window":
                 plan = entry.plan
                 if isinstance(value, BaseException):  # the first failed window fails the shot
@@ -202,9 +273,18 @@ def run_campaign(
                 entry.pending -= 1
                 progress.frames_done(plan.windows[w].length)
                 if entry.pending == 0:
+                    _start_segments(i, entry, waiting, cfg, max_retries)
+            elif kind == "segment":
+                plan = entry.plan
+                if isinstance(value, BaseException):
+                    finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg))
+                    continue
+                entry.segments[w] = value
+                if len(entry.segments) == len(plan.segments):
                     logs = [entry.logs[k] for k in range(len(plan.windows))]
-                    options = _options(cfg, max_retries, f"finish {plan.shot_id}")
-                    waiting[_finish.options(**options).remote(entry.plan_ref, logs)] = ("finish", i, -1)
+                    segments = [entry.segments[k] for k in range(len(plan.segments))]
+                    options = _options(max_retries, f"finish {plan.shot_id}")
+                    waiting[_finish.options(**options).remote(entry.plan_ref, logs, segments)] = ("finish", i, -1)
             else:  # finish
                 plan = entry.plan
                 finalize(i, value if isinstance(value, ShotResult) else fail_shot(
@@ -212,10 +292,12 @@ def run_campaign(
                 ))
         except FarmError as exc:  # the store failed while recording this shot: the others go on
             finalize(i, ShotResult(shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
+        generators.dispatch(waiting, lambda tag: tag[1] in state)
     return [r for r in results if r is not None]
 
 
-def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress: Progress, cfg: FarmConfig, max_retries: int) -> None:
+def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress: Progress, cfg: FarmConfig, max_retries: int,
+                   generators: _GeneratorPool) -> None:
     entry.plan, entry.plan_ref = plan, plan_ref
     progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
     for w, window in enumerate(plan.windows):
@@ -223,20 +305,26 @@ def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress:
             entry.logs[w] = {**window.to_dict(), "reused": True}
             progress.frames_done(window.length)
         else:
-            options = _options(cfg, max_retries, f"window {plan.shot_id} {w}", generator=True)
-            waiting[_window.options(**options).remote(plan_ref, w)] = ("window", i, w)
+            generators.submit(backend_class(cfg).spec.num_gpus, f"window {plan.shot_id} {w}", plan_ref, w, ("window", i, w))
             entry.pending += 1
     if entry.pending == 0:
-        logs = [entry.logs[k] for k in range(len(plan.windows))]
-        waiting[_finish.options(**_options(cfg, max_retries, f"finish {plan.shot_id}")).remote(plan_ref, logs)] = ("finish", i, -1)
+        _start_segments(i, entry, waiting, cfg, max_retries)
 
 
-def _options(cfg: FarmConfig, max_retries: int, name: str, *, generator: bool = False) -> dict:
-    """Resources of one work item: a window takes what the backend needs (its GPU); planning and
-    finishing are CPU work. Retries cover dead workers only (bad input does not get better). The
-    name ("window <shot> <index>") is what `ray list tasks` and the worker's process title show."""
-    gpus = backend_class(cfg).spec.num_gpus if generator else 0
-    return {"num_cpus": 1, "num_gpus": gpus, "max_retries": max_retries, "retry_exceptions": False, "name": name}
+def _start_segments(i, entry: _Shot, waiting, cfg: FarmConfig, max_retries: int) -> None:
+    """Every window is in: stitch and encode the shot's segments in parallel (then _finish joins them)."""
+    plan = entry.plan
+    logs = [entry.logs[k] for k in range(len(plan.windows))]
+    for segment in plan.segments:
+        options = _options(max_retries, f"segment {plan.shot_id} {segment.index}")
+        waiting[_segment.options(**options).remote(entry.plan_ref, segment.index, logs[: segment.stop])] = ("segment", i, segment.index)
+
+
+def _options(max_retries: int, name: str) -> dict:
+    """Resources of a CPU task (plan, segment, finish): one CPU, no GPU. Retries cover dead workers
+    only (bad input does not get better). The name ("segment <shot> <index>") is what
+    `ray list tasks` and the worker's process title show."""
+    return {"num_cpus": 1, "num_gpus": 0, "max_retries": max_retries, "retry_exceptions": False, "name": name}
 
 
 def _window_failure(exc: BaseException, window, max_retries: int) -> BaseException:
