@@ -52,6 +52,8 @@ class WindowConfig:
     overlap: int | None = None
     blend: str = "linear"
     colour: str = "lab"
+    mode: str = "parallel"
+    chains: int = 1
 
 
 @dataclass
@@ -116,6 +118,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "match.anchor": ("auto", "feet", "neck"),
     "window.blend": ("linear", "cosine"),
     "window.colour": ("lab", "none"),
+    "window.mode": ("parallel", "chained"),
     "output.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
     "runtime.kind": ("local",),
     "backend.deformer": ("lbs",),
@@ -130,6 +133,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "output.segment_frames": (0, None),
     "window.length": (2, None),
     "window.overlap": (0, None),
+    "window.chains": (1, None),
     "pose.warmup_frames": (0, 300),
     "pose.min_detection_confidence": (0.0, 1.0),
     "pose.min_tracking_confidence": (0.0, 1.0),

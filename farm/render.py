@@ -36,7 +36,7 @@ from farm.pose.extract import PoseOptions, PoseSequence
 from farm.stitch import overlap_statistics
 from farm.storage import Storage, StorageOptions
 from farm.storage.local import write_atomically
-from farm.windows import Segment, Window, overlap_overhead, plan_segments, plan_windows
+from farm.windows import Segment, Window, overlap_overhead, plan_chains, plan_segments, plan_windows
 
 SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VIDEO = "video.mp4"
@@ -183,6 +183,14 @@ class ShotPlan:
     def window_uri(self, window: Window) -> str:
         return Storage.join(self.uri, WINDOWS, self.window_file(window).name)
 
+    def previous_window(self, window: Window) -> Window | None:
+        """The window this one continues from (window.mode=chained), None when it starts a chain or
+        windows are independent."""
+        if self.cfg.window.mode != "chained":
+            return None
+        heads = {first for first, _ in plan_chains(self.windows, self.cfg.window.chains)}
+        return None if window.index in heads else self.windows[window.index - 1]
+
     @property
     def segments(self) -> list[Segment]:
         """The runs of windows that are stitched and encoded on their own, then joined."""
@@ -325,6 +333,9 @@ def plan_shot(
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
 
         # 6. Window plan.
+        if cfg.window.mode == "chained" and not spec.can_chain:
+            raise FarmError("config window.mode", f"backend {spec.name} cannot continue a window from the one before it",
+                            "use window.mode=parallel, or a backend that can chain")
         windows = plan_windows(
             len(index),
             cfg.window.length or spec.window_length,
@@ -361,6 +372,9 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
         return {**window.to_dict(), "reused": True}
     started = time.perf_counter()
     request = plan.request(window)
+    before = plan.previous_window(window)
+    if before is not None:  # chained: continue from the end of the window before, as it was rendered
+        request.previous = _window_frames(plan, before)[-max(1, backend.spec.condition_frames) :]
     result = backend.render_window(request)
     error = None
     if result.drawn_joints is not None:

@@ -95,3 +95,12 @@ def plan_segments(windows: list[Window], total: int, frames: int) -> list[Segmen
     cuts.append(len(windows))
     ends = [windows[c].start for c in cuts[1:-1]] + [total]
     return [Segment(i, a, b, windows[a].start, end) for i, (a, b, end) in enumerate(zip(cuts, cuts[1:], ends))]
+
+
+def plan_chains(windows: list[Window], chains: int) -> list[tuple[int, int]]:
+    """Cut the windows into `chains` runs [first, stop) of consecutive windows, as even as the
+    count allows (fewer when there are fewer windows). Each run renders in order, every window
+    conditioned on the one before it; the runs render in parallel."""
+    count = max(1, min(chains, len(windows)))
+    bounds = [round(k * len(windows) / count) for k in range(count + 1)]
+    return list(zip(bounds, bounds[1:]))

@@ -1,6 +1,7 @@
 """End to end on real media: motion video + character image -> an MP4 a user can watch."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from farm import cli
+from farm.backends.puppet import PuppetBackend
 from farm.config import load_config
 from farm.media.decode import iter_frames, read_frames
 from farm.pose.store import read_parquet, read_rig_parquet
@@ -234,3 +236,43 @@ def test_a_shot_encoded_in_segments_is_one_video_with_its_audio(tmp_path, shared
     ours, theirs = read_frames(parts.video).astype(int), read_frames(whole.video).astype(int)
     same, shifted = np.abs(ours - theirs).mean(), np.abs(ours[1:] - theirs[:-1]).mean()
     assert same < 3 and shifted > 2 * same
+
+
+class _ChainRecorder(PuppetBackend):
+    """The puppet, declared able to chain: it renders as the puppet does and records what each
+    window was given to continue from (the product's chained plumbing is what is under test)."""
+
+    spec = dataclasses.replace(PuppetBackend.spec, can_chain=True, condition_frames=2)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous: dict[int, np.ndarray | None] = {}
+        self.rendered: dict[int, np.ndarray] = {}
+
+    def render_window(self, request):
+        self.previous[request.start] = request.previous
+        result = super().render_window(request)
+        self.rendered[request.start] = result.frames
+        return result
+
+
+def test_chained_windows_continue_from_the_end_of_the_window_before(tmp_path):
+    cfg = load_config(["output.size=96", "output.pose_preview=false", "window.length=12", "window.overlap=2",
+                       "window.mode=chained", "window.chains=2"])
+    backend = _ChainRecorder()
+    result = render_shot(drawing_shot("gesture_asl_please.mkv", "char1"), cfg, tmp_path, backend=backend)
+    assert result.status == "succeeded", result.error
+    starts = [w["start"] for w in result.manifest["windows"]]
+    assert len(starts) == 8 and len(read_frames(result.video)) == 73
+    heads = {starts[0], starts[4]}  # two chains: windows 0-3 and 4-7
+    assert {start for start, previous in backend.previous.items() if previous is None} == heads
+    for before, after in zip(starts, starts[1:]):
+        if after not in heads:  # the last 2 frames of the window before, as it was rendered
+            assert np.array_equal(backend.previous[after], backend.rendered[before][-2:])
+
+
+def test_chained_mode_is_refused_for_a_backend_that_cannot_chain(tmp_path):
+    cfg = load_config(["output.size=96", "window.mode=chained"])
+    result = render_shot(drawing_shot("gesture_asl_please.mkv", "char1"), cfg, tmp_path)
+    assert result.status == "failed"
+    assert "window.mode" in result.error and "window.mode=parallel" in result.error

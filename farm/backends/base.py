@@ -14,6 +14,7 @@ class BackendSpec:
     window_length / window_overlap: default window plan in output frames.
     frame_multiple: window lengths must be `frame_multiple * k + 1` (Wan: 4); 1 means any length.
     can_chain: the backend can condition a window on the last frames of the previous one.
+    condition_frames: how many of those frames it takes (window.mode=chained).
     num_gpus: GPUs one worker holding the model needs (0 for CPU backends).
     max_side: largest output side in pixels the backend supports.
     """
@@ -24,6 +25,7 @@ class BackendSpec:
     window_overlap: int
     frame_multiple: int = 1
     can_chain: bool = False
+    condition_frames: int = 1
     num_gpus: float = 0.0
     max_side: int = 4096
 
@@ -68,6 +70,8 @@ class WindowRequest:
     targets: (end - start, 15, 3) float32 target joints in canvas pixels, confidence last.
     layers: (end - start, 4) int order of the limbs per frame, back to front, as indices into
     ("right_arm", "left_arm", "right_leg", "left_leg"); the torso and head are drawn first.
+    previous: (condition_frames, H, W, 3) uint8, the last frames of the window before this one in
+    its chain (window.mode=chained), to continue from; None for parallel windows and chain heads.
     """
 
     shot_id: str
@@ -78,6 +82,7 @@ class WindowRequest:
     prompt: str = ""
     seed: int = 0
     options: dict = field(default_factory=dict)
+    previous: np.ndarray | None = None
 
 
 @dataclass

@@ -187,6 +187,7 @@ class _Shot:
     logs: dict[int, dict] = field(default_factory=dict)
     pending: int = 0
     segments: dict[int, dict] = field(default_factory=dict)
+    held: dict[int, int] = field(default_factory=dict)  # chained: window -> the window waiting for it
 
 
 class Progress:
@@ -272,6 +273,10 @@ def run_campaign(
                 entry.logs[w] = value
                 entry.pending -= 1
                 progress.frames_done(plan.windows[w].length)
+                if w in entry.held:  # chained: the next window of the chain can go now
+                    after = entry.held.pop(w)
+                    gpus = backend_class(cfg).spec.num_gpus
+                    generators.submit(gpus, f"window {plan.shot_id} {after}", entry.plan_ref, after, ("window", i, after))
                 if entry.pending == 0:
                     _start_segments(i, entry, waiting, cfg, max_retries)
             elif kind == "segment":
@@ -300,13 +305,18 @@ def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress:
                    generators: _GeneratorPool) -> None:
     entry.plan, entry.plan_ref = plan, plan_ref
     progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
+    gpus = backend_class(cfg).spec.num_gpus
     for w, window in enumerate(plan.windows):
         if plan.has_window(window):  # a checkpoint from an interrupted run
             entry.logs[w] = {**window.to_dict(), "reused": True}
             progress.frames_done(window.length)
+            continue
+        entry.pending += 1
+        before = plan.previous_window(window)
+        if before is not None and before.index not in entry.logs:  # chained: it waits for the window it continues
+            entry.held[before.index] = w
         else:
-            generators.submit(backend_class(cfg).spec.num_gpus, f"window {plan.shot_id} {w}", plan_ref, w, ("window", i, w))
-            entry.pending += 1
+            generators.submit(gpus, f"window {plan.shot_id} {w}", plan_ref, w, ("window", i, w))
     if entry.pending == 0:
         _start_segments(i, entry, waiting, cfg, max_retries)
 
