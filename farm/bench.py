@@ -4,7 +4,9 @@
 - pose: pose-extraction frames/s on a 640x480 video with the default pose config (target >= 25);
 - campaign (needs ../shared/data): the 139 s video on 1 vs 2 Ray workers (speedup, target >= 1.7),
   the driver's peak RSS for it vs a 10 s video (target ratio <= 1.3), and the farm overhead
-  (wall - time inside the generator) / wall on one worker (target <= 0.15).
+  (wall - time inside the generator) / wall on one worker (target <= 0.15), with the share of each
+  stage and the wall time not spent in any stage; and, for context, how much two cores of this
+  machine give on the same pose work run twice at once (the two-core ceiling).
 
 Each figure runs in its own subprocess pinned to one core, so the numbers do not depend on how many
 cores the machine has and the measurements do not disturb each other.
