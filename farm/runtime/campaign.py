@@ -148,6 +148,15 @@ class _GeneratorPool:
                 self.busy[ref] = (gpus, actor)
                 waiting[ref] = tag
 
+    def close(self) -> None:
+        """End the actors (their processes and the models they hold)."""
+        for actors in self.idle.values():
+            for actor in actors:
+                ray.kill(actor)
+        for _, actor in self.busy.values():
+            ray.kill(actor)
+        self.idle, self.busy = {}, {}
+
     def release(self, ref: ray.ObjectRef) -> None:
         if ref in self.busy:
             gpus, actor = self.busy.pop(ref)
@@ -237,67 +246,71 @@ def run_campaign(
                               result.folder, result.manifest, result.error, result.uri)
             finalize(f, same)
 
-    while waiting:
-        ready, _ = ray.wait(list(waiting), num_returns=1)
-        ref = ready[0]
-        kind, i, w = waiting.pop(ref)
-        generators.release(ref)
-        shot, cfg = items[i]
-        entry = state.get(i)
-        if entry is None:  # the shot already failed on another window; drop what is left of it
-            continue
-        try:
-            value = ray.get(ref)
-        except (ray.exceptions.RayError, FarmError) as exc:
-            value = exc
-        try:
-            if kind == "plan":
-                if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
-                    reason = FarmError(f"shot {shot.shot_id or shot.motion}", f"could not be planned: {_cause(value)}", "run again")
-                    finalize(i, record_failure(shot, cfg, out_root, reason))
-                elif isinstance(value, ShotResult):
-                    finalize(i, value)
-                elif value.uri in owner:  # the same inputs and config as another shot of this run
-                    followers.setdefault(owner[value.uri], []).append(i)
-                    if results[owner[value.uri]] is not None:  # which may be done already
-                        finalize(owner[value.uri], results[owner[value.uri]])
-                else:
-                    owner[value.uri] = i
-                    _start_windows(i, value, ref, entry, waiting, progress, cfg, max_retries, generators)
-            elif kind == "window":
-                plan = entry.plan
-                if isinstance(value, BaseException):  # the first failed window fails the shot
-                    reason = _window_failure(value, plan.windows[w], max_retries)
-                    finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, reason, uri=plan.uri, cfg=cfg))
-                    continue
-                entry.logs[w] = value
-                entry.pending -= 1
-                progress.frames_done(plan.windows[w].length)
-                if w in entry.held:  # chained: the next window of the chain can go now
-                    after = entry.held.pop(w)
-                    gpus = backend_class(cfg).spec.num_gpus
-                    generators.submit(gpus, f"window {plan.shot_id} {after}", entry.plan_ref, after, ("window", i, after))
-                if entry.pending == 0:
-                    _start_segments(i, entry, waiting, cfg, max_retries)
-            elif kind == "segment":
-                plan = entry.plan
-                if isinstance(value, BaseException):
-                    finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg))
-                    continue
-                entry.segments[w] = value
-                if len(entry.segments) == len(plan.segments):
-                    logs = [entry.logs[k] for k in range(len(plan.windows))]
-                    segments = [entry.segments[k] for k in range(len(plan.segments))]
-                    options = _options(max_retries, f"finish {plan.shot_id}")
-                    waiting[_finish.options(**options).remote(entry.plan_ref, logs, segments)] = ("finish", i, -1)
-            else:  # finish
-                plan = entry.plan
-                finalize(i, value if isinstance(value, ShotResult) else fail_shot(
-                    shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg
-                ))
-        except FarmError as exc:  # the store failed while recording this shot: the others go on
-            finalize(i, ShotResult(shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
-        generators.dispatch(waiting, lambda tag: tag[1] in state)
+    try:
+        while waiting:
+            ready, _ = ray.wait(list(waiting), num_returns=1)
+            ref = ready[0]
+            kind, i, w = waiting.pop(ref)
+            generators.release(ref)
+            shot, cfg = items[i]
+            entry = state.get(i)
+            if entry is None:  # the shot already failed on another window; drop what is left of it
+                continue
+            try:
+                value = ray.get(ref)
+            except (ray.exceptions.RayError, FarmError) as exc:
+                value = exc
+            try:
+                if kind == "plan":
+                    if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
+                        reason = FarmError(f"shot {shot.shot_id or shot.motion}", f"could not be planned: {_cause(value)}", "run again")
+                        finalize(i, record_failure(shot, cfg, out_root, reason))
+                    elif isinstance(value, ShotResult):
+                        finalize(i, value)
+                    elif value.uri in owner:  # the same inputs and config as another shot of this run
+                        followers.setdefault(owner[value.uri], []).append(i)
+                        if results[owner[value.uri]] is not None:  # which may be done already
+                            finalize(owner[value.uri], results[owner[value.uri]])
+                    else:
+                        owner[value.uri] = i
+                        _start_windows(i, value, ref, entry, waiting, progress, cfg, max_retries, generators)
+                elif kind == "window":
+                    plan = entry.plan
+                    if isinstance(value, BaseException):  # the first failed window fails the shot
+                        reason = _window_failure(value, plan.windows[w], max_retries)
+                        finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, reason, uri=plan.uri, cfg=cfg))
+                        continue
+                    entry.logs[w] = value
+                    entry.pending -= 1
+                    progress.frames_done(plan.windows[w].length)
+                    if w in entry.held:  # chained: the next window of the chain can go now
+                        after = entry.held.pop(w)
+                        gpus = backend_class(cfg).spec.num_gpus
+                        generators.submit(gpus, f"window {plan.shot_id} {after}", entry.plan_ref, after, ("window", i, after))
+                    if entry.pending == 0:
+                        _start_segments(i, entry, waiting, cfg, max_retries)
+                elif kind == "segment":
+                    plan = entry.plan
+                    if isinstance(value, BaseException):
+                        finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg))
+                        continue
+                    entry.segments[w] = value
+                    if len(entry.segments) == len(plan.segments):
+                        logs = [entry.logs[k] for k in range(len(plan.windows))]
+                        segments = [entry.segments[k] for k in range(len(plan.segments))]
+                        options = _options(max_retries, f"finish {plan.shot_id}")
+                        waiting[_finish.options(**options).remote(entry.plan_ref, logs, segments)] = ("finish", i, -1)
+                else:  # finish
+                    plan = entry.plan
+                    finalize(i, value if isinstance(value, ShotResult) else fail_shot(
+                        shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg
+                    ))
+            except FarmError as exc:  # the store failed while recording this shot: the others go on
+                finalize(i, ShotResult(shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
+            generators.dispatch(waiting, lambda tag: tag[1] in state)
+    finally:
+        generators.close()  # the pool lives as long as its campaign
+
     return [r for r in results if r is not None]
 
 
