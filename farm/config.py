@@ -29,7 +29,24 @@ class PuppetConfig:
     deformer: str = "lbs"
 
 
-BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig}
+@dataclass
+class WanAnimateConfig:
+    name: str = "wan_animate"
+    model: str = ""  # a local diffusers folder or a Hugging Face hub id
+    revision: str | None = None
+    local_files_only: bool | None = None  # None: as HF_HUB_OFFLINE says
+    dtype: str = "bf16"
+    device: str = "cuda"
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    resolution_area: int = 1280 * 720
+    steps: int = 20
+    guidance: float = 1.0
+    negative_prompt: str = ""
+    condition_frames: int = 1
+
+
+BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig, "wan_animate": WanAnimateConfig}
 
 
 @dataclass
@@ -122,6 +139,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "output.preset": ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"),
     "runtime.kind": ("local",),
     "backend.deformer": ("lbs",),
+    "backend.dtype": ("bf16", "fp16", "fp32"),
+    "backend.device": ("cuda", "cpu"),
 }
 
 # (min, max) inclusive ranges of numeric options; None is open.
@@ -142,6 +161,10 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "runtime.num_cpus": (1, None),
     "runtime.max_retries": (0, 20),
     "backend.grid_divisions": (4, 400),
+    "backend.resolution_area": (64 * 64, 4096 * 4096),
+    "backend.steps": (1, 1000),
+    "backend.guidance": (0.0, 50.0),
+    "backend.condition_frames": (1, 9),
 }
 
 

@@ -131,7 +131,18 @@ def backend_class(cfg: FarmConfig) -> type:
         from farm.backends.puppet import PuppetBackend
 
         return PuppetBackend
-    raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet")
+    if cfg.backend.name == "wan_animate":
+        from farm.backends.wan_animate import WanAnimateBackend
+
+        return WanAnimateBackend
+    raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet or wan_animate")
+
+
+def backend_spec(cfg: FarmConfig) -> BackendSpec:
+    """What the configured backend needs (its GPUs, window rule), without loading its model."""
+    cls = backend_class(cfg)
+    options = {k: v for k, v in dataclasses.asdict(cfg.backend).items() if k != "name"}
+    return cls.spec_for(**options) if hasattr(cls, "spec_for") else cls.spec
 
 
 def make_backend(cfg: FarmConfig) -> Backend:
@@ -166,6 +177,7 @@ class ShotPlan:
     audio: Path | None
     driving: PoseSequence
     index: np.ndarray
+    motion: Path  # the motion video, local to the node that planned the shot
 
     def request(self, window: Window) -> WindowRequest:
         return WindowRequest(
@@ -333,13 +345,18 @@ def plan_shot(
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
 
         # 6. Window plan.
+        overlap = cfg.window.overlap if cfg.window.overlap is not None else spec.window_overlap
         if cfg.window.mode == "chained" and not spec.can_chain:
             raise FarmError("config window.mode", f"backend {spec.name} cannot continue a window from the one before it",
                             "use window.mode=parallel, or a backend that can chain")
+        if cfg.window.mode == "chained" and overlap != spec.condition_frames:
+            raise FarmError("config window.overlap", f"is {overlap}; a chained window starts on the {spec.condition_frames} "
+                            "frame(s) it continues from, so it must overlap the one before by as many",
+                            f"set window.overlap={spec.condition_frames}")
         windows = plan_windows(
             len(index),
             cfg.window.length or spec.window_length,
-            cfg.window.overlap if cfg.window.overlap is not None else spec.window_overlap,
+            overlap,
             spec.frame_multiple,
         )
     except Exception as exc:  # noqa: BLE001 - one bad shot must never stop a campaign
@@ -348,7 +365,7 @@ def plan_shot(
     return ShotPlan(
         shot=shot, cfg=cfg, shot_id=shot_id, content_key=content_key, folder=folder, uri=uri, record=record, timings=timings,
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
-        windows=windows, fps=fps, audio=audio, driving=driving, index=index,
+        windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion,
     )
 
 
@@ -375,6 +392,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     before = plan.previous_window(window)
     if before is not None:  # chained: continue from the end of the window before, as it was rendered
         request.previous = _window_frames(plan, before)[-max(1, backend.spec.condition_frames) :]
+    if backend.spec.needs_reference:
+        request.reference, request.driving = _reference_for(plan, window)
     result = backend.render_window(request)
     error = None
     if result.drawn_joints is not None:
@@ -393,6 +412,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     }
     if "lab" in stored:
         log["lab"] = stored["lab"].tolist()
+    if hasattr(backend, "describe"):  # the model's id, revision or content hash, dtype, device
+        log["model"] = backend.describe()
     return log
 
 
@@ -449,7 +470,10 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             frames = join_segments(parts, folder / VIDEO, fps=plan.fps, audio_from=plan.audio)
             if frames != len(plan.targets):
                 raise RuntimeError(f"the joined video has {frames} frames, expected {len(plan.targets)}")
-        record["windows"] = [{k: v for k, v in log.items() if k != "lab"} for log in window_logs]
+        record["windows"] = [{k: v for k, v in log.items() if k not in ("lab", "model")} for log in window_logs]
+        models = [log["model"] for log in window_logs if "model" in log]
+        if models:
+            record["model"] = models[0]
         record["segments"] = segment_logs
 
         # 10. Pose artifacts: parquet tables and the preview video.
@@ -666,6 +690,28 @@ def _local_window(plan: ShotPlan, window: Window) -> Path:
     if path.exists() or not plan.remote:
         return path
     return storage_for(plan.cfg).fetch(plan.window_uri(window), plan.folder / WINDOWS / "fetched")
+
+
+def _reference_for(plan: ShotPlan, window: Window) -> tuple[np.ndarray, PoseSequence]:
+    """The reference video's frames behind the window's output frames, and the driving pose on them."""
+    from farm.media.decode import iter_frames
+
+    index = plan.index[window.start : window.end]
+    first, last = int(index.min()), int(index.max())
+    decoded = list(iter_frames(_local_motion(plan), first, last + 1))
+    frames = np.stack([decoded[i - first] for i in index])
+    at = index - plan.driving.start
+    d = plan.driving
+    driving = PoseSequence(body=d.body[at], left_hand=d.left_hand[at], right_hand=d.right_hand[at], face=d.face[at],
+                           fps=d.fps, width=d.width, height=d.height, start=first)
+    return frames, driving
+
+
+def _local_motion(plan: ShotPlan) -> Path:
+    """The motion video on this machine (fetched into the input cache on another node)."""
+    if plan.motion.exists():
+        return plan.motion
+    return storage_for(plan.cfg).fetch(str(plan.shot.motion), cache_root(plan.cfg) / "inputs")
 
 
 def _window_frames(plan: ShotPlan, window: Window) -> np.ndarray:

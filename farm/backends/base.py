@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,6 +17,8 @@ class BackendSpec:
     condition_frames: how many of those frames it takes (window.mode=chained).
     num_gpus: GPUs one worker holding the model needs (0 for CPU backends).
     max_side: largest output side in pixels the backend supports.
+    needs_reference: windows come with the reference video's frames and the driving pose
+    (WindowRequest.reference, .driving), for models conditioned on the performer's face or scene.
     """
 
     name: str
@@ -28,6 +30,7 @@ class BackendSpec:
     condition_frames: int = 1
     num_gpus: float = 0.0
     max_side: int = 4096
+    needs_reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ class WindowRequest:
     ("right_arm", "left_arm", "right_leg", "left_leg"); the torso and head are drawn first.
     previous: (condition_frames, H, W, 3) uint8, the last frames of the window before this one in
     its chain (window.mode=chained), to continue from; None for parallel windows and chain heads.
+    reference: (end - start, h, w, 3) uint8 frames of the reference video behind each output frame,
+    and driving: the performer's pose on them (a PoseSequence, source pixels), for backends whose
+    spec says needs_reference; None otherwise.
     """
 
     shot_id: str
@@ -83,6 +89,8 @@ class WindowRequest:
     seed: int = 0
     options: dict = field(default_factory=dict)
     previous: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    driving: Any = None
 
 
 @dataclass

@@ -58,15 +58,31 @@ def draw_pose_frame(
     (N, 3) points drawn as given. Any may be None. background: (H, W, 3) uint8 to draw on (not
     modified), else black.
     """
+    if face is not None and face.shape[0] == FACE_MESH_POINTS:
+        face = face70_from_mesh(face)
+    body18 = None if body33 is None else coco18_from_body(body33)
+    return draw_openpose_frame(width, height, body18, left_hand, right_hand, face, background=background)
+
+
+def draw_openpose_frame(
+    width: int,
+    height: int,
+    body18: np.ndarray | None,
+    left_hand: np.ndarray | None,
+    right_hand: np.ndarray | None,
+    face: np.ndarray | None,
+    *,
+    background: np.ndarray | None = None,
+) -> np.ndarray:
+    """Like draw_pose_frame, from OpenPose points: body18 (18, 3) COCO-18, hands (21, 3), face
+    (N, 3) points (x, y, confidence); any may be None."""
     canvas = _canvas(width, height, background)
-    if body33 is not None:
-        canvas = _draw_body18(canvas, coco18_from_body(body33))
+    if body18 is not None:
+        canvas = _draw_body18(canvas, body18)
     for hand in (left_hand, right_hand):
         if hand is not None:
             _draw_hand(canvas, hand)
     if face is not None:
-        if face.shape[0] == FACE_MESH_POINTS:
-            face = face70_from_mesh(face)
         radius = _line_width(width, height, 0.5)
         dots = np.round(face[face[:, 2] >= MIN_CONFIDENCE, :2]).astype(int).tolist()
         for x, y in dots:

@@ -34,7 +34,7 @@ from farm.render import (
     Shot,
     ShotPlan,
     ShotResult,
-    backend_class,
+    backend_spec,
     encode_segment,
     fail_shot,
     finish_shot,
@@ -103,7 +103,7 @@ def _people_alongside(video: Path):
 @ray.remote
 def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool) -> ShotPlan | ShotResult:
     return plan_shot(
-        shot, cfg, out_root, backend_class(cfg).spec, force=force, extract=_sharded_extract, people=_people_alongside
+        shot, cfg, out_root, backend_spec(cfg), force=force, extract=_sharded_extract, people=_people_alongside
     )
 
 
@@ -285,7 +285,7 @@ def run_campaign(
                     progress.frames_done(plan.windows[w].length)
                     if w in entry.held:  # chained: the next window of the chain can go now
                         after = entry.held.pop(w)
-                        gpus = backend_class(cfg).spec.num_gpus
+                        gpus = backend_spec(cfg).num_gpus
                         generators.submit(gpus, f"window {plan.shot_id} {after}", entry.plan_ref, after, ("window", i, after))
                     if entry.pending == 0:
                         _start_segments(i, entry, waiting, cfg, max_retries)
@@ -318,7 +318,7 @@ def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress:
                    generators: _GeneratorPool) -> None:
     entry.plan, entry.plan_ref = plan, plan_ref
     progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
-    gpus = backend_class(cfg).spec.num_gpus
+    gpus = backend_spec(cfg).num_gpus
     for w, window in enumerate(plan.windows):
         if plan.has_window(window):  # a checkpoint from an interrupted run
             entry.logs[w] = {**window.to_dict(), "reused": True}

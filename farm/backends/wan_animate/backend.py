@@ -1,0 +1,237 @@
+"""Wan2.2-Animate through diffusers' WanAnimatePipeline: the character image performs the pose video.
+
+match.mode=image -> the pipeline's "animate" mode (the character in its own picture);
+match.mode=video -> "replace" (the character takes the performer's place in the reference video).
+
+One farm window is one pipeline segment: `render_length` frames (4k+1), the pose, face, background
+and mask videos of those frames, a generator seeded with seed + the window's first frame. A chained
+window (window.mode=chained) continues from the last `condition_frames` frames of the window before
+it, passed to the model as the pipeline passes its own previous segment.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from farm.backends.base import BackendSpec, Canvas, Character, WindowRequest, WindowResult
+from farm.backends.wan_animate import inputs
+from farm.errors import FarmError
+
+DTYPES = ("bf16", "fp16", "fp32")
+HUB_ID = "org/name"
+
+
+class WanAnimateBackend:
+    """Renders windows with a WanAnimatePipeline loaded once (per worker) from `model`.
+
+    model: a local folder saved by `save_pretrained` (model_index.json) or a hub id; offline
+    (local_files_only, or HF_HUB_OFFLINE=1) loads only what is on disk. dtype: bf16, fp16 or fp32;
+    device: cuda or cpu; cpu_offload: diffusers' model CPU offload (less GPU memory, slower);
+    vae_tiling: decode in tiles (less memory at high resolutions). resolution_area: pixels per
+    frame the model renders at; the frames are then resized to the canvas.
+    """
+
+    spec = BackendSpec(name="wan_animate", version="1", window_length=77, window_overlap=8, frame_multiple=4,
+                       can_chain=True, condition_frames=1, num_gpus=1, max_side=4096, needs_reference=True)
+
+    @classmethod
+    def spec_for(cls, *, device: str = "cuda", condition_frames: int = 1, **_: object) -> BackendSpec:
+        return replace(cls.spec, num_gpus=0 if device == "cpu" else 1, condition_frames=condition_frames)
+
+    def __init__(self, *, model: str = "", revision: str | None = None, local_files_only: bool | None = None,
+                 dtype: str = "bf16", device: str = "cuda", cpu_offload: bool = False, vae_tiling: bool = False,
+                 resolution_area: int = 1280 * 720, steps: int = 20, guidance: float = 1.0, negative_prompt: str = "",
+                 condition_frames: int = 1) -> None:
+        if condition_frames % 4 != 1:
+            raise FarmError("config backend.condition_frames", f"is {condition_frames}, the model takes 4k+1 frames",
+                            "use 1 or 5")
+        self.spec = self.spec_for(device=device, condition_frames=condition_frames)
+        self.device = device
+        self.options = {"steps": steps, "guidance": guidance, "negative_prompt": negative_prompt,
+                        "resolution_area": resolution_area}
+        self.pipe, self.identity = load_pipeline(model, revision=revision, local_files_only=local_files_only,
+                                                 dtype=dtype, device=device, cpu_offload=cpu_offload, vae_tiling=vae_tiling)
+        self._character: Character | None = None
+        self._canvas: Canvas | None = None
+
+    def describe(self) -> dict:
+        """What the manifest records of the model: id, revision or content hash, dtype, device."""
+        return dict(self.identity)
+
+    def prepare(self, character: Character, canvas: Canvas) -> None:
+        self._character, self._canvas = character, canvas
+
+    def render_window(self, request: WindowRequest) -> WindowResult:
+        import torch
+        from PIL import Image
+
+        if self._character is None or self._canvas is None:
+            raise RuntimeError("WanAnimateBackend.render_window called before prepare")
+        if request.reference is None or request.driving is None:
+            raise RuntimeError("WanAnimateBackend needs the reference frames and driving pose of each window")
+        canvas, n = self._canvas, request.end - request.start
+        length = _valid_length(n)
+        width, height = inputs.render_size(canvas.width, canvas.height, self.options["resolution_area"])
+        mode = "replace" if canvas.mode == "video" else "animate"
+
+        # 1. The conditioning videos, `length` frames (the last repeated when the rule asks for more)
+        take = np.minimum(np.arange(length), n - 1)
+        body, hands = inputs.transfer_pose(request.targets, request.driving)
+        sx, sy = width / canvas.width, height / canvas.height
+        for points in (body, hands):
+            points[..., 0] *= sx
+            points[..., 1] *= sy
+        pose = [inputs.draw_pose(width, height, body[t], hands[t]) for t in take]
+        face_size = int(self.pipe.transformer.config.motion_encoder_size)
+        reference = request.reference[take]
+        boxes = inputs.face_boxes(request.driving, (reference.shape[2], reference.shape[1]))[take]
+        faces = inputs.face_crops(reference, boxes, face_size)
+        extra = {}
+        if mode == "replace":
+            masks = inputs.person_masks(reference)
+            if not masks.any():
+                raise FarmError(f"window {request.start}-{request.end - 1}",
+                                "replace mode (match.mode=video) found no person in the reference frames to replace",
+                                "use match.mode=image, or a motion video with a performer in these frames")
+            background = reference * ~masks[..., None]  # the performer's region black, as upstream
+            extra["background_video"] = [Image.fromarray(f).resize((width, height), Image.BILINEAR) for f in background]
+            extra["mask_video"] = [Image.fromarray(m.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
+                                   for m in masks]
+
+        # 2. One pipeline segment, seeded by the window's place in the shot
+        generator = torch.Generator(device="cpu").manual_seed(int(request.seed) + int(request.start))
+        condition = self.spec.condition_frames
+        self.pipe.farm_previous = None if request.previous is None else _frames_tensor(request.previous, width, height)
+        # On the CPU, one thread: float sums then add up in one order, so a window is the same bytes
+        # on any machine and in any worker (the CPU is for tests and smoke runs; GPUs do real work).
+        threads = torch.get_num_threads()
+        if self.device == "cpu":
+            torch.set_num_threads(1)
+        try:
+            out = self.pipe(
+                image=Image.fromarray(self._character.image), pose_video=[Image.fromarray(f) for f in pose],
+                face_video=[Image.fromarray(f) for f in faces], prompt=request.prompt or "",
+                negative_prompt=self.options["negative_prompt"] or None, height=height, width=width,
+                segment_frame_length=length, num_inference_steps=self.options["steps"], mode=mode,
+                prev_segment_conditioning_frames=condition, guidance_scale=self.options["guidance"],
+                generator=generator, output_type="np", **extra,
+            ).frames[0]
+        finally:
+            self.pipe.farm_previous = None
+            torch.set_num_threads(threads)
+
+        # 3. Back to the canvas
+        import cv2
+
+        frames = np.clip(np.rint(np.asarray(out, np.float32) * 255.0), 0, 255).astype(np.uint8)[:n]
+        frames = np.stack([cv2.resize(f, (canvas.width, canvas.height), interpolation=cv2.INTER_AREA) for f in frames])
+        return WindowResult(frames=frames)
+
+
+def _valid_length(n: int) -> int:
+    return n if n % 4 == 1 else n + (4 - (n - 1) % 4) % 4
+
+
+def _frames_tensor(frames: np.ndarray, width: int, height: int):
+    """(k, H, W, 3) uint8 -> (1, 3, k, height, width) float in [-1, 1], as the pipeline keeps its frames."""
+    import cv2
+    import torch
+
+    resized = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in frames])
+    tensor = torch.from_numpy(resized).float().div(127.5).sub(1.0)
+    return tensor.permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def _pipeline_class():
+    from diffusers import WanAnimatePipeline
+
+    class FarmWanAnimatePipeline(WanAnimatePipeline):
+        """WanAnimatePipeline that may start its first segment from given frames (`farm_previous`)
+        instead of none: how a farm window continues the window before it in its chain, the same
+        conditioning the pipeline gives its own later segments."""
+
+        farm_previous = None
+
+        def prepare_prev_segment_cond_latents(self, prev_segment_cond_video=None, *args, **kwargs):
+            if prev_segment_cond_video is None and self.farm_previous is not None:
+                prev_segment_cond_video = self.farm_previous.to(self._execution_device)
+            return super().prepare_prev_segment_cond_latents(prev_segment_cond_video, *args, **kwargs)
+
+    return FarmWanAnimatePipeline
+
+
+def load_pipeline(model: str, *, revision: str | None, local_files_only: bool | None, dtype: str, device: str,
+                  cpu_offload: bool, vae_tiling: bool):
+    """The pipeline on its device, and what identifies the weights: {"model", "revision" or
+    "sha256", "dtype", "device"}. Every failure is a FarmError naming backend.model."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # Their per-call notes (reshaping inputs) and load progress bars would drown the farm's own.
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    if dtype not in DTYPES:
+        raise FarmError("config backend.dtype", f"is {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if not model:
+        raise FarmError("config backend.model", "is empty", "give a local diffusers folder or a hub id (backend.model=...)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FarmError("config backend.device", "is cuda and this machine has no CUDA GPU",
+                        "use backend.device=cpu (slow) or a GPU worker")
+    offline = local_files_only if local_files_only is not None else os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false")
+    folder = Path(model).expanduser()
+    if folder.exists() and not (folder / "model_index.json").is_file():
+        raise FarmError("config backend.model", f"{model} has no model_index.json",
+                        "point it at a folder written by save_pretrained (a diffusers WanAnimatePipeline)")
+    if not folder.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
+        raise FarmError("config backend.model", f"{model} is not a folder here and not a hub id ({HUB_ID})",
+                        "check the path, or give a hub id such as Wan-AI/Wan2.2-Animate-14B-Diffusers")
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    try:
+        pipe = _pipeline_class().from_pretrained(
+            str(folder) if folder.exists() else model, revision=revision, dtype=torch_dtype,
+            local_files_only=offline or folder.exists(),
+        )
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FarmError("config backend.model", f"{model} could not be loaded: {first}",
+                        "check that it is a diffusers WanAnimatePipeline; offline, the hub id must be in the cache") from None
+    if cpu_offload and device == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(device)
+    if vae_tiling:
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)
+    identity = {"model": model, "dtype": dtype, "device": device}
+    if folder.exists():
+        identity["sha256"] = folder_hash(folder)
+    else:
+        identity["revision"] = revision or _snapshot_revision(pipe) or "main"
+    return pipe, identity
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 over every file of the folder (relative path and content), in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _snapshot_revision(pipe) -> str | None:
+    """The commit of a hub snapshot the pipeline came from (.../snapshots/<commit>/)."""
+    path = getattr(pipe, "name_or_path", "") or getattr(pipe.config, "_name_or_path", "")
+    parts = Path(str(path)).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts) else None
+
+

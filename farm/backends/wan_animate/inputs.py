@@ -1,0 +1,189 @@
+"""What Wan-Animate is conditioned on, made from our own pose stage, in the conventions of its
+official preprocessing (Wan-Video/Wan2.2, wan/modules/animate/preprocess/: human_visualization.py,
+utils.py, process_pipepline.py; read at commit 42bf4cf):
+
+- the pose video: 20 body points (OpenPose-18 + two toes), limbs as opaque ellipses in 0.6 of their
+  colour, joints as full-colour dots, hands as rainbow lines with blue joints, no face points, on
+  black; points under 0.5 confidence are not drawn. The body is the farm's retargeted skeleton;
+  eyes, ears, toes and hands are carried over from the performer by the similarity transform of the
+  bone they hang from (head, shin, forearm), so the character's proportions hold;
+- the face video: the 68 face landmarks' box grown by sqrt(1.3) (three quarters of the height
+  growth on top, for the forehead), cropped from the reference frame and stretched to the model's
+  face size, as upstream; unlike upstream the box is smoothed over the window (no jitter);
+- for replace mode, the person mask (mediapipe selfie segmentation, where upstream uses SAM2),
+  dilated by a 7x7 kernel three times and filled to its bounding box, and the background video:
+  the reference frames with the masked region black;
+- sizes: about `area` pixels (upstream: 1280x720) at the canvas's aspect, floored to multiples of 16.
+"""
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+from farm.pose.extract import PoseSequence
+from farm.pose.openpose import coco18_from_body, face70_from_mesh
+from farm.rig import JOINT_INDEX, VISIBLE
+
+# Body points drawn: OpenPose-18 then left toe, right toe. The rig joint behind each (-1: carried
+# over from the performer: eyes and ears with the head, toes with the shin).
+_BODY20_FROM_RIG = (2, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, -1, -1, -1, -1, -1, -1)
+_EYES_EARS = (14, 15, 16, 17)
+# Limbs (0-based pairs of body points) and colours (RGB), as upstream draws them.
+BODY_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+              (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (13, 18), (10, 19))
+BODY_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
+                (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
+                (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85), (200, 200, 0), (100, 100, 0))
+HAND_EDGES = tuple((0 if k % 4 == 0 else k, k + 1) for k in range(20))
+HAND_JOINT_COLOUR = (0, 0, 255)
+MIN_SCORE = 0.5
+FACE_BOX_GROWTH = np.sqrt(1.3)
+FACE_BOX_SMOOTHING = 9  # frames of the centred moving average on the face box
+MASK_KERNEL, MASK_ITERATIONS = 7, 3
+
+
+def render_size(width: int, height: int, area: int, multiple: int = 16) -> tuple[int, int]:
+    """(w, h) at the aspect width / height with w * h about `area`, each floored to a multiple of
+    `multiple` (upstream's resize_by_area: 1920x1080 -> 1280x720, 640x480 -> 1104x816)."""
+    aspect = width / height
+    h = np.sqrt(area / aspect)
+    w = area / h
+    return max(multiple, int(w // multiple) * multiple), max(multiple, int(h // multiple) * multiple)
+
+
+def transfer_pose(targets: np.ndarray, driving: PoseSequence) -> tuple[np.ndarray, np.ndarray]:
+    """The pose to draw, on the canvas: (n, 20, 3) body (x, y, score) and (n, 2, 21, 3) left and
+    right hands. targets: (n, 15, 3) rig joints on the canvas; driving: the performer's pose on the
+    same n frames (source pixels)."""
+    n = len(targets)
+    body = np.zeros((n, 20, 3), np.float32)
+    for k, j in enumerate(_BODY20_FROM_RIG):
+        if j >= 0:
+            body[:, k] = targets[:, j]
+    rig = driving.rig()
+    source = driving.body[..., [0, 1, 3]]
+    j = JOINT_INDEX
+    moved = _follow(coco18_from_body(source)[:, _EYES_EARS], rig, targets, j["neck"], j["head"])
+    body[:, _EYES_EARS] = moved
+    body[:, 18] = _follow(source[:, [31]], rig, targets, j["left_knee"], j["left_ankle"])[:, 0]
+    body[:, 19] = _follow(source[:, [32]], rig, targets, j["right_knee"], j["right_ankle"])[:, 0]
+    hands = np.stack([
+        _follow(driving.left_hand, rig, targets, j["left_elbow"], j["left_wrist"]),
+        _follow(driving.right_hand, rig, targets, j["right_elbow"], j["right_wrist"]),
+    ], axis=1)
+    return body, hands
+
+
+def _follow(points: np.ndarray, source: np.ndarray, target: np.ndarray, a: int, b: int) -> np.ndarray:
+    """(n, k, 3) points carried from the source bone a -> b to the target bone a -> b (rotation and
+    scale about b). Frames where either bone is unseen lose the points (score 0)."""
+    src = source[:, b, :2] - source[:, a, :2]
+    dst = target[:, b, :2] - target[:, a, :2]
+    src_len, dst_len = np.linalg.norm(src, axis=-1), np.linalg.norm(dst, axis=-1)
+    ok = (src_len > 1e-3) & (dst_len > 1e-3) & (source[:, [a, b], 2].min(axis=1) >= VISIBLE) & (target[:, [a, b], 2].min(axis=1) > 0)
+    scale = np.where(ok, dst_len / np.maximum(src_len, 1e-3), 0.0)
+    angle = np.arctan2(dst[:, 1], dst[:, 0]) - np.arctan2(src[:, 1], src[:, 0])
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    rel = points[..., :2] - source[:, None, b, :2]
+    out = np.empty(points.shape[:-1] + (3,), np.float32)
+    out[..., 0] = target[:, None, b, 0] + cos[:, None] * rel[..., 0] - sin[:, None] * rel[..., 1]
+    out[..., 1] = target[:, None, b, 1] + sin[:, None] * rel[..., 0] + cos[:, None] * rel[..., 1]
+    out[..., 2] = np.where(ok[:, None], points[..., -1], 0.0)
+    return out
+
+
+def draw_pose(width: int, height: int, body: np.ndarray, hands: np.ndarray) -> np.ndarray:
+    """One pose frame, (height, width, 3) uint8 RGB on black, drawn as upstream draws it."""
+    canvas = np.zeros((height, width, 3), np.uint8)
+    stick = max(int(min(height, width) / 200) - 1, 1)
+    seen = body[:, 2] >= MIN_SCORE
+    for k, (a, b) in enumerate(BODY_LIMBS):
+        if seen[a] and seen[b]:
+            (x1, y1), (x2, y2) = body[a, :2], body[b, :2]
+            mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+            length = float(np.hypot(x2 - x1, y2 - y1))
+            angle = float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
+            polygon = cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), stick), int(angle), 0, 360, 1)
+            cv2.fillConvexPoly(canvas, polygon, [int(c * 0.6) for c in BODY_COLOURS[k]])
+    for k in np.flatnonzero(seen):
+        cv2.circle(canvas, (int(body[k, 0]), int(body[k, 1])), stick, BODY_COLOURS[k], -1)
+    hand_width = max(stick // 2, 1)
+    for hand in hands:
+        ok = (hand[:, 2] >= MIN_SCORE) & (hand[:, 0] > 0.01) & (hand[:, 1] > 0.01)
+        for k, (a, b) in enumerate(HAND_EDGES):
+            if ok[a] and ok[b]:
+                colour = [int(255 * c) for c in colorsys.hsv_to_rgb(k / len(HAND_EDGES), 1.0, 1.0)]
+                cv2.line(canvas, (int(hand[a, 0]), int(hand[a, 1])), (int(hand[b, 0]), int(hand[b, 1])), colour, hand_width)
+        for x, y, _ in hand[ok]:
+            cv2.circle(canvas, (int(x), int(y)), hand_width, HAND_JOINT_COLOUR, -1)
+    return canvas
+
+
+def face_boxes(driving: PoseSequence, frame_size: tuple[int, int]) -> np.ndarray:
+    """(n, 4) face boxes x1, y1, x2, y2 in source pixels: upstream's box on the 68 face landmarks
+    (grown by sqrt(1.3), the height growth three quarters above the landmarks), filled in over
+    frames without a face and smoothed by a centred moving average, so the crop does not jitter.
+    Without any face in the window, a box around the head from the body landmarks, or the top
+    middle of the frame."""
+    width, height = frame_size
+    n = len(driving)
+    boxes = np.full((n, 4), np.nan)
+    face68 = face70_from_mesh(driving.face)[:, :68]
+    for t in range(n):
+        if face68[t, :, 2].min() > 0:
+            lo, hi = face68[t, :, :2].min(axis=0), face68[t, :, :2].max(axis=0)
+        else:
+            head = driving.body[t, :11]  # nose, eyes, ears, mouth
+            seen = head[:, 3] >= VISIBLE
+            if seen.sum() < 3:
+                continue
+            lo, hi = head[seen, :2].min(axis=0), head[seen, :2].max(axis=0)
+            pad = max((hi - lo).max() * 0.4, 4.0)
+            lo, hi = lo - pad, hi + pad
+        (w, h) = hi - lo
+        dw, dh = w * (FACE_BOX_GROWTH - 1) / 2, h * (FACE_BOX_GROWTH - 1) / 4
+        boxes[t] = lo[0] - dw, lo[1] - 3 * dh, hi[0] + dw, hi[1] + dh
+    known = ~np.isnan(boxes[:, 0])
+    if not known.any():
+        boxes[:] = (width / 4, 0, 3 * width / 4, height / 2)
+    else:
+        idx = np.arange(n)
+        boxes = np.stack([np.interp(idx, idx[known], boxes[known, c]) for c in range(4)], axis=1)
+    k = min(FACE_BOX_SMOOTHING, n)
+    pad = k // 2
+    kernel = np.ones(k) / k
+    boxes = np.stack([np.convolve(np.pad(boxes[:, c], (pad, k - 1 - pad), mode="edge"), kernel, mode="valid")
+                      for c in range(4)], axis=1)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+    return boxes.astype(np.float32)
+
+
+def face_crops(frames: np.ndarray, boxes: np.ndarray, size: int) -> list[np.ndarray]:
+    """(size, size, 3) crops of `frames` on `boxes` (see face_boxes), stretched to the square."""
+    crops = []
+    for frame, (x1, y1, x2, y2) in zip(frames, boxes):
+        sx, sy = size / max(x2 - x1, 1.0), size / max(y2 - y1, 1.0)
+        matrix = np.float32([[sx, 0, -x1 * sx], [0, sy, -y1 * sy]])
+        crops.append(cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    return crops
+
+
+def person_masks(frames: np.ndarray) -> np.ndarray:
+    """(n, h, w) bool: where the new character goes in each frame. The performer (mediapipe selfie
+    segmentation), dilated (7x7, three times) and filled to its bounding box, as upstream does."""
+    import mediapipe as mp
+
+    n, h, w, _ = frames.shape
+    kernel = np.ones((MASK_KERNEL, MASK_KERNEL), np.uint8)
+    masks = np.zeros((n, h, w), bool)
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+        for t, frame in enumerate(frames):
+            found = seg.process(np.ascontiguousarray(frame)).segmentation_mask > 0.5
+            grown = cv2.dilate(found.astype(np.uint8), kernel, iterations=MASK_ITERATIONS) > 0
+            ys, xs = np.nonzero(grown)
+            if len(xs):
+                masks[t, ys.min() : ys.max(), xs.min() : xs.max()] = True
+    return masks

@@ -1,0 +1,141 @@
+"""The Wan-Animate backend on CPU, with a tiny randomly initialised model built from config, saved with
+save_pretrained and loaded back through the product's own loading code (tests/wan_tiny.py)."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from farm import cli
+from farm.backends.wan_animate import WanAnimateBackend
+from farm.backends.wan_animate.backend import folder_hash
+from farm.backends.wan_animate.inputs import draw_pose, face_boxes, render_size, transfer_pose
+from farm.config import load_config
+from farm.media.decode import read_frames
+from farm.media.encode import VideoWriter
+from farm.render import Shot, render_shot
+from farm.runtime.campaign import run_campaign
+from tests.test_render import MEDIA, drawing_shot
+from tests.wan_tiny import save_tiny_wan
+
+PLEASE = "gesture_asl_please.mkv"  # 73 frames: three windows of 29 frames overlapping by one
+
+
+@pytest.fixture(scope="module")
+def tiny_wan(tmp_path_factory):
+    return save_tiny_wan(tmp_path_factory.mktemp("tiny-wan"))
+
+
+def _cfg(model, *extra):
+    return load_config([
+        "backend=wan_animate", f"backend.model={model}", "backend.device=cpu", "backend.dtype=fp32", "backend.steps=2",
+        "backend.resolution_area=4096", "output.size=96", "output.pose_preview=false", "window.length=29",
+        "window.overlap=1", *extra,
+    ])
+
+
+def _photo(shared_data):
+    return Shot(motion=MEDIA / PLEASE, character=shared_data / "fullbody_photo_man.png")
+
+
+@pytest.mark.parametrize("match", ["image", "video"])
+def test_animate_and_replace_render_every_frame_with_the_model_on_record(tiny_wan, shared_data, tmp_path, match):
+    result = render_shot(_photo(shared_data), _cfg(tiny_wan, f"match={match}"), tmp_path)
+    assert result.status == "succeeded", result.error
+    assert len(result.manifest["windows"]) == 3
+    frames = read_frames(result.video)
+    assert frames.shape[0] == 73 and frames.std() > 1.0  # a real picture, not a flat frame
+    assert result.manifest["model"] == {"model": str(tiny_wan), "dtype": "fp32", "device": "cpu",
+                                        "sha256": folder_hash(tiny_wan)}
+    assert result.manifest["config"]["backend"]["name"] == "wan_animate"
+
+
+def test_a_window_is_deterministic_for_its_seed_and_continues_from_the_frames_it_is_given(tiny_wan, shared_data, tmp_path):
+    """Two renders of one shot are the same bytes; a chained render differs from the parallel one
+    exactly where windows continue from the one before."""
+    parallel = [render_shot(_photo(shared_data), _cfg(tiny_wan), tmp_path / name) for name in ("a", "b")]
+    chained = render_shot(_photo(shared_data), _cfg(tiny_wan, "window.mode=chained"), tmp_path / "chained")
+    assert [r.status for r in (*parallel, chained)] == ["succeeded"] * 3, [r.error for r in (*parallel, chained)]
+    assert parallel[0].video.read_bytes() == parallel[1].video.read_bytes()
+    ours, theirs = read_frames(chained.video).astype(int), read_frames(parallel[0].video).astype(int)
+    assert len(ours) == len(theirs) == 73
+    first = parallel[0].manifest["windows"][1]["start"]  # window 0 is the same in both modes
+    assert np.abs(ours[:first - 1] - theirs[:first - 1]).mean() < 1.0
+    assert np.abs(ours[first + 1 :] - theirs[first + 1 :]).mean() > 2.0
+
+
+def test_chained_windows_split_over_ray_workers_give_the_render_of_one_process(tiny_wan, shared_data, tmp_path, ray_cluster):
+    cfg = _cfg(tiny_wan, "window.mode=chained", "window.chains=2", "window.length=17", "window.overlap=1")
+    local = render_shot(_photo(shared_data), cfg, tmp_path / "local")
+    (farm,) = run_campaign([(_photo(shared_data), cfg)], tmp_path / "ray")
+    assert [local.status, farm.status] == ["succeeded", "succeeded"], [local.error, farm.error]
+    assert len(farm.manifest["windows"]) == 5
+    assert farm.video.read_bytes() == local.video.read_bytes()
+
+
+def test_a_model_path_that_is_not_a_pipeline_is_a_clear_error(tmp_path, shared_data, capsys):
+    (tmp_path / "empty").mkdir()
+    for model, problem in ((tmp_path / "empty", "has no model_index.json"), (tmp_path / "missing", "not a folder here")):
+        result = render_shot(_photo(shared_data), _cfg(model), tmp_path / "out")
+        assert result.status == "failed" and "backend.model" in result.error and problem in result.error
+    code = cli.run(["render", str(MEDIA / PLEASE), str(shared_data / "fullbody_photo_man.png"), "-o", str(tmp_path / "cli"),
+                    "backend=wan_animate", f"backend.model={tmp_path / 'empty'}", "backend.device=cpu"])
+    err = capsys.readouterr().err
+    assert code != 0 and "backend.model" in err and "Traceback" not in err
+
+
+def test_a_window_length_off_the_4k_plus_1_rule_is_refused_with_the_length_to_use(tiny_wan, shared_data, tmp_path):
+    result = render_shot(_photo(shared_data), _cfg(tiny_wan, "window.length=30"), tmp_path)
+    assert result.status == "failed" and "window.length" in result.error and "use 33" in result.error
+
+
+def test_chained_windows_must_overlap_by_the_frames_they_continue_from(tiny_wan, shared_data, tmp_path):
+    result = render_shot(_photo(shared_data), _cfg(tiny_wan, "window.mode=chained", "window.overlap=4"), tmp_path)
+    assert result.status == "failed" and "window.overlap=1" in result.error
+
+
+def test_replace_mode_without_a_person_in_the_video_is_refused(tiny_wan, shared_data, tmp_path):
+    # The sky above the dancer: a real video with nobody in it.
+    sky = tmp_path / "sky.mp4"
+    with VideoWriter(sky, fps=Fraction(24), width=160, height=96) as writer:
+        for frame in read_frames(shared_data / "dance_fullbody_outdoor.mp4", 0, 20):
+            writer.write(np.ascontiguousarray(frame[:96, :160]))
+    result = render_shot(Shot(motion=sky, character=shared_data / "fullbody_photo_man.png"),
+                         _cfg(tiny_wan, "match=video", "window.length=9", "window.overlap=1"), tmp_path / "out")
+    assert result.status == "failed" and "no person" in result.error and result.shot_id in result.error
+    assert not (result.folder / "video.mp4").exists()
+
+
+def test_the_pose_video_is_drawn_in_wan_animates_conventions(shared_data):
+    """The retargeted body, the performer's hands carried onto the character's forearms, drawn as
+    upstream draws: opaque ellipse limbs at 0.6 of their colour, full-colour joints, no face."""
+    from farm.pose.extract import extract_poses
+
+    driving = extract_poses(MEDIA / PLEASE, start=30, stop=32)
+    targets = driving.rig()  # the performer's own skeleton as the target: hands must stay in place
+    body, hands = transfer_pose(targets, driving)
+    seen = driving.left_hand[..., 2] > 0
+    assert seen.any()
+    assert np.abs(hands[:, 0][seen][:, :2] - driving.left_hand[seen][:, :2]).max() < 1e-2
+    frame = draw_pose(640, 480, body[0], hands[0])
+    assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
+    colours = {tuple(c) for c in frame.reshape(-1, 3)[frame.reshape(-1, 3).any(axis=1)]}
+    assert (153, 0, 0) in colours  # neck-right shoulder limb: (255, 0, 0) at 0.6
+    assert (255, 0, 0) in colours and (0, 0, 255) in colours  # a body joint; a hand joint
+    assert (255, 255, 255) not in colours  # no face dots
+    boxes = face_boxes(driving, (640, 480))
+    assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+
+
+def test_render_size_follows_the_area_rule_in_multiples_of_16():
+    assert render_size(1920, 1080, 1280 * 720) == (1280, 720)
+    assert render_size(1080, 1920, 1280 * 720) == (720, 1280)
+    assert render_size(640, 480, 1280 * 720) == (1104, 816)
+    assert WanAnimateBackend.spec_for(device="cpu").num_gpus == 0 and WanAnimateBackend.spec.num_gpus == 1
+
+
+def test_drawings_with_skeleton_files_drive_wan_too(tiny_wan, tmp_path):
+    result = render_shot(drawing_shot(PLEASE, "char1"), _cfg(tiny_wan), tmp_path)
+    assert result.status == "succeeded", result.error
+    assert len(read_frames(result.video)) == 73
