@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean gpu-smoke
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: setup
 
 bench: setup
 	$(PY) -m farm.bench --out bench-results/bench.json
+
+# The tiny Wan-Animate model on CUDA in bf16 (needs a GPU; nothing else depends on it).
+gpu-smoke: setup
+	$(PY) tests/gpu_smoke.py
 
 lint: setup
 	$(VENV)/bin/ruff check farm tests

@@ -36,7 +36,7 @@ class WanAnimateConfig:
     revision: str | None = None
     local_files_only: bool | None = None  # None: as HF_HUB_OFFLINE says
     dtype: str = "bf16"
-    device: str = "cuda"
+    device: str = "auto"
     cpu_offload: bool = False
     vae_tiling: bool = False
     resolution_area: int = 1280 * 720
@@ -140,7 +140,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "runtime.kind": ("local",),
     "backend.deformer": ("lbs",),
     "backend.dtype": ("bf16", "fp16", "fp32"),
-    "backend.device": ("cuda", "cpu"),
+    "backend.device": ("auto", "cuda", "cpu"),
 }
 
 # (min, max) inclusive ranges of numeric options; None is open.

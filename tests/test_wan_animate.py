@@ -71,13 +71,19 @@ def test_chained_windows_split_over_ray_workers_give_the_render_of_one_process(t
     (farm,) = run_campaign([(_photo(shared_data), cfg)], tmp_path / "ray")
     assert [local.status, farm.status] == ["succeeded", "succeeded"], [local.error, farm.error]
     assert len(farm.manifest["windows"]) == 5
-    assert farm.video.read_bytes() == local.video.read_bytes()
+    # The same render: torch on one CPU thread is deterministic within a process, but another
+    # process may round a few values differently (vectorised paths depend on memory alignment).
+    ours, theirs = read_frames(farm.video).astype(int), read_frames(local.video).astype(int)
+    assert len(ours) == len(theirs) == 73
+    per_frame = np.abs(ours - theirs).mean(axis=(1, 2, 3))
+    assert per_frame.mean() < 0.1 and per_frame.max() < 1.0
 
 
 def test_a_model_path_that_is_not_a_pipeline_is_a_clear_error(tmp_path, shared_data, capsys):
     (tmp_path / "empty").mkdir()
-    for model, problem in ((tmp_path / "empty", "has no model_index.json"), (tmp_path / "missing", "not a folder here")):
-        result = render_shot(_photo(shared_data), _cfg(model), tmp_path / "out")
+    for model, problem in ((tmp_path / "empty", "has no model_index.json"), (tmp_path / "missing", "not a folder here"),
+                           ("nobody/no-such-wan-model", "could not be loaded")):  # a hub id, offline: never fetched
+        result = render_shot(_photo(shared_data), _cfg(model, "backend.local_files_only=true"), tmp_path / "out")
         assert result.status == "failed" and "backend.model" in result.error and problem in result.error
     code = cli.run(["render", str(MEDIA / PLEASE), str(shared_data / "fullbody_photo_man.png"), "-o", str(tmp_path / "cli"),
                     "backend=wan_animate", f"backend.model={tmp_path / 'empty'}", "backend.device=cpu"])

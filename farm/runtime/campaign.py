@@ -157,21 +157,28 @@ class _GeneratorPool:
             ray.kill(actor)
         self.idle, self.busy = {}, {}
 
-    def release(self, ref: ray.ObjectRef) -> None:
+    def release(self, ref: ray.ObjectRef, *, broken: bool = False) -> None:
+        """The actor that ran `ref` is free again; one whose process died (broken) is replaced by a
+        new actor, so no window is sent to it while Ray is still restarting it."""
         if ref in self.busy:
             gpus, actor = self.busy.pop(ref)
+            if broken:
+                ray.kill(actor)
+                actor = self._start(gpus, count=1)[0]
             self.idle[gpus].append(actor)
 
-    def _start(self, gpus: float) -> list:
+    def _start(self, gpus: float, count: int | None = None) -> list:
         resources = ray.cluster_resources()
         if gpus:
-            count = int(resources.get("GPU", 0) // gpus)
-            if count == 0:
+            slots = int(resources.get("GPU", 0) // gpus)
+            if slots == 0:
                 raise FarmError("backend", f"needs {gpus:g} GPU per worker and the Ray cluster has {resources.get('GPU', 0):g}",
-                                "run on a cluster with GPUs, or pick a CPU backend (backend=puppet)")
+                                "run on a cluster with GPUs, set backend.device=cpu, or pick the CPU puppet (backend=puppet)")
             options = {"num_cpus": 1, "num_gpus": gpus}
+            count = count or slots
         else:
-            count, options = max(1, int(resources.get("CPU", 1))), {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+            options = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+            count = count or max(1, int(resources.get("CPU", 1)))
         # Unlimited restarts (a pool actor serves many windows); each window is retried max_retries times.
         return [_Generator.options(**options, max_restarts=-1, max_task_retries=self.max_retries).remote()
                 for _ in range(count)]
@@ -247,19 +254,23 @@ def run_campaign(
             finalize(f, same)
 
     try:
-        while waiting:
+        while True:
+            # Windows go to generators as they free up (a `continue` below must not skip this).
+            generators.dispatch(waiting, lambda tag: tag[1] in state)
+            if not waiting:
+                break
             ready, _ = ray.wait(list(waiting), num_returns=1)
             ref = ready[0]
             kind, i, w = waiting.pop(ref)
-            generators.release(ref)
-            shot, cfg = items[i]
-            entry = state.get(i)
-            if entry is None:  # the shot already failed on another window; drop what is left of it
-                continue
             try:
                 value = ray.get(ref)
             except (ray.exceptions.RayError, FarmError) as exc:
                 value = exc
+            generators.release(ref, broken=isinstance(value, ray.exceptions.RayActorError))
+            shot, cfg = items[i]
+            entry = state.get(i)
+            if entry is None:  # the shot already failed on another window; drop what is left of it
+                continue
             try:
                 if kind == "plan":
                     if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
@@ -307,7 +318,6 @@ def run_campaign(
                     ))
             except FarmError as exc:  # the store failed while recording this shot: the others go on
                 finalize(i, ShotResult(shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
-            generators.dispatch(waiting, lambda tag: tag[1] in state)
     finally:
         generators.close()  # the pool lives as long as its campaign
 

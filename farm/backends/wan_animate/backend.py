@@ -39,16 +39,19 @@ class WanAnimateBackend:
                        can_chain=True, condition_frames=1, num_gpus=1, max_side=4096, needs_reference=True)
 
     @classmethod
-    def spec_for(cls, *, device: str = "cuda", condition_frames: int = 1, **_: object) -> BackendSpec:
-        return replace(cls.spec, num_gpus=0 if device == "cpu" else 1, condition_frames=condition_frames)
+    def spec_for(cls, *, device: str = "auto", condition_frames: int = 1, **_: object) -> BackendSpec:
+        """A worker holds one GPU, unless the model runs on the CPU. For device=auto that is decided
+        where the work is planned: a Ray head without a GPU over GPU workers needs device=cuda."""
+        return replace(cls.spec, num_gpus=0 if resolve_device(device) == "cpu" else 1, condition_frames=condition_frames)
 
     def __init__(self, *, model: str = "", revision: str | None = None, local_files_only: bool | None = None,
-                 dtype: str = "bf16", device: str = "cuda", cpu_offload: bool = False, vae_tiling: bool = False,
+                 dtype: str = "bf16", device: str = "auto", cpu_offload: bool = False, vae_tiling: bool = False,
                  resolution_area: int = 1280 * 720, steps: int = 20, guidance: float = 1.0, negative_prompt: str = "",
                  condition_frames: int = 1) -> None:
         if condition_frames % 4 != 1:
             raise FarmError("config backend.condition_frames", f"is {condition_frames}, the model takes 4k+1 frames",
                             "use 1 or 5")
+        device = resolve_device(device)
         self.spec = self.spec_for(device=device, condition_frames=condition_frames)
         self.device = device
         self.options = {"steps": steps, "guidance": guidance, "negative_prompt": negative_prompt,
@@ -106,8 +109,8 @@ class WanAnimateBackend:
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed) + int(request.start))
         condition = self.spec.condition_frames
         self.pipe.farm_previous = None if request.previous is None else _frames_tensor(request.previous, width, height)
-        # On the CPU, one thread: float sums then add up in one order, so a window is the same bytes
-        # on any machine and in any worker (the CPU is for tests and smoke runs; GPUs do real work).
+        # On the CPU, one thread: float sums add up in one order, so a window does not change with
+        # the machine's core count (up to the rare value another process rounds differently).
         threads = torch.get_num_threads()
         if self.device == "cpu":
             torch.set_num_threads(1)
@@ -130,6 +133,15 @@ class WanAnimateBackend:
         frames = np.clip(np.rint(np.asarray(out, np.float32) * 255.0), 0, 255).astype(np.uint8)[:n]
         frames = np.stack([cv2.resize(f, (canvas.width, canvas.height), interpolation=cv2.INTER_AREA) for f in frames])
         return WindowResult(frames=frames)
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when torch sees a CUDA GPU here, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _valid_length(n: int) -> int:
