@@ -145,3 +145,10 @@ def test_drawings_with_skeleton_files_drive_wan_too(tiny_wan, tmp_path):
     result = render_shot(drawing_shot(PLEASE, "char1"), _cfg(tiny_wan), tmp_path)
     assert result.status == "succeeded", result.error
     assert len(read_frames(result.video)) == 73
+
+
+def test_chained_replace_continues_each_window_over_the_reference_background(tiny_wan, shared_data, tmp_path):
+    result = render_shot(_photo(shared_data), _cfg(tiny_wan, "match=video", "window.mode=chained"), tmp_path)
+    assert result.status == "succeeded", result.error
+    assert len(result.manifest["windows"]) == 3 and len(read_frames(result.video)) == 73
+    assert result.manifest["config"]["window"]["mode"] == "chained"

@@ -62,7 +62,7 @@ def build_tiny_wan():
     transformer = WanAnimateTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, latent_channels=16,
         out_channels=16, text_dim=TEXT_WIDTH, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=IMAGE_WIDTH, added_kv_proj_dim=24, rope_max_seq_len=32,
+        qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=IMAGE_WIDTH, added_kv_proj_dim=24, rope_max_seq_len=1024,
         pos_embed_seq_len=None, motion_encoder_channel_sizes={"4": 8, "8": 8, "16": 8, "32": 8},
         motion_encoder_size=FACE_SIZE, motion_style_dim=8, motion_dim=4, motion_encoder_dim=8,
         face_encoder_hidden_dim=8, face_encoder_num_heads=2, inject_face_latents_blocks=2, motion_encoder_batch_size=8,
