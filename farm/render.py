@@ -345,7 +345,9 @@ def plan_shot(
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
 
         # 6. Window plan.
-        overlap = cfg.window.overlap if cfg.window.overlap is not None else spec.window_overlap
+        chained = cfg.window.mode == "chained"
+        default_overlap = spec.condition_frames if chained else spec.window_overlap
+        overlap = cfg.window.overlap if cfg.window.overlap is not None else default_overlap
         if cfg.window.mode == "chained" and not spec.can_chain:
             raise FarmError("config window.mode", f"backend {spec.name} cannot continue a window from the one before it",
                             "use window.mode=parallel, or a backend that can chain")
@@ -390,8 +392,9 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     started = time.perf_counter()
     request = plan.request(window)
     before = plan.previous_window(window)
-    if before is not None:  # chained: continue from the end of the window before, as it was rendered
-        request.previous = _window_frames(plan, before)[-max(1, backend.spec.condition_frames) :]
+    if before is not None:  # chained: continue from the window before, on the frames where this one starts
+        at = window.start - before.start  # (the last window, shifted back to end the shot, overlaps more)
+        request.previous = _window_frames(plan, before)[at : at + max(1, backend.spec.condition_frames)]
     if backend.spec.needs_reference:
         request.reference, request.driving = _reference_for(plan, window)
     result = backend.render_window(request)

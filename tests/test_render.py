@@ -267,8 +267,10 @@ def test_chained_windows_continue_from_the_end_of_the_window_before(tmp_path):
     heads = {starts[0], starts[4]}  # two chains: windows 0-3 and 4-7
     assert {start for start, previous in backend.previous.items() if previous is None} == heads
     for before, after in zip(starts, starts[1:]):
-        if after not in heads:  # the last 2 frames of the window before, as it was rendered
-            assert np.array_equal(backend.previous[after], backend.rendered[before][-2:])
+        if after not in heads:  # the 2 frames of the window before where this one starts, as rendered
+            at = after - before  # 10, except for the last window, shifted back to end the shot: 1
+            assert np.array_equal(backend.previous[after], backend.rendered[before][at : at + 2])
+    assert starts[-1] - starts[-2] == 1
 
 
 def test_chained_mode_is_refused_for_a_backend_that_cannot_chain(tmp_path):

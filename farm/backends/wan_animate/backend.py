@@ -22,6 +22,9 @@ from farm.backends.wan_animate import inputs
 from farm.errors import FarmError
 
 DTYPES = ("bf16", "fp16", "fp32")
+# The pipeline loaded in this process, by what loading depends on (shots that differ only in steps,
+# guidance or size share it).
+_PIPELINES: dict[tuple, tuple] = {}
 HUB_ID = "org/name"
 
 
@@ -48,8 +51,8 @@ class WanAnimateBackend:
                  dtype: str = "bf16", device: str = "auto", cpu_offload: bool = False, vae_tiling: bool = False,
                  resolution_area: int = 1280 * 720, steps: int = 20, guidance: float = 1.0, negative_prompt: str = "",
                  condition_frames: int = 1) -> None:
-        if condition_frames % 4 != 1:
-            raise FarmError("config backend.condition_frames", f"is {condition_frames}, the model takes 4k+1 frames",
+        if condition_frames not in (1, 5):
+            raise FarmError("config backend.condition_frames", f"is {condition_frames}; the pipeline takes 1 or 5",
                             "use 1 or 5")
         device = resolve_device(device)
         self.spec = self.spec_for(device=device, condition_frames=condition_frames)
@@ -77,7 +80,9 @@ class WanAnimateBackend:
         if request.reference is None or request.driving is None:
             raise RuntimeError("WanAnimateBackend needs the reference frames and driving pose of each window")
         canvas, n = self._canvas, request.end - request.start
-        length = _valid_length(n)
+        # 4k+1 frames, and more than twice the conditioning frames (else the pipeline splits the
+        # window into segments it cannot count: 5 frames at least for 1, 13 for 5).
+        length = max(_valid_length(n), _valid_length(2 * self.spec.condition_frames + 1))
         width, height = inputs.render_size(canvas.width, canvas.height, self.options["resolution_area"])
         mode = "replace" if canvas.mode == "video" else "animate"
 
@@ -171,6 +176,9 @@ def _pipeline_class():
         def prepare_prev_segment_cond_latents(self, prev_segment_cond_video=None, *args, **kwargs):
             if prev_segment_cond_video is None and self.farm_previous is not None:
                 prev_segment_cond_video = self.farm_previous.to(self._execution_device)
+                # The pipeline marks the conditioning frames as given only past its first segment
+                # (start_frame > 0); a farm window is a later segment of its chain.
+                kwargs["start_frame"] = max(kwargs.get("start_frame", 0), 1)
             return super().prepare_prev_segment_cond_latents(prev_segment_cond_video, *args, **kwargs)
 
     return FarmWanAnimatePipeline
@@ -204,6 +212,12 @@ def load_pipeline(model: str, *, revision: str | None, local_files_only: bool | 
     if not folder.exists() and (model.startswith((".", "/", "~")) or model.count("/") != 1):
         raise FarmError("config backend.model", f"{model} is not a folder here and not a hub id ({HUB_ID})",
                         "check the path, or give a hub id such as Wan-AI/Wan2.2-Animate-14B-Diffusers")
+    key = (model, revision, offline, dtype, device, cpu_offload, vae_tiling)
+    if key in _PIPELINES:
+        return _PIPELINES[key]
+    _PIPELINES.clear()  # one model per worker: a different one replaces it
+    if device == "cuda":
+        torch.cuda.empty_cache()
     torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     try:
         pipe = _pipeline_class().from_pretrained(
@@ -226,13 +240,15 @@ def load_pipeline(model: str, *, revision: str | None, local_files_only: bool | 
         identity["sha256"] = folder_hash(folder)
     else:
         identity["revision"] = revision or _snapshot_revision(pipe) or "main"
+    _PIPELINES[key] = pipe, identity
     return pipe, identity
 
 
 def folder_hash(folder: Path) -> str:
     """sha256 over every file of the folder (relative path and content), in path order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    files = (p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    for path in sorted(files):  # hidden files (the hub's download metadata) are not the weights
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
