@@ -141,13 +141,15 @@ def backend_class(cfg: FarmConfig) -> type:
 def backend_spec(cfg: FarmConfig) -> BackendSpec:
     """What the configured backend needs (its GPUs, window rule), without loading its model."""
     cls = backend_class(cfg)
-    options = {k: v for k, v in dataclasses.asdict(cfg.backend).items() if k != "name"}
-    return cls.spec_for(**options) if hasattr(cls, "spec_for") else cls.spec
+    return cls.spec_for(**_backend_options(cfg)) if hasattr(cls, "spec_for") else cls.spec
 
 
 def make_backend(cfg: FarmConfig) -> Backend:
-    options = {k: v for k, v in dataclasses.asdict(cfg.backend).items() if k != "name"}
-    return backend_class(cfg)(**options)
+    return backend_class(cfg)(**_backend_options(cfg))
+
+
+def _backend_options(cfg: FarmConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg.backend).items() if k != "name"}
 
 
 @dataclass
@@ -689,10 +691,14 @@ def _clear_remote(store: Storage, uri: str) -> None:
 
 def _local_window(plan: ShotPlan, window: Window) -> Path:
     """The window's checkpoint on this machine, downloaded from the store if another node made it."""
-    path = plan.window_file(window)
+    return _on_this_node(plan, plan.window_file(window), plan.window_uri(window))
+
+
+def _on_this_node(plan: ShotPlan, path: Path, uri: str) -> Path:
+    """A working file of the shot (checkpoint, segment) here, fetched from the store when another node made it."""
     if path.exists() or not plan.remote:
         return path
-    return storage_for(plan.cfg).fetch(plan.window_uri(window), plan.folder / WINDOWS / "fetched")
+    return storage_for(plan.cfg).fetch(uri, path.parent / "fetched")
 
 
 def _reference_for(plan: ShotPlan, window: Window) -> tuple[np.ndarray, PoseSequence]:
@@ -724,10 +730,7 @@ def _window_frames(plan: ShotPlan, window: Window) -> np.ndarray:
 
 def _local_segment(plan: ShotPlan, segment: Segment) -> Path:
     """The segment's file on this machine, downloaded from the store if another node made it."""
-    path = plan.segment_file(segment)
-    if path.exists() or not plan.remote:
-        return path
-    return storage_for(plan.cfg).fetch(plan.segment_uri(segment), plan.folder / SEGMENTS / "fetched")
+    return _on_this_node(plan, plan.segment_file(segment), plan.segment_uri(segment))
 
 
 def _colour_fits(plan: ShotPlan, window_logs: list[dict]) -> list:

@@ -91,12 +91,6 @@ class ColourFit:
         return out
 
 
-def match_colour(frames: np.ndarray, source: LabStats, target: LabStats) -> np.ndarray:
-    """Map (n, H, W, 3) uint8 RGB frames so that colours with Lab statistics `source` (mean, std)
-    get the statistics `target` (see ColourFit)."""
-    return ColourFit.between(source, target).apply(frames)
-
-
 def overlap_statistics(windows: list[Window], index: int, frames: np.ndarray) -> np.ndarray:
     """Lab statistics of window `index`'s head (the frames its predecessor also covers) and tail
     (the frames its successor also covers), as a (2, 2, 3) array [[head mean, head std], [tail

@@ -20,6 +20,7 @@ import numpy as np
 from farm.backends.base import BackendSpec, Canvas, Character, WindowRequest, WindowResult
 from farm.backends.wan_animate import inputs
 from farm.errors import FarmError
+from farm.windows import valid_length
 
 DTYPES = ("bf16", "fp16", "fp32")
 # The pipeline loaded in this process, by what loading depends on (shots that differ only in steps,
@@ -82,7 +83,8 @@ class WanAnimateBackend:
         canvas, n = self._canvas, request.end - request.start
         # 4k+1 frames, and more than twice the conditioning frames (else the pipeline splits the
         # window into segments it cannot count: 5 frames at least for 1, 13 for 5).
-        length = max(_valid_length(n), _valid_length(2 * self.spec.condition_frames + 1))
+        rule = self.spec.frame_multiple
+        length = max(valid_length(n, rule), valid_length(2 * self.spec.condition_frames + 1, rule))
         width, height = inputs.render_size(canvas.width, canvas.height, self.options["resolution_area"])
         mode = "replace" if canvas.mode == "video" else "animate"
 
@@ -147,10 +149,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _valid_length(n: int) -> int:
-    return n if n % 4 == 1 else n + (4 - (n - 1) % 4) % 4
 
 
 def _frames_tensor(frames: np.ndarray, width: int, height: int):
