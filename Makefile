@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup demo test bench lint clean gpu-smoke
+.PHONY: setup browser demo test bench lint clean gpu-smoke
 
 setup: $(STAMP)
 
@@ -18,10 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# Debian's Chromium and its ChromeDriver, for the test that opens the HTML reports headless.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 demo: setup
 	$(VENV)/bin/farm submit jobs/demo.yaml -o out
 
-test: setup
+test: setup browser
 	$(VENV)/bin/pytest -q
 
 bench: setup

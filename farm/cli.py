@@ -95,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--force", action="store_true", help="render again shots that are already finished")
     submit.add_argument("overrides", nargs="*", help="config overrides applied to every shot")
 
-    status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, error")
+    report = sub.add_parser("report", help="rebuild the HTML reports of a campaign (each shot's and the campaign page)")
+    report.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
+    report.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
+
+    status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, QA, error")
     status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
     status.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
@@ -134,7 +138,10 @@ def run(argv: list[str]) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        commands = {"render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "status": cmd_status, "config": cmd_config}
+        commands = {
+            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "status": cmd_status, "report": cmd_report,
+            "config": cmd_config,
+        }
         return commands[args.command](args)
     except FarmError as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -222,14 +229,55 @@ def cmd_submit(args) -> int:
         finished = True
     finally:
         # Also when interrupted: the record says how far the run got, not "running" forever.
-        counts = record.write(finished=True, interrupted=not finished)["counts"]
+        doc = record.write(finished=True, interrupted=not finished)
+        report = _campaign_report(doc, out, record.folder, store)
+    counts = doc["counts"]
     console.print(
         f"campaign {campaign.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
         f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
         f"output in {out}"
     )
+    if counts["shots_flagged"]:
+        console.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
+    if report:
+        console.print(f"report: {report}")
     return 3 if counts["shots_failed"] else 0
+
+
+def _campaign_report(doc: dict, out: str, folder, store) -> str | None:
+    """The campaign page; a page that cannot be made is a warning, never a failed campaign."""
+    from farm.report import publish_campaign_report
+
+    try:
+        return publish_campaign_report(doc, out, folder, store)
+    except FarmError as exc:
+        console.print(f"[yellow]warning:[/yellow] no campaign report: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the renders are done and recorded; say why the page is not
+        console.print(f"[yellow]warning:[/yellow] no campaign report: {type(exc).__name__}: {exc}")
+    return None
+
+
+def cmd_report(args) -> int:
+    import tempfile
+
+    from farm.config import load_config
+    from farm.records import read_campaign
+    from farm.render import stage_root, storage_for
+    from farm.report import publish_campaign_report, rebuild_shot_report
+    from farm.storage import Storage
+
+    cfg = load_config(args.overrides)
+    store = storage_for(cfg)
+    doc = read_campaign(args.campaign, store)
+    with tempfile.TemporaryDirectory(prefix="farm-report-") as work:
+        for row in doc["shots"]:
+            made = rebuild_shot_report(Storage.join(args.campaign, "shots", row["shot_id"]), store, Path(work))
+            console.print(f"{row['shot_id']}: {made or 'no report (' + row['status'] + ', no QA record)'}")
+        folder = store.local_path(args.campaign) or stage_root(args.campaign, cfg)
+        report = publish_campaign_report(doc, args.campaign, Path(folder), store)
+    console.print(f"report: {report}")
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -241,16 +289,18 @@ def cmd_status(args) -> int:
 
     doc = read_campaign(args.campaign, storage_for(load_config(args.overrides)))
     table = Table(title=f"campaign {doc['name']} ({doc['status']})")
-    for column in ("shot", "state", "windows", "frames", "seconds", "error"):
+    for column in ("shot", "state", "windows", "frames", "seconds", "QA", "error"):
         table.add_column(column)
     for row in doc["shots"]:
         windows = f"{row['windows_rendered']} new + {row['windows_reused']} reused"
-        table.add_row(row["shot_id"], row["status"], windows, str(row["frames"] or ""), str(row["seconds"]), row["error"] or "")
+        qa = "" if row["status"] == "failed" else "needs re-render: " + "; ".join(row.get("qa_reasons") or []) \
+            if row.get("needs_rerender") else "ok"
+        table.add_row(row["shot_id"], row["status"], windows, str(row["frames"] or ""), str(row["seconds"]), qa, row["error"] or "")
     counts = doc["counts"]
     Console(highlight=False, soft_wrap=True).print(table)
     print(
         f"{counts['shots_done']}/{counts['shots_total']} shots done: {counts['shots_succeeded']} rendered, "
-        f"{counts['shots_reused']} reused, {counts['shots_failed']} failed"
+        f"{counts['shots_reused']} reused, {counts['shots_failed']} failed, {counts.get('shots_flagged', 0)} need a re-render"
     )
     return 0
 
@@ -293,18 +343,26 @@ def cmd_config(args) -> int:
     return 0
 
 
-def _say(result) -> None:
+def _say(result, *, report: bool = False) -> None:
+    """One line per shot; with report, also where its report is and why it needs a re-render."""
     from farm.storage import Storage
 
     if result.status == "failed":
         console.print(f"[red]error:[/red] {result.error} (record: {Storage.join(result.uri, 'manifest.json')})")
-    else:
-        verb = "already rendered" if result.status == "reused" else "rendered"
-        console.print(f"[green]{verb}[/green] {result.video_uri}")
+        return
+    verb = "already rendered" if result.status == "reused" else "rendered"
+    qa = result.manifest.get("qa") or {}
+    flag = " [yellow](needs a re-render)[/yellow]" if qa.get("needs_rerender") else ""
+    console.print(f"[green]{verb}[/green] {result.video_uri}{flag}")
+    if report:
+        for reason in qa.get("reasons") or []:
+            console.print(f"  QA: {reason}")
+        if result.manifest.get("report"):
+            console.print(f"report: {Storage.join(result.uri, result.manifest['report'])}")
 
 
 def _report(result) -> int:
-    _say(result)
+    _say(result, report=True)
     if result.status != "failed":
         return 0
     return 1 if "traceback" in result.manifest["error"] else 2

@@ -109,6 +109,15 @@ class QAConfig:
     strict: bool = False
     max_video_seconds: float = 600.0
     max_side: int = 8192
+    # Re-render thresholds (farm.qa.measure.verdict); None turns one off.
+    min_pose_pck: float | None = 0.5
+    min_pose_oks: float | None = None
+    min_pose_detected: float | None = 0.5
+    max_jitter: float | None = 0.1
+    max_appearance_drift: float | None = 0.5
+    min_appearance_ssim: float | None = None
+    max_seam_score: float | None = 3.0
+    max_overlap_overhead: float | None = None
 
 
 @dataclass
@@ -158,6 +167,14 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "pose.min_tracking_confidence": (0.0, 1.0),
     "qa.max_video_seconds": (1.0, None),
     "qa.max_side": (64, None),
+    "qa.min_pose_pck": (0.0, 1.0),
+    "qa.min_pose_oks": (0.0, 1.0),
+    "qa.min_pose_detected": (0.0, 1.0),
+    "qa.max_jitter": (0.0, None),
+    "qa.max_appearance_drift": (0.0, 1.0),
+    "qa.min_appearance_ssim": (-1.0, 1.0),
+    "qa.max_seam_score": (1.0, None),
+    "qa.max_overlap_overhead": (0.0, None),
     "runtime.num_cpus": (1, None),
     "runtime.max_retries": (0, 20),
     "backend.grid_divisions": (4, 400),

@@ -19,6 +19,10 @@ from farm.storage.local import write_atomically
 
 CAMPAIGN_JSON = "campaign.json"
 CAMPAIGN_PARQUET = "campaign.parquet"
+CAMPAIGN_REPORT = "report.html"
+# Shot metrics (manifest `metrics`, farm.qa.measure) that are columns of the campaign table.
+QA_METRICS = ("pose_pck", "pose_oks", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
+              "overlap_overhead")
 
 # campaign.parquet columns, in order, with their types.
 COLUMNS = pa.schema(
@@ -37,8 +41,13 @@ COLUMNS = pa.schema(
         ("windows_reused", pa.int64()),
         ("rig_error_px_max", pa.float64()),
         ("seconds", pa.float64()),
+        *((metric, pa.float64()) for metric in QA_METRICS),
+        ("pose_source", pa.string()),
+        ("needs_rerender", pa.bool_()),
+        ("qa_reasons", pa.list_(pa.string())),
         ("video", pa.string()),
         ("manifest", pa.string()),
+        ("report", pa.string()),
     ]
 )
 
@@ -49,6 +58,7 @@ def shot_row(result: ShotResult) -> dict:
     metrics = m.get("metrics") or {}
     windows = m.get("windows") or []
     inputs = m.get("inputs") or {}
+    qa = m.get("qa") or {}
     reused = result.status == "reused"
     return {
         "shot_id": result.shot_id,
@@ -65,8 +75,13 @@ def shot_row(result: ShotResult) -> dict:
         "windows_reused": len(windows) if reused else metrics.get("windows_reused", 0),
         "rig_error_px_max": metrics.get("rig_error_px_max"),
         "seconds": 0.0 if reused else round(sum((m.get("timings") or {}).values()), 3),
+        **{metric: metrics.get(metric) for metric in QA_METRICS},
+        "pose_source": metrics.get("pose_source"),
+        "needs_rerender": qa.get("needs_rerender", False),
+        "qa_reasons": qa.get("reasons", []),
         "video": result.video_uri,
         "manifest": Storage.join(result.uri or str(result.folder), "manifest.json"),
+        "report": Storage.join(result.uri or str(result.folder), m["report"]) if m.get("report") else None,
     }
 
 
@@ -95,6 +110,7 @@ class CampaignRecord:
             "shots_succeeded": status.count("succeeded"),
             "shots_reused": status.count("reused"),
             "shots_failed": status.count("failed"),
+            "shots_flagged": sum(1 for r in self.rows if r.get("needs_rerender")),
             "windows_rendered": sum(r["windows_rendered"] or 0 for r in self.rows),
             "windows_reused": sum(r["windows_reused"] or 0 for r in self.rows),
         }

@@ -44,6 +44,9 @@ MANIFEST = "manifest.json"
 PREVIEW = "pose_preview.mp4"
 WINDOWS = "windows"
 SEGMENTS = "segments"
+QA_TABLE = "qa.parquet"
+REPORT = "report.html"
+QA_SUFFIX = ".qa.npz"  # next to each segment: what QA measured on its frames
 WORK = (WINDOWS, SEGMENTS)  # working files of a shot: kept until its manifest is committed, never published
 
 
@@ -210,11 +213,12 @@ class ShotPlan:
         """The runs of windows that are stitched and encoded on their own, then joined."""
         return plan_segments(self.windows, len(self.targets), self.cfg.output.segment_frames)
 
-    def segment_file(self, segment: Segment) -> Path:
-        return self.folder / SEGMENTS / f"{segment.index:04d}.mp4"
+    def segment_file(self, segment: Segment, suffix: str = ".mp4") -> Path:
+        """The segment's video, or with suffix QA_SUFFIX what QA measured on it."""
+        return self.folder / SEGMENTS / f"{segment.index:04d}{suffix}"
 
-    def segment_uri(self, segment: Segment) -> str:
-        return Storage.join(self.uri, SEGMENTS, self.segment_file(segment).name)
+    def segment_uri(self, segment: Segment, suffix: str = ".mp4") -> str:
+        return Storage.join(self.uri, SEGMENTS, self.segment_file(segment, suffix).name)
 
     @property
     def remote(self) -> bool:
@@ -406,6 +410,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     seconds = time.perf_counter() - started
     frames = result.frames[: window.length]
     stored = {"frames": frames}
+    if result.drawn_joints is not None:  # where the backend drew the rig: QA measures it when the detector cannot
+        stored["joints"] = result.drawn_joints[: window.length].astype(np.float32)
     if plan.cfg.window.colour == "lab":  # what the stitch fits colours with, measured here in parallel
         stored["lab"] = overlap_statistics(plan.windows, window.index, frames)
     write_atomically(path, lambda out: np.savez(out, **stored), str(path))
@@ -430,6 +436,7 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     x264 runs on one thread: its output depends on its thread count, and a shot's video must not
     depend on the machine (segments of a long video encode side by side on the farm instead)."""
     from farm.media.encode import VideoWriter
+    from farm.qa.measure import Appearance, FrameMeter
     from farm.stitch import Stitcher
 
     started = time.perf_counter()
@@ -441,15 +448,20 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
         stitcher.prime(before, _window_frames(plan, before), fits[before.index])
     path = plan.segment_file(segment)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meter = FrameMeter(Appearance.of(plan.character), plan.targets[segment.start : segment.end])
     with VideoWriter(path, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
-                     crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer:
+                     crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer, meter:
         for w in range(segment.first, segment.stop):
             next_start = windows[w + 1].start if w + 1 < len(windows) else None
             for frame in stitcher.add(windows[w], _window_frames(plan, windows[w]), next_start, fits[w]):
                 writer.write(frame)
+                meter.add(frame)  # QA measures the frames as they are encoded, segments side by side
         stitcher.finish(segment.end)
+    measured = plan.segment_file(segment, QA_SUFFIX)
+    write_atomically(measured, lambda out: np.savez(out, **meter.result()), str(measured))
     if plan.remote:
         storage_for(cfg).put_file(path, plan.segment_uri(segment))
+        storage_for(cfg).put_file(measured, plan.segment_uri(segment, QA_SUFFIX))
     return {"index": segment.index, "start": segment.start, "end": segment.end, "worker": worker,
             "seconds": round(time.perf_counter() - started, 3)}
 
@@ -501,6 +513,14 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
 
                 write_openpose_json(plan.driving, folder / "poses" / "openpose")
 
+        # 10b. Quality: what the segments measured, against the target pose; thresholds.
+        with _timed(timings, "qa"):
+            from farm.qa.measure import verdict, write_quality_table
+
+            quality = _quality(plan)
+            quality.frames["source_frame"] = plan.index
+            write_quality_table(quality, folder / QA_TABLE)
+
         errors = [w["rig_error_px_max"] for w in window_logs if w.get("rig_error_px_max") is not None]
         record["metrics"] = {
             "frames": len(plan.targets),
@@ -511,9 +531,15 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             "rig_error_px_max": max(errors) if errors else None,
             "windows_rendered": sum(1 for w in window_logs if not w.get("reused")),
             "windows_reused": sum(1 for w in window_logs if w.get("reused")),
+            **quality.summary,
+            "windows": quality.windows,
         }
+        reasons = verdict(record["metrics"], quality.windows, cfg.qa)
+        record["qa"] = {"needs_rerender": bool(reasons), "reasons": reasons}
         record["artifacts"] = _artifacts(folder)
         record.update(status="succeeded", error=None)
+        with _timed(timings, "report"):
+            _write_report(plan, record)
         record["timings"] = {k: round(v, 3) for k, v in timings.items()}
         result = _commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest
@@ -527,6 +553,18 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             except FarmError:
                 pass
     return result
+
+
+def _write_report(plan: ShotPlan, record: dict) -> None:
+    """The shot's report.html (and thumb.jpg, for the campaign page). A report that cannot be made
+    costs the shot nothing: the reason is recorded and `farm report` can try again."""
+    from farm.report import ShotSources, write_shot_report
+
+    try:
+        write_shot_report(ShotSources(plan.folder, record, motion=_local_motion(plan), character=plan.character.image))
+        record["report"], record["report_error"] = REPORT, None
+    except Exception as exc:  # noqa: BLE001 - a view of the shot, not the shot
+        record["report"], record["report_error"] = None, f"{type(exc).__name__}: {exc}"
 
 
 def fail_shot(
@@ -709,11 +747,34 @@ def _reference_for(plan: ShotPlan, window: Window) -> tuple[np.ndarray, PoseSequ
     first, last = int(index.min()), int(index.max())
     decoded = list(iter_frames(_local_motion(plan), first, last + 1))
     frames = np.stack([decoded[i - first] for i in index])
+    return frames, _driving_at(plan, index)
+
+
+def _driving_at(plan: ShotPlan, index: np.ndarray) -> PoseSequence:
+    """The driving pose on the source frames `index` (one per output frame)."""
     at = index - plan.driving.start
     d = plan.driving
-    driving = PoseSequence(body=d.body[at], left_hand=d.left_hand[at], right_hand=d.right_hand[at], face=d.face[at],
-                           fps=d.fps, width=d.width, height=d.height, start=first)
-    return frames, driving
+    return PoseSequence(body=d.body[at], left_hand=d.left_hand[at], right_hand=d.right_hand[at], face=d.face[at],
+                        fps=d.fps, width=d.width, height=d.height, start=int(index.min()))
+
+
+def _quality(plan: ShotPlan):
+    """The shot's quality (farm.qa.measure.Quality) from what its segments measured."""
+    from farm.qa.measure import coco17_target, detector_sees, shot_quality
+
+    parts = []
+    for segment in plan.segments:
+        with np.load(_local_segment(plan, segment, QA_SUFFIX)) as stored:
+            parts.append({key: stored[key] for key in stored.files})
+    drawn = np.zeros((len(plan.targets), 15, 2), np.float32)
+    for window in plan.windows:
+        with np.load(_local_window(plan, window)) as stored:
+            if "joints" not in stored.files:
+                drawn = None
+                break
+            drawn[window.start : window.end] = stored["joints"]
+    target = coco17_target(plan.targets, _driving_at(plan, plan.index))
+    return shot_quality(parts, plan.windows, target, drawn=drawn, detector_sees_character=detector_sees(plan.character))
 
 
 def _local_motion(plan: ShotPlan) -> Path:
@@ -728,9 +789,9 @@ def _window_frames(plan: ShotPlan, window: Window) -> np.ndarray:
         return stored["frames"]
 
 
-def _local_segment(plan: ShotPlan, segment: Segment) -> Path:
+def _local_segment(plan: ShotPlan, segment: Segment, suffix: str = ".mp4") -> Path:
     """The segment's file on this machine, downloaded from the store if another node made it."""
-    return _on_this_node(plan, plan.segment_file(segment), plan.segment_uri(segment))
+    return _on_this_node(plan, plan.segment_file(segment, suffix), plan.segment_uri(segment, suffix))
 
 
 def _colour_fits(plan: ShotPlan, window_logs: list[dict]) -> list:

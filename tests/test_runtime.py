@@ -126,9 +126,20 @@ shots:
     assert manifest["status"] == "succeeded" and manifest["inputs"]["motion"]["uri"] == inputs["gesture_asl_please.mkv"]
     video = store.fetch(f"{shot}/video.mp4", tmp_path / "check")
     assert len(read_frames(video)) == 73
-    capsys.readouterr()
+    # The reports are in the bucket; `farm report` rebuilds them from the bucket alone.
+    assert {f"{shot}/report.html", f"{shot}/thumb.jpg", f"{shot}/qa.parquet", f"{out}/cloud/report.html"} <= keys
+    assert f"report: {out}/cloud/report.html" in capsys.readouterr().err
+    for key in (f"{shot}/report.html", f"{out}/cloud/report.html"):
+        store.delete(key)
+    assert cli.run(["report", f"{out}/cloud", f"storage.endpoint_url={s3_endpoint}"]) == 0
+    assert f"please: {shot}/report.html" in capsys.readouterr().err
+    page = store.get_bytes(f"{out}/cloud/report.html").decode()
+    assert 'data-shot="please"' in page and "data:image/jpeg;base64," in page
+    shot_page = store.get_bytes(f"{shot}/report.html").decode()
+    assert "Shot please" in shot_page and manifest["artifacts"][0]["sha256"] in shot_page
     assert cli.run(["status", f"{out}/cloud", f"storage.endpoint_url={s3_endpoint}"]) == 0
-    assert "1/1 shots done: 1 rendered" in capsys.readouterr().out
+    status = capsys.readouterr().out
+    assert "1/1 shots done: 1 rendered" in status and "0 need a re-render" in status and "│ ok" in status
     # A second run finds the finished shot in the bucket and renders nothing.
     assert cli.run(["submit", str(campaign), "-o", out]) == 0
     counts = json.loads(store.get_bytes(f"{out}/cloud/campaign.json"))["counts"]

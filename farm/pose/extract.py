@@ -161,9 +161,10 @@ def detect_image_pose(rgb: np.ndarray) -> np.ndarray | None:
 
 
 @contextmanager
-def image_pose_detector() -> Iterator[Callable[[np.ndarray], np.ndarray | None]]:
-    """detect_image_pose for many unrelated images, with one mediapipe graph for all of them."""
-    with _landmarker(PoseOptions(hands=False, face=False), static=True) as landmarker:
+def image_pose_detector(*, tracking: bool = False) -> Iterator[Callable[[np.ndarray], np.ndarray | None]]:
+    """detect_image_pose for many images, with one mediapipe graph for all of them. tracking:
+    the images are consecutive frames of one video (mediapipe's tracking mode, unsmoothed)."""
+    with _landmarker(PoseOptions(hands=False, face=False), static=not tracking) as landmarker:
 
         def detect(rgb: np.ndarray) -> np.ndarray | None:
             result = landmarker.process(np.ascontiguousarray(rgb))

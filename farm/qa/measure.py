@@ -1,0 +1,338 @@
+"""Measuring a shot's output (DESIGN §7).
+
+Two halves:
+- `FrameMeter` looks at the output frames as a segment is encoded (on whichever worker encodes it,
+  so a long shot is measured in parallel): the performer's pose re-detected by mediapipe, the
+  character region's colour histogram and the aligned torso's SSIM against the character image,
+  and the difference to the frame before.
+- `shot_quality` puts the segments' measurements together with the target skeleton into the
+  shot's metrics (farm.qa.metrics), per frame, per window and for the shot, and `verdict` checks
+  them against the `qa.*` thresholds.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from farm.backends.base import Character
+from farm.pose.extract import PoseSequence, image_pose_detector
+from farm.pose.openpose import coco18_from_body
+from farm.pose.transfer import transfer_pose
+from farm.qa import metrics as m
+from farm.rig import BONES, JOINT_INDEX, VISIBLE
+from farm.windows import Window
+
+SMALL_WIDTH = 160  # frame differences are measured at this width
+SSIM_SIDE = 96  # torso crops are compared at most this large
+_TORSO = tuple(JOINT_INDEX[n] for n in ("neck", "right_shoulder", "left_shoulder", "pelvis", "right_hip", "left_hip"))
+# COCO-17 points the rig itself has (eyes and ears come from the performer), and their rig joints.
+_COCO17_FROM_RIG = {0: JOINT_INDEX["head"], 5: JOINT_INDEX["left_shoulder"], 6: JOINT_INDEX["right_shoulder"],
+                    7: JOINT_INDEX["left_elbow"], 8: JOINT_INDEX["right_elbow"], 9: JOINT_INDEX["left_wrist"],
+                    10: JOINT_INDEX["right_wrist"], 11: JOINT_INDEX["left_hip"], 12: JOINT_INDEX["right_hip"],
+                    13: JOINT_INDEX["left_knee"], 14: JOINT_INDEX["right_knee"], 15: JOINT_INDEX["left_ankle"],
+                    16: JOINT_INDEX["right_ankle"]}
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """What output frames are compared with: the HSV histogram of the character's body region in its
+    image, and the grey crop of its torso (box x0, y0, x1, y1) with the rest pose's torso joints."""
+
+    hist: np.ndarray
+    torso: np.ndarray
+    box: tuple[int, int, int, int]
+    rest: np.ndarray
+
+    @classmethod
+    def of(cls, character: Character) -> Appearance:
+        image, joints = character.image, character.joints
+        region = body_band(joints, image.shape[:2]) & character.mask
+        rest = joints[list(_TORSO), :2].astype(np.float32)
+        pad = 0.15 * _torso_length(joints)
+        x0, y0 = np.floor(rest.min(axis=0) - pad).astype(int)
+        x1, y1 = np.ceil(rest.max(axis=0) + pad).astype(int)
+        h, w = image.shape[:2]
+        box = (max(0, x0), max(0, y0), min(w, x1), min(h, y1))
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[box[1] : box[3], box[0] : box[2]]
+        return cls(m.hsv_histogram(image, region), _fit(grey), box, rest)
+
+
+def body_band(joints: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: a band along the rig's bones, as wide as a limb, where the character's body
+    should be. joints: (15, >=2) pixels."""
+    band = np.zeros(shape, np.uint8)
+    width = max(3, int(round(0.3 * _torso_length(joints))))
+    for parent, child in BONES:
+        a, b = joints[parent, :2], joints[child, :2]
+        cv2.line(band, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 1, width)
+    return band.astype(bool)
+
+
+class FrameMeter:
+    """Per-frame measurements of consecutive output frames. Use as a context manager (it holds a
+    mediapipe graph); `add` each frame in order, then `result()`.
+
+    targets: (n, 15, 3) the rig joints the frames should show, on the canvas."""
+
+    def __init__(self, appearance: Appearance, targets: np.ndarray) -> None:
+        self.appearance, self.targets = appearance, targets
+        self.pose, self.hist, self.ssim, self.diff = [], [], [], []
+        self._previous: np.ndarray | None = None
+        self._first: np.ndarray | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> FrameMeter:
+        self._detect = self._stack.enter_context(image_pose_detector(tracking=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def add(self, frame: np.ndarray) -> None:
+        t = len(self.pose)
+        target = self.targets[t]
+        body = self._detect(frame)
+        self.pose.append(np.zeros((17, 3), np.float32) if body is None else coco17_from_body(body))
+        region = body_band(target, frame.shape[:2])
+        self.hist.append(m.histogram_distance(m.hsv_histogram(frame, region), self.appearance.hist))
+        self.ssim.append(self._torso_ssim(frame, target))
+        small = _small(frame)
+        self.diff.append(np.nan if self._previous is None else m.frame_difference(self._previous, small))
+        if self._first is None:
+            self._first = small
+        self._previous = small
+
+    def result(self) -> dict[str, np.ndarray]:
+        """pose (n, 17, 3) re-detected COCO-17; hist, ssim, diff (n,) with diff[0] nan (the frame
+        before is another segment's); first, last: the first and last frames, small and grey."""
+        return {
+            "pose": np.array(self.pose, np.float32).reshape(-1, 17, 3),
+            "hist": np.array(self.hist), "ssim": np.array(self.ssim), "diff": np.array(self.diff),
+            "first": self._first, "last": self._previous,
+        }
+
+    def _torso_ssim(self, frame: np.ndarray, target: np.ndarray) -> float:
+        """SSIM of the torso, the output warped onto the character image by the similarity that
+        maps the target's torso joints onto the rest pose's."""
+        a = self.appearance
+        if target[list(_TORSO), 2].min() <= 0:
+            return np.nan
+        matrix, _ = cv2.estimateAffinePartial2D(target[list(_TORSO), :2].astype(np.float32), a.rest, method=cv2.LMEDS)
+        if matrix is None:
+            return np.nan
+        matrix[:, 2] -= a.box[:2]
+        size = (a.box[2] - a.box[0], a.box[3] - a.box[1])
+        warped = cv2.warpAffine(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), matrix, size, flags=cv2.INTER_AREA)
+        return m.ssim(_fit(warped), a.torso)
+
+
+def coco17_from_body(body33: np.ndarray) -> np.ndarray:
+    """mediapipe's 33 body landmarks -> COCO-17 (x, y, visibility)."""
+    return coco18_from_body(body33)[..., list(m.COCO17_FROM_COCO18), :]
+
+
+def coco17_target(targets: np.ndarray, driving: PoseSequence) -> np.ndarray:
+    """(T, 17, 3) the pose the output should show: the retargeted rig, with eyes and ears carried
+    over from the performer (as the Wan backend draws them)."""
+    body20, _ = transfer_pose(targets, driving)
+    return body20[:, list(m.COCO17_FROM_COCO18)]
+
+
+def coco17_from_rig(joints: np.ndarray) -> np.ndarray:
+    """(T, 15, >=2) rig joints (e.g. where a backend drew them) -> (T, 17, 3); no eyes or ears."""
+    out = np.zeros((len(joints), 17, 3), np.float32)
+    for k, j in _COCO17_FROM_RIG.items():
+        out[:, k, :2] = joints[:, j, :2]
+        out[:, k, 2] = 1.0
+    return out
+
+
+@dataclass
+class Quality:
+    """A shot's measured quality: `summary` (manifest metrics), `windows` (one entry per window),
+    `frames` (per-frame columns for qa.parquet and the report's plots), `joins` (frame ranges)."""
+
+    summary: dict
+    windows: list[dict]
+    frames: dict[str, np.ndarray]
+    joins: list[tuple[int, int]]
+
+
+def detector_sees(character: Character) -> bool:
+    """Whether mediapipe finds the character's own pose in its image (PCK@0.1 of at least 0.5
+    against the skeleton the farm uses). It is trained on people: drawings and cartoons are often
+    missed or, worse, found with a made-up pose, and re-detection on their renders means nothing."""
+    if character.source == "detected":
+        return True
+    from farm.pose.extract import detect_image_pose
+
+    body = detect_image_pose(character.image)
+    if body is None:
+        return False
+    rest = coco17_from_rig(character.joints[None])
+    return bool(np.nan_to_num(m.pck(coco17_from_body(body)[None], rest))[0] >= 0.5)
+
+
+def shot_quality(
+    parts: list[dict[str, np.ndarray]], windows: list[Window], target: np.ndarray, *,
+    drawn: np.ndarray | None = None, detector_sees_character: bool = True,
+) -> Quality:
+    """parts: FrameMeter results of consecutive segments covering the shot; target: (T, 17, 3)
+    from coco17_target; drawn: (T, 15, 2) where the backend drew the rig joints, when it knows.
+
+    The output's pose is mediapipe's re-detection. For a character mediapipe cannot see in its own
+    image (detector_sees), the backend's drawn joints are measured instead, on the rig's 13 COCO
+    points; without them the pose metrics are not measured (None, pose_source "none")."""
+    detected = np.concatenate([p["pose"] for p in parts])
+    hist = np.concatenate([p["hist"] for p in parts])
+    ssim = np.concatenate([p["ssim"] for p in parts])
+    diff = np.concatenate([p["diff"] for p in parts])
+    starts = np.cumsum([0] + [len(p["pose"]) for p in parts])
+    for k in range(1, len(parts)):  # the transition between two segments
+        diff[starts[k]] = m.frame_difference(parts[k - 1]["last"], parts[k]["first"])
+    total = len(target)
+    if len(detected) != total:
+        raise RuntimeError(f"measured {len(detected)} frames of a {total}-frame shot")
+
+    found = (detected[..., 2] >= VISIBLE).any(axis=1)
+    source, measured = "mediapipe", detected
+    if not detector_sees_character:
+        source, measured = ("backend", coco17_from_rig(drawn)) if drawn is not None else ("none", np.zeros_like(target))
+        target = target.copy()
+        target[:, [1, 2, 3, 4], 2] = 0.0  # the rig has no eyes or ears
+        if drawn is None:
+            target[..., 2] = 0.0  # nothing to measure against: every pose metric is nan
+    pck, oks = m.pck(measured, target), m.oks(measured, target)
+    accel, accel_target = m.acceleration(measured), m.acceleration(target)
+    joins = [(b.start, a.end) for a, b in zip(windows, windows[1:]) if b.start < a.end]
+    seams = m.seam_ratios(diff, joins)
+    owner = np.zeros(total, np.int64)
+    for w in windows:
+        owner[w.start :] = w.index
+
+    per_window = []
+    for w in windows:
+        own = owner == w.index
+        per_window.append({
+            "index": w.index, "start": w.start, "end": w.end,
+            "pose_pck": _round(m.nanmean(pck[own])), "pose_oks": _round(m.nanmean(oks[own])),
+            "appearance_drift": _round(m.nanmean(hist[own])), "appearance_ssim": _round(m.nanmean(ssim[own])),
+            "seam_score": _round(seams[w.index - 1]) if 0 < w.index <= len(seams) else None,
+        })
+    drifts = [w["appearance_drift"] for w in per_window if w["appearance_drift"] is not None]
+    ssims = [w["appearance_ssim"] for w in per_window if w["appearance_ssim"] is not None]
+    summary = {
+        "pose_source": source,
+        "pose_detected": _round(float(found.mean())),
+        "pose_pck": _round(m.nanmean(pck)),
+        "pose_oks": _round(m.nanmean(oks)),
+        "jitter": _round(m.nanmean(accel)),
+        "jitter_target": _round(m.nanmean(accel_target)),
+        "appearance_drift": max(drifts) if drifts else None,
+        "appearance_ssim": min(ssims) if ssims else None,
+        "seam_score": _round(max(seams)) if seams else 1.0,
+    }
+    at_join = np.zeros(total, bool)
+    for first, end in joins:
+        at_join[first : end + 1] = True
+    frames = {
+        "frame": np.arange(total), "window": owner, "pose_pck": pck, "pose_oks": oks, "jitter": accel,
+        "appearance_drift": hist, "appearance_ssim": ssim, "frame_diff": diff, "at_join": at_join[:total],
+        "measured": measured, "target": target,
+    }
+    return Quality(summary, per_window, frames, joins)
+
+
+# The thresholds of conf/qa (key in QAConfig, metric, True when the metric must stay at or above).
+THRESHOLDS = (
+    ("min_pose_pck", "pose_pck", True),
+    ("min_pose_oks", "pose_oks", True),
+    ("max_jitter", "jitter", False),
+    ("max_appearance_drift", "appearance_drift", False),
+    ("min_appearance_ssim", "appearance_ssim", True),
+    ("max_seam_score", "seam_score", False),
+    ("max_overlap_overhead", "overlap_overhead", False),
+)
+
+
+def verdict(metrics: dict, windows: list[dict], qa) -> list[str]:
+    """The reasons a shot needs a re-render (empty: it passes). qa: the QAConfig; a threshold set
+    to None is not checked. A reason names the metric, its value, the limit and the worst window."""
+    reasons = []
+    for key, metric, at_least in THRESHOLDS:
+        limit, value = getattr(qa, key), metrics.get(metric)
+        if limit is None or value is None or (value >= limit if at_least else value <= limit):
+            continue
+        reason = f"{metric} {value:.3g} {'<' if at_least else '>'} {limit:g} ({'min' if at_least else 'max'})"
+        scored = [w for w in windows if w.get(metric) is not None]
+        if scored and len(windows) > 1:
+            worst = (min if at_least else max)(scored, key=lambda w: w[metric])
+            reason += f", worst in window {worst['index']} (frames {worst['start']}-{worst['end'] - 1})"
+        reasons.append(reason)
+    detected = metrics.get("pose_detected")
+    if metrics.get("pose_source") == "mediapipe" and detected is not None and qa.min_pose_detected is not None \
+            and detected < qa.min_pose_detected:
+        reasons.append(f"pose_detected {detected:.3g} < {qa.min_pose_detected:g} (min): the output's pose was found on "
+                       f"{detected:.0%} of frames")
+    return reasons
+
+
+def _torso_length(joints: np.ndarray) -> float:
+    neck, pelvis = joints[JOINT_INDEX["neck"], :2], joints[JOINT_INDEX["pelvis"], :2]
+    return float(max(np.linalg.norm(neck - pelvis), 1.0))
+
+
+def _small(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (SMALL_WIDTH, max(1, round(h * SMALL_WIDTH / w))), interpolation=cv2.INTER_AREA)
+
+
+def _fit(grey: np.ndarray) -> np.ndarray:
+    """A crop scaled so that its longer side is at most SSIM_SIDE (and at least 8 pixels)."""
+    h, w = grey.shape[:2]
+    scale = min(1.0, SSIM_SIDE / max(h, w, 1))
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA) if size != (w, h) else grey
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), digits)
+
+
+def write_quality_table(quality: Quality, path) -> None:
+    """qa.parquet: one row per output frame with its metrics and the measured and target COCO-17
+    points (51 floats: x, y, visibility per point)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from farm.storage.local import write_atomically
+
+    columns = {}
+    for name, values in quality.frames.items():
+        if values.ndim == 3:
+            flat = pa.array(values.reshape(len(values), -1).astype(np.float32).ravel())
+            columns[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1] * values.shape[2])
+        else:
+            columns[name] = pa.array(values)
+    table = pa.table(columns)
+    write_atomically(path, lambda out: pq.write_table(table, out), str(path))
+
+
+def read_quality_table(path) -> dict[str, np.ndarray]:
+    """qa.parquet back as arrays (measured, target: (T, 17, 3))."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    out = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if isinstance(column.type, pa.FixedSizeListType):
+            out[name] = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), 17, 3)
+        else:
+            out[name] = column.to_numpy(zero_copy_only=False)
+    return out

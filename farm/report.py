@@ -1,0 +1,256 @@
+"""Self-contained HTML reports (DESIGN §7): one per shot (`shots/<id>/report.html`) and one per
+campaign (`<campaign>/report.html`).
+
+Every image is inline (JPEG data URIs; plots are inline SVG from matplotlib), there is no script
+or style from elsewhere and no external URL, so a report opens the same from a disk, an S3
+console download or a mail attachment. The pages are made with Jinja2 templates (farm/templates/)
+with autoescaping on: prompts, shot ids and rights text are user strings.
+
+`write_shot_report` needs the shot folder as the render leaves it (manifest record, qa.parquet,
+video.mp4) and, when available, the motion video and the character image; `write_campaign_report`
+needs the campaign record's rows and each shot's thumbnail. `farm report` rebuilds both from the
+output store.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from farm.qa.measure import read_quality_table
+from farm.storage.local import write_bytes
+
+THUMB = "thumb.jpg"
+SHEET_FRAMES = 6  # moments in the contact sheet
+SHEET_HEIGHT = 200  # pixels of each contact-sheet image
+# COCO-17 limbs drawn on the pose overlays.
+_LIMBS = ((5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
+          (0, 1), (0, 2), (1, 3), (2, 4))
+# Shot metrics in the tables: key, label, digits.
+METRICS = (
+    ("pose_pck", "PCK@0.1", 3), ("pose_oks", "OKS", 3), ("pose_detected", "pose found", 2), ("jitter", "jitter", 4),
+    ("appearance_drift", "drift", 3), ("appearance_ssim", "SSIM", 3), ("seam_score", "seam", 2),
+    ("overlap_overhead", "overlap", 2),
+)
+
+
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("farm", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["num"] = lambda v, digits=3: "" if v is None else f"{v:.{digits}f}"
+    return env
+
+
+@dataclass
+class ShotSources:
+    """What a shot report is made from, as local files; the report and thumbnail are written into
+    `folder`. video and table default to the folder's video.mp4 and qa.parquet. motion and
+    character may be None (an input that can no longer be read): the report then says so."""
+
+    folder: Path
+    record: dict
+    motion: Path | None = None
+    character: np.ndarray | None = None
+    video: Path | None = None
+    table: Path | None = None
+
+
+def write_shot_report(sources: ShotSources) -> Path:
+    """Write report.html and thumb.jpg into the shot folder; returns the report's path."""
+    from farm.media.decode import read_frames
+
+    folder, record = sources.folder, sources.record
+    table = read_quality_table(sources.table or folder / "qa.parquet")
+    total = len(table["frame"])
+    picks = np.unique(np.linspace(0, total - 1, min(SHEET_FRAMES, total)).round().astype(int))
+    output = [read_frames(sources.video or folder / "video.mp4", int(t), int(t) + 1)[0] for t in picks]
+    write_bytes(folder / THUMB, _jpeg(output[len(output) // 2], 160), str(folder / THUMB))
+    sheet = []
+    for t, frame in zip(picks, output):
+        reference = None
+        if sources.motion is not None:
+            source = int(table["source_frame"][t])
+            reference = _data_uri(_jpeg(read_frames(sources.motion, source, source + 1)[0], SHEET_HEIGHT, by="height"))
+        overlay = _draw_pose(frame, table["target"][t], table["measured"][t])
+        sheet.append({
+            "frame": int(t), "reference": reference, "output": _data_uri(_jpeg(frame, SHEET_HEIGHT, by="height")),
+            "overlay": _data_uri(_jpeg(overlay, SHEET_HEIGHT, by="height")),
+            "pck": _finite(table["pose_pck"][t]), "drift": _finite(table["appearance_drift"][t]),
+        })
+    character = None if sources.character is None else _data_uri(_jpeg(sources.character, SHEET_HEIGHT, by="height"))
+    metrics = record.get("metrics") or {}
+    page = _env().get_template("shot.html.j2").render(
+        r=record, m=metrics, qa=record.get("qa") or {}, metrics=METRICS, sheet=sheet, character=character,
+        motion_missing=sources.motion is None, windows=metrics.get("windows") or [],
+        plots=_plots(table, metrics.get("windows") or []),
+        settings=yaml.safe_dump(record.get("config") or {}, sort_keys=False),
+        thresholds=_thresholds(record),
+    )
+    path = folder / "report.html"
+    write_bytes(path, page.encode(), str(path))
+    return path
+
+
+def write_campaign_report(path: Path, doc: dict, thumbs: dict[str, bytes | None]) -> Path:
+    """Write the campaign page. doc: campaign.json's content; thumbs: each shot's thumb.jpg bytes."""
+    rows = []
+    for row in doc["shots"]:
+        flagged = bool(row.get("needs_rerender"))
+        rows.append({**row, "flagged": flagged, "thumb": _data_uri(thumbs[row["shot_id"]]) if thumbs.get(row["shot_id"]) else None,
+                     "rank": 0 if flagged else 1 if row["status"] == "failed" else 2})
+    rows.sort(key=lambda r: (r["rank"], r["shot_id"]))
+    page = _env().get_template("campaign.html.j2").render(doc=doc, rows=rows, metrics=METRICS,
+                                                          flagged=sum(r["flagged"] for r in rows))
+    write_bytes(path, page.encode(), str(path))
+    return path
+
+
+def _thresholds(record: dict) -> dict[str, str]:
+    """The limit on each metric, as text ('>= 0.5'), from the shot's resolved qa config."""
+    from farm.qa.measure import THRESHOLDS
+
+    qa = (record.get("config") or {}).get("qa") or {}
+    out = {}
+    for key, metric, at_least in THRESHOLDS:
+        if qa.get(key) is not None:
+            out[metric] = f"{'≥' if at_least else '≤'} {qa[key]:g}"
+    if qa.get("min_pose_detected") is not None:
+        out["pose_detected"] = f"≥ {qa['min_pose_detected']:g}"
+    return out
+
+
+def _plots(table: dict[str, np.ndarray], windows: list[dict]) -> list[dict]:
+    """Per-frame plots as inline SVG: pose, appearance, frame differences (joins shaded), jitter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    frames = table["frame"]
+    joins = [(w["start"], prev["end"]) for prev, w in zip(windows, windows[1:]) if w["start"] < prev["end"]]
+    panels = (
+        ("Pose fidelity per frame", (("pose_pck", "PCK@0.1"), ("pose_oks", "OKS")), (0, 1.02)),
+        ("Appearance vs the character image", (("appearance_drift", "histogram distance"), ("appearance_ssim", "torso SSIM")), (0, 1.02)),
+        ("Frame difference (window joins shaded)", (("frame_diff", "mean |Δ| grey levels"),), None),
+        ("Keypoint acceleration (jitter)", (("jitter", "torso sizes / frame²"),), None),
+    )
+    out = []
+    for title, series, limits in panels:
+        fig, ax = plt.subplots(figsize=(8, 2.2), dpi=72)
+        for first, end in joins:
+            ax.axvspan(first - 0.5, end + 0.5, color="#f4c542", alpha=0.3, lw=0)
+        for key, label in series:
+            ax.plot(frames, np.asarray(table[key], float), lw=1.2, label=label)
+        if limits:
+            ax.set_ylim(*limits)
+        ax.set_xlim(0, max(1, len(frames) - 1))
+        ax.set_xlabel("output frame")
+        ax.legend(loc="lower left", fontsize=8, frameon=False)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg")
+        plt.close(fig)
+        svg = buffer.getvalue()
+        out.append({"title": title, "svg": svg[svg.index("<svg"):]})
+    return out
+
+
+def _draw_pose(frame: np.ndarray, target: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """The output frame with the target pose (green) and the measured one (red) drawn on it."""
+    canvas = frame.copy()
+    width = max(1, round(min(frame.shape[:2]) / 160))
+    for points, colour in ((target, (40, 220, 60)), (measured, (240, 40, 40))):
+        seen = points[:, 2] >= 0.5
+        for a, b in _LIMBS:
+            if seen[a] and seen[b]:
+                cv2.line(canvas, tuple(int(v) for v in points[a, :2]), tuple(int(v) for v in points[b, :2]), colour, width,
+                         cv2.LINE_AA)
+        for k in np.flatnonzero(seen):
+            cv2.circle(canvas, tuple(int(v) for v in points[k, :2]), width + 1, colour, -1, cv2.LINE_AA)
+    return canvas
+
+
+def _jpeg(rgb: np.ndarray, size: int, *, by: str = "width") -> bytes:
+    h, w = rgb.shape[:2]
+    scale = size / (w if by == "width" else h)
+    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()
+
+
+def _data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+
+
+def _finite(value) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def publish_campaign_report(doc: dict, uri: str, folder: Path, store) -> str:
+    """Write `<campaign>/report.html` from the campaign record `doc` (with each shot's thumbnail
+    read from the store) into `folder`, upload it when `uri` is s3://; returns its URI."""
+    from farm.records import CAMPAIGN_REPORT
+    from farm.storage import Storage
+
+    thumbs = {}
+    for row in doc["shots"]:
+        thumb = Storage.join(uri, "shots", row["shot_id"], THUMB)
+        thumbs[row["shot_id"]] = store.get_bytes(thumb) if row["status"] != "failed" and store.exists(thumb) else None
+    path = write_campaign_report(Path(folder) / CAMPAIGN_REPORT, doc, thumbs)
+    target = Storage.join(uri, CAMPAIGN_REPORT)
+    if Storage.is_remote(uri):
+        store.put_file(path, target)
+    return target
+
+
+def rebuild_shot_report(shot_uri: str, store, work: Path) -> str | None:
+    """`farm report` for one shot: fetch what the report is made from (into `work` for s3://),
+    write report.html and thumb.jpg, upload them for s3://. Returns the report's URI, or None when
+    the shot has no QA record (failed, or rendered before QA existed)."""
+    import json
+
+    from farm.errors import FarmError
+    from farm.storage import Storage
+
+    record = json.loads(store.get_bytes(Storage.join(shot_uri, "manifest.json")))
+    if record.get("status") != "succeeded" or "qa" not in record:
+        return None
+    folder = store.local_path(shot_uri)
+    video = table = None
+    if folder is None:  # s3://: fetched into the cache, the report is made in `work`
+        folder = Path(work) / record["shot_id"]
+        folder.mkdir(parents=True, exist_ok=True)
+        video, table = (store.fetch(Storage.join(shot_uri, name), Path(work) / "fetched") for name in ("video.mp4", "qa.parquet"))
+    inputs = record.get("inputs") or {}
+
+    def fetched(name: str) -> Path | None:
+        try:
+            return store.fetch(inputs[name]["uri"], Path(work) / "inputs")
+        except (FarmError, KeyError):
+            return None
+
+    character = fetched("character")
+    path = write_shot_report(ShotSources(folder, record, motion=fetched("motion"), video=video, table=table,
+                                         character=None if character is None else _image_rgb(character)))
+    if Storage.is_remote(shot_uri):
+        store.put_file(path, Storage.join(shot_uri, path.name))
+        store.put_file(folder / THUMB, Storage.join(shot_uri, THUMB))
+    return Storage.join(shot_uri, path.name)
+
+
+def _image_rgb(path: Path) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError:
+        return None

@@ -1,0 +1,239 @@
+"""Quality metrics on cases with known answers, re-render flags, and the HTML reports."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from farm import cli
+from farm.backends.base import Character
+from farm.backends.puppet.backend import PuppetBackend
+from farm.config import load_config
+from farm.media.decode import read_frames
+from farm.pose.extract import PoseOptions, extract_poses
+from farm.qa import metrics as m
+from farm.qa.measure import Appearance, FrameMeter, coco17_from_body, shot_quality, verdict
+from farm.render import render_shot
+from farm.windows import plan_windows
+from tests.test_render import MEDIA, drawing_shot
+
+VIDEO = MEDIA / "gesture_asl_please.mkv"
+
+
+def _skeleton(torso: float = 100.0) -> np.ndarray:
+    """One COCO-17 pose, all points seen, torso (shoulders' to hips' midpoint) `torso` pixels."""
+    pose = np.zeros((1, 17, 3))
+    pose[0, :, 2] = 1.0
+    pose[0, :, 0] = 200 + 10 * np.arange(17)
+    pose[0, :, 1] = 100
+    pose[0, [5, 6, 11, 12], 0] = [280, 320, 285, 315]  # the shoulders' and hips' midpoints at x = 300
+    pose[0, [11, 12], 1] = 100 + torso
+    pose[0, 13:, 1] = 100 + 2 * torso
+    return pose
+
+
+def test_pck_and_oks_of_a_skeleton_shifted_by_a_known_amount():
+    target = _skeleton(torso=100.0)
+    assert m.pck(target, target)[0] == 1.0 and m.oks(target, target)[0] == pytest.approx(1.0)
+    # PCK@0.1 of a 100-pixel torso: within 10 pixels is a hit.
+    assert m.pck(target + [9.9, 0, 0], target)[0] == 1.0
+    assert m.pck(target + [0, 10.1, 0], target)[0] == 0.0
+    half = target.copy()
+    half[0, :8, 0] += 15  # 8 of 17 points off by 15 px
+    assert m.pck(half, target)[0] == pytest.approx(9 / 17)
+    # A missed point is a miss; an unseen target point is not counted.
+    missed = target.copy()
+    missed[0, 3, 2] = 0.0
+    assert m.pck(missed, target)[0] == pytest.approx(16 / 17)
+    unseen = target.copy()
+    unseen[0, 3, 2] = 0.0
+    assert m.pck(missed, unseen)[0] == 1.0
+    # OKS: exp(-d^2 / (2 area k^2)), k = 2 sigma, area = the target points' box, averaged.
+    shifted = target + [6.0, 8.0, 0]  # d = 10 px
+    box = target[0, :, :2].max(axis=0) - target[0, :, :2].min(axis=0)
+    expected = np.exp(-100.0 / (2 * box.prod() * (2 * m.COCO_SIGMAS) ** 2)).mean()
+    assert m.oks(shifted, target)[0] == pytest.approx(expected)
+
+
+def test_jitter_is_acceleration_per_torso_size():
+    still = np.repeat(_skeleton(100.0), 10, axis=0)
+    moving = still + np.arange(10)[:, None, None] * [3.0, 0, 0]  # constant speed: no acceleration
+    assert np.nanmax(m.acceleration(moving)) == pytest.approx(0.0)
+    shaking = still.copy()
+    shaking[1::2, :, 0] += 2.0  # +2 px every other frame: |x[t-1] - 2x[t] + x[t+1]| = 4 px
+    assert np.nanmean(m.acceleration(shaking)) == pytest.approx(0.04)
+
+
+def test_seam_score_of_steady_motion_is_1_and_of_a_jump_its_size():
+    steady = np.full(60, 2.0)
+    steady[0] = np.nan
+    joins = [(20, 28), (40, 48)]
+    assert m.seam_ratios(steady, joins) == [1.0, 1.0]
+    jump = steady.copy()
+    jump[44] = 9.0  # one transition of the second join changes 4.5x as much as its neighbours
+    assert m.seam_ratios(jump, joins) == [1.0, 4.5]
+    still = np.zeros(60)
+    assert m.seam_ratios(still, joins) == [1.0, 1.0]
+
+
+def _meter(frames, targets15, character_frame=0, start=0):
+    joints = targets15[character_frame]
+    character = Character(image=frames[character_frame], mask=np.ones(frames.shape[1:3], bool), joints=joints,
+                          source="detected", sha256="")
+    with FrameMeter(Appearance.of(character), targets15[start : start + len(frames)]) as meter:
+        for frame in frames:
+            meter.add(frame)
+    return meter.result()
+
+
+@pytest.fixture(scope="module")
+def performer():
+    """The reference video, and the target skeleton tracked on it with the same detector QA uses."""
+    frames = read_frames(VIDEO)
+    poses = extract_poses(VIDEO, options=PoseOptions(hands=False, face=False, smoothing=False, warmup_frames=0))
+    return frames, poses
+
+
+def test_a_video_measured_against_its_own_pose_scores_pck_1_and_seam_1(performer):
+    frames, poses = performer
+    target, rig = coco17_from_body(poses.body), poses.rig()
+    windows = plan_windows(len(frames), 25, 9)
+    quality = shot_quality([_meter(frames, rig)], windows, target)
+    s = quality.summary
+    assert s["pose_source"] == "mediapipe" and s["pose_detected"] == 1.0
+    assert s["pose_pck"] == 1.0 and s["pose_oks"] == 1.0
+    assert s["jitter"] == s["jitter_target"]
+    # Nothing was stitched: the joins change like the motion around them.
+    assert len(quality.joins) == 3 and 1.0 <= s["seam_score"] < 2.0
+    assert verdict(s, quality.windows, load_config([]).qa) == []
+
+    # Measured in two segments, the frame differences join up exactly.
+    split = [_meter(frames[:40], rig), _meter(frames[40:], rig, start=40)]
+    again = shot_quality(split, windows, target)
+    assert np.array_equal(again.frames["frame_diff"][1:], quality.frames["frame_diff"][1:])
+    assert again.summary["seam_score"] == s["seam_score"]
+
+
+def test_a_jump_at_a_window_join_is_a_seam(performer):
+    frames, poses = performer
+    windows = plan_windows(len(frames), 25, 9)
+    join = windows[2].start + 4  # in the middle of the second join, the video jumps 25 frames back
+    cut = np.concatenate([frames[:join], frames[join - 25 :]])[: len(frames)]
+    rig = poses.rig()
+    quality = shot_quality([_meter(cut, rig)], windows, coco17_from_body(poses.body))
+    seams = [w["seam_score"] for w in quality.windows]
+    assert seams[2] > 3.0 > 2.0 > max(seams[1], seams[3])
+    reasons = verdict(quality.summary, quality.windows, load_config([]).qa)
+    assert any(r.startswith("seam_score") and "worst in window 2 (frames 32-56)" in r for r in reasons)
+
+
+class _ShiftedWindow(PuppetBackend):
+    """The puppet, with the colours of one window cast blue: what a diffusion window that drifts
+    looks like to the stitch and to QA."""
+
+    def __init__(self, start: int) -> None:
+        super().__init__()
+        self.start = start
+
+    def render_window(self, request):
+        result = super().render_window(request)
+        if request.start == self.start:
+            result.frames = np.clip(result.frames.astype(int) + [-30, 0, 60], 0, 255).astype(np.uint8)
+        return result
+
+
+@pytest.mark.parametrize("colour", ["none", "lab"])
+def test_one_window_colour_shifted_is_flagged_unless_the_stitch_corrects_it(tmp_path, colour):
+    cfg = load_config(["output.size=160", "output.pose_preview=false", f"window.colour={colour}"])
+    result = render_shot(drawing_shot(VIDEO, "char1"), cfg, tmp_path, backend=_ShiftedWindow(start=25))
+    assert result.status == "succeeded", result.error
+    metrics, qa = result.manifest["metrics"], result.manifest["qa"]
+    drift = [w["appearance_drift"] for w in metrics["windows"]]
+    assert [w["start"] for w in metrics["windows"]] == [0, 25]
+    if colour == "none":
+        assert drift[1] > 0.5 > 0.2 > drift[0]
+        assert qa["needs_rerender"] is True
+        assert any(r.startswith("appearance_drift") and "worst in window 1 (frames 25-72)" in r for r in qa["reasons"])
+    else:  # the Lab fit anchored to window 0 takes the cast out
+        assert drift[1] < 0.4 and qa == {"needs_rerender": False, "reasons": []}
+    # The per-frame table is written with the shot, and the report shows the verdict.
+    table = pq.read_table(result.folder / "qa.parquet").to_pydict()
+    assert len(table["frame"]) == 73 and table["window"][30] == 1
+    page = (result.folder / "report.html").read_text()
+    assert ("needs re-render" in page) == (colour == "none")
+
+
+def test_pose_metrics_come_from_the_drawn_joints_for_a_character_the_detector_cannot_see(tmp_path):
+    cfg = load_config(["output.size=256", "output.pose_preview=false"])
+    result = render_shot(drawing_shot(VIDEO, "char1"), cfg, tmp_path)
+    metrics = result.manifest["metrics"]
+    # mediapipe does not find the drawing's pose in its own image: measuring its re-detections
+    # would flag every drawing; the puppet knows where it drew each joint.
+    assert metrics["pose_source"] == "backend"
+    assert metrics["pose_pck"] == 1.0 and metrics["pose_oks"] > 0.99
+    assert result.manifest["qa"]["needs_rerender"] is False
+
+
+def test_photo_character_is_measured_by_re_detection(tmp_path, shared_data):
+    cfg = load_config(["output.size=384", "output.pose_preview=false"])
+    from farm.render import Shot
+
+    shot = Shot(motion=VIDEO, character=shared_data / "fullbody_photo_man.png")
+    result = render_shot(shot, cfg, tmp_path)
+    metrics = result.manifest["metrics"]
+    assert metrics["pose_source"] == "mediapipe" and metrics["pose_detected"] == 1.0
+    assert metrics["pose_pck"] > 0.9 and metrics["pose_oks"] > 0.9
+    assert metrics["appearance_drift"] < 0.5 and metrics["seam_score"] < 2.5
+
+
+def test_thresholds_flag_a_shot_with_every_reason(tmp_path):
+    qa = load_config(["qa.max_jitter=0", "qa.max_seam_score=1", "qa.max_overlap_overhead=0.1"]).qa
+    metrics = {"jitter": 0.01, "seam_score": 1.2, "overlap_overhead": 0.32, "pose_pck": 0.9, "pose_source": "mediapipe",
+               "pose_detected": 0.3}
+    reasons = verdict(metrics, [], qa)
+    assert [r.split()[0] for r in reasons] == ["jitter", "seam_score", "overlap_overhead", "pose_detected"]
+    assert "found on 30% of frames" in reasons[-1]
+    assert verdict(metrics, [], load_config(["qa.min_pose_detected=null", "qa.max_jitter=null"]).qa) == []
+
+
+def test_shot_report_is_self_contained_and_records_the_shot(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.run(["render", str(VIDEO), str(MEDIA / "childdrawing_char1.png"), "--character-skeleton",
+                    str(MEDIA / "childdrawing_char1_skeleton.yaml"), "--id", "please", "-o", str(out), "output.size=128"])
+    assert code == 0
+    assert f"report: {out / 'please' / 'report.html'}" in capsys.readouterr().err
+    folder = out / "please"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    page = (folder / "report.html").read_text()
+    _assert_self_contained(page)
+    assert "Shot please" in page and page.count("data:image/jpeg;base64,") >= 1 + 3 * 6  # character + 6 moments x 3
+    assert page.count("<svg") == 4
+    for artifact in manifest["artifacts"]:
+        assert artifact["sha256"] in page
+    for warning in manifest["preflight"]["warnings"]:
+        assert warning.split(";")[0].replace("'", "&#39;") in page
+    assert manifest["report"] == "report.html" and manifest["report_error"] is None
+
+
+def test_campaign_table_has_the_metrics_and_flags(tmp_path, ray_cluster):
+    from tests.test_runtime import _campaign, _drawing
+
+    shots = _drawing("please", "gesture_asl_please.mkv").replace("}", ", overrides: [qa.max_overlap_overhead=0.1]}")
+    assert cli.run(["submit", _campaign(tmp_path, shots), "-o", str(tmp_path / "out")]) == 0
+    row = pq.read_table(tmp_path / "out" / "c" / "campaign.parquet").to_pylist()[0]
+    manifest = json.loads((tmp_path / "out" / "c" / "shots" / "please" / "manifest.json").read_text())
+    for metric in ("pose_pck", "pose_oks", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
+                   "overlap_overhead"):
+        assert row[metric] == manifest["metrics"][metric]
+    assert row["needs_rerender"] is True and row["qa_reasons"] == manifest["qa"]["reasons"]
+    assert row["qa_reasons"] == ["overlap_overhead 0.315 > 0.1 (max)"]
+    assert row["report"] == str(tmp_path / "out" / "c" / "shots" / "please" / "report.html")
+
+
+def _assert_self_contained(page: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page), "external reference"
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", page)
+    assert "<link" not in page and "<script src" not in page
