@@ -183,6 +183,7 @@ class ShotPlan:
     driving: PoseSequence
     index: np.ndarray
     motion: Path  # the motion video, local to the node that planned the shot
+    detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
 
     def request(self, window: Window) -> WindowRequest:
         return WindowRequest(
@@ -314,7 +315,10 @@ def plan_shot(
                 local.character, skeleton_path=local.skeleton, mask_path=local.mask, max_side=cfg.qa.max_side,
                 sha256=inputs["character"]["sha256"],
             )
-        record["character"] = char_info.to_dict()
+        from farm.qa.measure import detector_sees
+
+        with _timed(timings, "character"):
+            record["character"] = {**char_info.to_dict(), "pose_detectable": detector_sees(character)}
 
         # 3. Pose of the performer (and, alongside where possible, the people in the video).
         people_count = (people or _count_here)(local.motion)
@@ -374,6 +378,7 @@ def plan_shot(
         shot=shot, cfg=cfg, shot_id=shot_id, content_key=content_key, folder=folder, uri=uri, record=record, timings=timings,
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
         windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion,
+        detector_sees=record["character"]["pose_detectable"],
     )
 
 
@@ -448,7 +453,7 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
         stitcher.prime(before, _window_frames(plan, before), fits[before.index])
     path = plan.segment_file(segment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meter = FrameMeter(Appearance.of(plan.character), plan.targets[segment.start : segment.end])
+    meter = FrameMeter(Appearance.of(plan.character), plan.targets[segment.start : segment.end], detect_pose=plan.detector_sees)
     with VideoWriter(path, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
                      crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer, meter:
         for w in range(segment.first, segment.stop):
@@ -463,7 +468,7 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
         storage_for(cfg).put_file(path, plan.segment_uri(segment))
         storage_for(cfg).put_file(measured, plan.segment_uri(segment, QA_SUFFIX))
     return {"index": segment.index, "start": segment.start, "end": segment.end, "worker": worker,
-            "seconds": round(time.perf_counter() - started, 3)}
+            "seconds": round(time.perf_counter() - started, 3), "measure_seconds": round(meter.seconds, 3)}
 
 
 def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict] | None = None) -> ShotResult:
@@ -481,7 +486,9 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
         # memory), then join the segments without re-encoding.
         if segment_logs is None:
             segment_logs = [encode_segment(plan, segment, window_logs) for segment in plan.segments]
-        timings["encode"] = sum(s["seconds"] for s in segment_logs)  # on whichever worker, like "generate"
+        # On whichever worker, like "generate"; QA's measuring runs inside the segments' encoding.
+        timings["measure"] = sum(s.get("measure_seconds", 0.0) for s in segment_logs)
+        timings["encode"] = sum(s["seconds"] for s in segment_logs) - timings["measure"]
         with _timed(timings, "join"):
             parts = [_local_segment(plan, segment) for segment in plan.segments]
             frames = join_segments(parts, folder / VIDEO, fps=plan.fps, audio_from=plan.audio)
@@ -760,7 +767,7 @@ def _driving_at(plan: ShotPlan, index: np.ndarray) -> PoseSequence:
 
 def _quality(plan: ShotPlan):
     """The shot's quality (farm.qa.measure.Quality) from what its segments measured."""
-    from farm.qa.measure import coco17_target, detector_sees, shot_quality
+    from farm.qa.measure import coco17_target, shot_quality
 
     parts = []
     for segment in plan.segments:
@@ -774,7 +781,7 @@ def _quality(plan: ShotPlan):
                 break
             drawn[window.start : window.end] = stored["joints"]
     target = coco17_target(plan.targets, _driving_at(plan, plan.index))
-    return shot_quality(parts, plan.windows, target, drawn=drawn, detector_sees_character=detector_sees(plan.character))
+    return shot_quality(parts, plan.windows, target, drawn=drawn, detector_sees_character=plan.detector_sees)
 
 
 def _local_motion(plan: ShotPlan) -> Path:
