@@ -116,7 +116,7 @@ class QAConfig:
     max_jitter: float | None = 0.1
     max_appearance_drift: float | None = 0.5
     min_appearance_ssim: float | None = None
-    max_seam_score: float | None = 3.0
+    max_seam_score: float | None = 1.5
     max_overlap_overhead: float | None = None
 
 

@@ -463,7 +463,8 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
                 meter.add(frame)  # QA measures the frames as they are encoded, segments side by side
         stitcher.finish(segment.end)
     measured = plan.segment_file(segment, QA_SUFFIX)
-    write_atomically(measured, lambda out: np.savez(out, **meter.result()), str(measured))
+    seams = np.array(stitcher.seams, np.float64).reshape(-1, 2)  # (window, seam score) of the joins made here
+    write_atomically(measured, lambda out: np.savez(out, **meter.result(), seams=seams), str(measured))
     if plan.remote:
         storage_for(cfg).put_file(path, plan.segment_uri(segment))
         storage_for(cfg).put_file(measured, plan.segment_uri(segment, QA_SUFFIX))

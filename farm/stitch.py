@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from farm.qa.metrics import join_seam, small
 from farm.windows import Window
 
 
@@ -151,6 +152,7 @@ class Stitcher:
         self._tail: np.ndarray | None = None  # frames [self._emitted, prev.end) of the previous window
         self._fit = ColourFit.identity()  # the previous window's fit
         self._tail_stats: LabStats | None = None  # Lab statistics of the previous window's raw tail
+        self.seams: list[tuple[int, float]] = []  # (window, seam score of its join with the one before)
 
     def prime(self, window: Window, frames: np.ndarray, fit: ColourFit | None = None) -> None:
         """Hold the tail of `window` (the one before the next window to add) as a full run would."""
@@ -177,6 +179,9 @@ class Stitcher:
             self._fit = fit
             frames = fit.apply(frames)
         if n:
+            # How visible this join is (QA), from both windows' frames where they overlap, as blended.
+            ours = [small(f) for f in frames[: n + 1]]
+            self.seams.append((window.index, join_seam([small(f) for f in self._tail], ours)))
             w = blend_weights(n, self.blend)[:, None, None, None]
             mixed = (1.0 - w) * self._tail.astype(np.float32) + w * frames[:n].astype(np.float32)
             frames = np.concatenate([np.clip(np.rint(mixed), 0, 255).astype(np.uint8), frames[n:]])

@@ -105,7 +105,7 @@ class FrameMeter:
         region = body_band(target, frame.shape[:2])
         self.hist.append(m.histogram_distance(m.hsv_histogram(frame, region), self.appearance.hist))
         self.ssim.append(self._torso_ssim(frame, target))
-        small = _small(frame)
+        small = m.small(frame, SMALL_WIDTH, grey=True)
         self.diff.append(np.nan if self._previous is None else m.frame_difference(self._previous, small))
         if self._first is None:
             self._first = small
@@ -215,7 +215,7 @@ def shot_quality(
     pck, oks = m.pck(measured, target), m.oks(measured, target)
     accel, accel_target = m.acceleration(measured), m.acceleration(target)
     joins = [(b.start, a.end) for a, b in zip(windows, windows[1:]) if b.start < a.end]
-    seams = m.seam_ratios(diff, joins)
+    seams = {int(w): float(score) for p in parts for w, score in p.get("seams", np.zeros((0, 2)))}
     owner = np.zeros(total, np.int64)
     for w in windows:
         owner[w.start :] = w.index
@@ -227,7 +227,7 @@ def shot_quality(
             "index": w.index, "start": w.start, "end": w.end,
             "pose_pck": _round(m.nanmean(pck[own])), "pose_oks": _round(m.nanmean(oks[own])),
             "appearance_drift": _round(m.nanmean(hist[own])), "appearance_ssim": _round(m.nanmean(ssim[own])),
-            "seam_score": _round(seams[w.index - 1]) if 0 < w.index <= len(seams) else None,
+            "seam_score": _round(seams.get(w.index)),
         })
     drifts = [w["appearance_drift"] for w in per_window if w["appearance_drift"] is not None]
     ssims = [w["appearance_ssim"] for w in per_window if w["appearance_ssim"] is not None]
@@ -240,7 +240,7 @@ def shot_quality(
         "jitter_target": _round(m.nanmean(accel_target)),
         "appearance_drift": max(drifts) if drifts else None,
         "appearance_ssim": min(ssims) if ssims else None,
-        "seam_score": _round(max(seams)) if seams else 1.0,
+        "seam_score": _round(max(seams.values())) if seams else 1.0,
     }
     at_join = np.zeros(total, bool)
     for first, end in joins:
@@ -290,12 +290,6 @@ def verdict(metrics: dict, windows: list[dict], qa) -> list[str]:
 def _torso_length(joints: np.ndarray) -> float:
     neck, pelvis = joints[JOINT_INDEX["neck"], :2], joints[JOINT_INDEX["pelvis"], :2]
     return float(max(np.linalg.norm(neck - pelvis), 1.0))
-
-
-def _small(frame: np.ndarray) -> np.ndarray:
-    h, w = frame.shape[:2]
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (SMALL_WIDTH, max(1, round(h * SMALL_WIDTH / w))), interpolation=cv2.INTER_AREA)
 
 
 def _fit(grey: np.ndarray) -> np.ndarray:

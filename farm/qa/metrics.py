@@ -11,8 +11,9 @@ is at least `farm.rig.VISIBLE`. Sources of the formulas: research/puppet_backend
   frames, divided by the torso size (no reference needed).
 - histogram distance: Bhattacharyya distance of HSV histograms (0 identical, 1 disjoint).
 - SSIM: OpenCV's (Wang et al. 2004, Gaussian 11x11, σ 1.5) on grey crops.
-- seam score: a window join's most abrupt frame-to-frame change: each transition's mean absolute
-  difference divided by the median of its neighbours' (1.0: the join moves like the motion).
+- seam score: at a window join, how much the picture would change cutting from one window to the
+  next over how much it changes inside the next window, in their overlap (1.0: the windows agree,
+  the join cannot be seen).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.
 # COCO-17 from the OpenPose/COCO-18 layout of farm.pose.openpose (which adds a neck, right first).
 COCO17_FROM_COCO18 = (0, 15, 14, 17, 16, 5, 2, 6, 3, 7, 4, 11, 8, 12, 9, 13, 10)
 _SHOULDERS, _HIPS = (5, 6), (11, 12)
-_SEAM_CONTEXT = 3  # transitions on each side of a join's transition that it is compared with
+SEAM_FLOOR = 1.0  # grey levels: a frame-to-frame change smaller than this is not seen
 
 
 def torso_size(points: np.ndarray) -> np.ndarray:
@@ -116,35 +117,36 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(score[0])
 
 
-def seam_ratios(diffs: np.ndarray, joins: list[tuple[int, int]]) -> list[float]:
-    """Seam score of each window join: its most abrupt transition.
+def join_seam(tail: np.ndarray, frames: np.ndarray) -> float:
+    """Seam score of one window join, from the two windows' own frames where they overlap.
 
-    diffs: (T,) mean absolute difference between frame t-1 and t (diffs[0] unused).
-    joins: per join, the output frames [first, end) the two windows share; its transitions are
-    those into frames first .. end (entering the overlap, inside it, and leaving it). Each is
-    divided by the median of the transitions up to 3 frames either side: motion changes smoothly,
-    a seam is a jump. 1.0: the join's worst transition is like its neighbours; natural motion
-    stays under about 2, a cut between windows that disagree scores 3 and more.
+    tail: (n, h, w, 3) the earlier window's frames over the overlap; frames: (>= n, h, w, 3) the
+    later window's, from the same first frame (as the stitch blends them, after colour fitting;
+    in colour, so that a colour cast counts).
+    Cutting from the earlier window to the later one at any point t of the overlap changes the
+    picture by |tail[t] - frames[t+1]|, where staying in the later window changes it by
+    |frames[t] - frames[t+1]|. The score is the mean of the first over the mean of the second,
+    each plus SEAM_FLOOR grey levels (changes below that are not seen): 1.0 when the windows agree
+    (exactly, for identical windows), growing with their disagreement against the motion.
     """
-    ratios = []
-    valid = len(diffs)
-    for first, end in joins:
-        worst = None
-        for t in range(max(first, 1), min(end + 1, valid)):
-            around = diffs[max(t - _SEAM_CONTEXT, 1) : t].tolist() + diffs[t + 1 : t + 1 + _SEAM_CONTEXT].tolist()
-            around = [x for x in around if np.isfinite(x)]
-            if not around or not np.isfinite(diffs[t]):
-                continue
-            usual = float(np.median(around))
-            ratio = 1.0 if diffs[t] <= 1e-6 and usual <= 1e-6 else float(diffs[t]) / max(usual, 1e-6)
-            worst = ratio if worst is None else max(worst, ratio)
-        if worst is not None:
-            ratios.append(worst)
-    return ratios
+    steps = min(len(tail), len(frames) - 1)
+    if steps < 1:
+        return 1.0
+    cut = np.mean([frame_difference(tail[t], frames[t + 1]) for t in range(steps)])
+    stay = np.mean([frame_difference(frames[t], frames[t + 1]) for t in range(steps)])
+    return float((cut + SEAM_FLOOR) / (stay + SEAM_FLOOR))
+
+
+def small(frame: np.ndarray, width: int = 160, *, grey: bool = False) -> np.ndarray:
+    """A frame at `width` pixels wide (in grey with grey=True), for cheap frame differences."""
+    h, w = frame.shape[:2]
+    if grey and frame.ndim == 3:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(frame, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
 
 
 def frame_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean absolute difference of two frames, in grey levels."""
+    """Mean absolute difference of two frames, in levels (0-255)."""
     return float(cv2.absdiff(a, b).mean())
 
 
