@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     pose.add_argument("overrides", nargs="*", help="config overrides, e.g. pose.hands=false")
 
     submit = sub.add_parser("submit", help="render every shot of a campaign file on Ray (local cluster or RAY_ADDRESS)")
-    submit.add_argument("campaign", help="campaign YAML (see jobs/demo.yaml)")
+    submit.add_argument("campaign", help="campaign YAML (see jobs/demo.yaml) or shot list, or a folder: every campaign file in it")
     submit.add_argument(
         "-o", "--out", default="out", help="output folder or s3:// prefix (default ./out); shots go to OUT/<campaign>/shots/"
     )
@@ -98,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild the HTML reports of a campaign (each shot's and the campaign page)")
     report.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
     report.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
+
+    sweep = sub.add_parser(
+        "sweep", help="render every combination of swept settings for every shot of a campaign, as one batch, and compare them"
+    )
+    sweep.add_argument("campaign", help="campaign YAML (see jobs/demo.yaml)")
+    sweep.add_argument("-o", "--out", default="out", help="output folder or s3:// prefix (default ./out)")
+    sweep.add_argument("--name", help="the sweep's folder under OUT (default <campaign>-sweep)")
+    sweep.add_argument("--force", action="store_true", help="render again variants that are already finished")
+    sweep.add_argument("overrides", nargs="*", help="Hydra sweep overrides, e.g. match.mode=video,image match.motion_weight=0.3,0.9")
 
     status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, QA, error")
     status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
@@ -139,7 +148,8 @@ def run(argv: list[str]) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         commands = {
-            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "status": cmd_status, "report": cmd_report,
+            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
+            "report": cmd_report,
             "config": cmd_config,
         }
         return commands[args.command](args)
@@ -172,10 +182,10 @@ def cmd_render(args) -> int:
 
 class CampaignProgress:
     """Two bars while a campaign runs on Ray: shots finished, and frames rendered (with frames/s
-    and ETA)."""
+    and ETA). extras: more columns of the campaign record for some shots, by shot id."""
 
-    def __init__(self, progress: Progress, record) -> None:
-        self.progress, self.record = progress, record
+    def __init__(self, progress: Progress, record, extras: dict[str, dict] | None = None) -> None:
+        self.progress, self.record, self.extras = progress, record, extras or {}
         self.shots_task = progress.add_task("shots", total=None)
         self.frames_task = progress.add_task("frames", total=0, unit="fr")
 
@@ -191,40 +201,105 @@ class CampaignProgress:
 
     def shot_done(self, result) -> None:
         self.progress.advance(self.shots_task, 1)
-        self.record.add(result)
+        self.record.add(result, self.extras.get(result.shot_id))
         _say(result)
 
 
+CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
+
+
 def cmd_submit(args) -> int:
+    """One campaign file, or every campaign file of a folder in name order (a night's campaigns:
+    one that cannot be read is reported and the others still run; exit status 2 then)."""
     from farm.campaign import load_campaign
+
+    folder = Path(args.campaign)
+    if not folder.is_dir():
+        return _submit(load_campaign(folder), args)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CAMPAIGN_SUFFIXES)
+    if not files:
+        raise FarmError(str(folder), "holds no campaign file", f"put campaign files ({', '.join(CAMPAIGN_SUFFIXES)}) in it")
+    status = 0
+    for path in files:
+        try:
+            status = max(status, _submit(load_campaign(path), args))
+        except FarmError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            status = max(status, 2)
+    return status
+
+
+def _submit(campaign, args) -> int:
+    items = [(item.shot, _shot_config([*campaign.defaults, *item.overrides, *args.overrides], item.seed_offset))
+             for item in campaign.shots]
+    batch = _render_batch(campaign.name, items, args.out, force=args.force)
+    return 3 if batch.doc["counts"]["shots_failed"] else 0
+
+
+def cmd_sweep(args) -> int:
+    from farm.campaign import load_campaign
+    from farm.sweep import expand, slug, variant_id
+
+    campaign = load_campaign(args.campaign)
+    fixed, settings = expand(args.overrides)
+    items, extras, groups = [], {}, {}
+    for n, item in enumerate(campaign.shots):
+        base = item.shot.shot_id or f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}"
+        for k, setting in enumerate(settings):
+            shot = dataclasses.replace(item.shot, shot_id=variant_id(base, setting, k))
+            items.append((shot, _shot_config([*campaign.defaults, *item.overrides, *fixed, *setting.overrides], item.seed_offset)))
+            extras[shot.shot_id] = {"sweep_of": base, "settings": " ".join(setting.overrides)}
+            groups.setdefault(base, []).append((setting, shot.shot_id))
+    name = args.name or f"{campaign.name}-sweep"
+    console.print(f"sweep {name}: {len(campaign.shots)} shot(s) x {len(settings)} setting(s) = {len(items)} renders, one batch")
+    batch = _render_batch(name, items, args.out, force=args.force, extras=extras)
+    _comparisons(batch, groups)
+    return 3 if batch.doc["counts"]["shots_failed"] else 0
+
+
+def _shot_config(overrides: list[str], seed_offset: int):
+    """A shot's config, or the FarmError that says why it has none (the shot is then recorded as failed)."""
     from farm.config import load_config
+
+    try:
+        cfg = load_config(overrides)
+        return dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
+    except FarmError as exc:
+        return exc
+
+
+@dataclasses.dataclass
+class _Batch:
+    out: str  # OUT/<name>
+    doc: dict  # campaign.json
+    results: list
+    folder: Path  # where campaign files are made (OUT/<name> itself, or a staging folder for s3://)
+    store: object
+    cfg: object  # the first shot's config (storage and cache settings), None when no shot has one
+
+
+def _render_batch(name: str, items: list, out_root: str, *, force: bool, extras: dict | None = None) -> _Batch:
+    """Render (shot, config) items as one batch on Ray into OUT/<name>/shots/, keeping
+    campaign.json up to date, then write campaign.parquet and the campaign report."""
     from farm.records import CampaignRecord
     from farm.render import stage_root, storage_for
     from farm.runtime.campaign import run_campaign
     from farm.runtime.cluster import connect
     from farm.storage import Storage
 
-    campaign = load_campaign(args.campaign)
-    out = Storage.join(args.out, campaign.name)
-    items = []
-    for item in campaign.shots:
-        try:
-            cfg = load_config([*campaign.defaults, *item.overrides, *args.overrides])
-            items.append((item.shot, dataclasses.replace(cfg, seed=cfg.seed + item.seed_offset)))
-        except FarmError as exc:
-            items.append((item.shot, exc))
+    out = Storage.join(out_root, name)
     first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
     runtime = first.runtime if first else None
     connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
     store = storage_for(first) if first else Storage()
-    record = CampaignRecord(stage_root(out, first), campaign.name, len(items), store if Storage.is_remote(out) else None, out)
+    record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
     record.write()
-    finished = False
+    finished, results = False, []
     try:
         with _progress() as progress:
-            run_campaign(
-                items, Storage.join(out, "shots"), force=args.force,
-                max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record),
+            results = run_campaign(
+                items, Storage.join(out, "shots"), force=force,
+                max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record, extras),
             )
         finished = True
     finally:
@@ -233,7 +308,7 @@ def cmd_submit(args) -> int:
         report = _campaign_report(doc, out, record.folder, store)
     counts = doc["counts"]
     console.print(
-        f"campaign {campaign.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
+        f"campaign {name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
         f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
         f"output in {out}"
@@ -242,7 +317,51 @@ def cmd_submit(args) -> int:
         console.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
     if report:
         console.print(f"report: {report}")
-    return 3 if counts["shots_failed"] else 0
+    return _Batch(out, doc, results, record.folder, store, first)
+
+
+def _comparisons(batch: _Batch, groups: dict[str, list]) -> None:
+    """Per shot of a sweep: the grid video of its settings (OUT/<name>/comparisons/<shot>.mp4) and
+    a table of their metrics on the terminal."""
+    from rich.table import Table
+
+    from farm.render import cache_root
+    from farm.storage import Storage
+    from farm.sweep import COMPARISONS, write_comparison
+
+    results = {r.shot_id: r for r in batch.results}
+    for base, variants in groups.items():
+        cells = []
+        for setting, shot_id in variants:
+            result = results[shot_id]
+            video = None
+            if result.status != "failed":
+                video = result.video or batch.store.fetch(result.video_uri, cache_root(batch.cfg) / "comparisons")
+            cells.append((setting.label, video, f"failed: {result.error}" if result.status == "failed" else ""))
+        target = batch.folder / COMPARISONS / f"{base}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        uri = Storage.join(batch.out, COMPARISONS, target.name)
+        try:
+            write_comparison(target, cells)
+            if Storage.is_remote(uri):
+                batch.store.put_file(target, uri)
+            console.print(f"comparison {base}: {uri}")
+        except FarmError as exc:
+            console.print(f"[yellow]warning:[/yellow] no comparison for {base}: {exc}")
+        table = Table(title=f"{base}: metrics per setting")
+        for column in ("setting", "state", "PCK", "OKS", "jitter", "drift", "seam", "QA"):
+            table.add_column(column)
+        rows = {row["shot_id"]: row for row in batch.doc["shots"]}
+        for setting, shot_id in variants:
+            row = rows.get(shot_id, {})
+            qa = ("re-render" if row.get("needs_rerender") else "ok") if row.get("status") != "failed" else ""
+            table.add_row(setting.label, row.get("status", ""), *(_num(row.get(k)) for k in
+                          ("pose_pck", "pose_oks", "jitter", "appearance_drift", "seam_score")), qa)
+        console.print(table)
+
+
+def _num(value) -> str:
+    return "" if value is None else f"{value:.3g}"
 
 
 def _campaign_report(doc: dict, out: str, folder, store) -> str | None:

@@ -48,6 +48,9 @@ COLUMNS = pa.schema(
         ("video", pa.string()),
         ("manifest", pa.string()),
         ("report", pa.string()),
+        # Sweeps (farm sweep): the shot this render is a variant of, and its settings.
+        ("sweep_of", pa.string()),
+        ("settings", pa.string()),
     ]
 )
 
@@ -98,8 +101,9 @@ class CampaignRecord:
     rows: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
-    def add(self, result: ShotResult) -> None:
-        self.rows.append(shot_row(result))
+    def add(self, result: ShotResult, extra: dict | None = None) -> None:
+        """A finished shot; extra: more of its columns (a sweep's sweep_of and settings)."""
+        self.rows.append({**shot_row(result), "sweep_of": None, "settings": None, **(extra or {})})
         self.write()
 
     def counts(self) -> dict:

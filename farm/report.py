@@ -103,9 +103,10 @@ def write_campaign_report(path: Path, doc: dict, thumbs: dict[str, bytes | None]
         flagged = bool(row.get("needs_rerender"))
         rows.append({**row, "flagged": flagged, "thumb": _data_uri(thumbs[row["shot_id"]]) if thumbs.get(row["shot_id"]) else None,
                      "rank": 0 if flagged else 1 if row["status"] == "failed" else 2})
-    rows.sort(key=lambda r: (r["rank"], r["shot_id"]))
+    rows.sort(key=lambda r: (r["rank"], r.get("sweep_of") or "", r["shot_id"]))
     page = _env().get_template("campaign.html.j2").render(doc=doc, rows=rows, metrics=METRICS,
-                                                          flagged=sum(r["flagged"] for r in rows))
+                                                          flagged=sum(r["flagged"] for r in rows),
+                                                          sweep=any(r.get("settings") for r in rows))
     write_bytes(path, page.encode(), str(path))
     return path
 
