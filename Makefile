@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup browser demo test bench lint clean gpu-smoke
+.PHONY: setup tools demo test bench lint clean gpu-smoke
 
 setup: $(STAMP)
 
@@ -18,15 +18,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# Debian's Chromium and its ChromeDriver, for the test that opens the HTML reports headless.
-browser:
+# Debian's Chromium and its ChromeDriver, for the test that opens the HTML reports headless; and
+# kubectl with kustomize v5 (the k8s tests render k8s/ with it; this machine kind has it from
+# google-cloud-cli, Debian's kubernetes-client is too old for `labels` and `patches`).
+tools:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[5-9]' || \
+		(echo "kubectl with kustomize v5+ is needed for the k8s tests: https://kubernetes.io/docs/tasks/tools/" && false)
 
 demo: setup
 	$(VENV)/bin/farm submit jobs/demo.yaml -o out
 
-test: setup browser
+test: setup tools
 	$(VENV)/bin/pytest -q
 
 bench: setup
