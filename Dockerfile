@@ -1,14 +1,15 @@
 # syntax=docker/dockerfile:1
 # The motion-farm image: the `farm` CLI and a Ray node (head, worker or job submitter) in one.
 #
-#   GPU (default; CUDA runtime base, for the GPU worker group):
+#   GPU (default; CUDA base, for the GPU worker group):
 #     docker build -t motion-farm:gpu .
 #   CPU only (laptops, CPU node pools, the dev overlay):
 #     docker build --build-arg BASE_IMAGE=ubuntu:22.04 --build-arg VARIANT=cpu -t motion-farm:cpu .
 #
 # The package is installed as `make setup` installs it: a virtual environment with the project
 # installed editable (conf/ and jobs/ are read from the source tree), torch pinned to 2.13.0.
-ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+# The CUDA base image: the driver hooks only; torch's wheel brings its own CUDA and cuDNN libraries.
+ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu22.04
 FROM ${BASE_IMAGE}
 
 # gpu: torch's default Linux wheel (it brings its CUDA libraries); cpu: the CPU-only wheel.

@@ -219,14 +219,14 @@ def cmd_submit(args) -> int:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CAMPAIGN_SUFFIXES)
     if not files:
         raise FarmError(str(folder), "holds no campaign file", f"put campaign files ({', '.join(CAMPAIGN_SUFFIXES)}) in it")
-    status = 0
+    unreadable, failed = False, False
     for path in files:
         try:
-            status = max(status, _submit(load_campaign(path), args))
+            failed |= _submit(load_campaign(path), args) != 0
         except FarmError as exc:
             console.print(f"[red]error:[/red] {exc}")
-            status = max(status, 2)
-    return status
+            unreadable = True
+    return 2 if unreadable else 3 if failed else 0
 
 
 def _submit(campaign, args) -> int:
@@ -238,15 +238,15 @@ def _submit(campaign, args) -> int:
 
 def cmd_sweep(args) -> int:
     from farm.campaign import load_campaign
-    from farm.sweep import expand, slug, variant_id
+    from farm.sweep import expand, slug, variant_ids
 
     campaign = load_campaign(args.campaign)
     fixed, settings = expand(args.overrides)
     items, extras, groups = [], {}, {}
     for n, item in enumerate(campaign.shots):
         base = item.shot.shot_id or f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}"
-        for k, setting in enumerate(settings):
-            shot = dataclasses.replace(item.shot, shot_id=variant_id(base, setting, k))
+        for setting, shot_id in zip(settings, variant_ids(base, settings)):
+            shot = dataclasses.replace(item.shot, shot_id=shot_id)
             items.append((shot, _shot_config([*campaign.defaults, *item.overrides, *fixed, *setting.overrides], item.seed_offset)))
             extras[shot.shot_id] = {"sweep_of": base, "settings": " ".join(setting.overrides)}
             groups.setdefault(base, []).append((setting, shot.shot_id))
@@ -330,34 +330,44 @@ def _comparisons(batch: _Batch, groups: dict[str, list]) -> None:
     from farm.sweep import COMPARISONS, write_comparison
 
     results = {r.shot_id: r for r in batch.results}
+    rows = {row["shot_id"]: row for row in batch.doc["shots"]}
     for base, variants in groups.items():
-        cells = []
-        for setting, shot_id in variants:
-            result = results[shot_id]
-            video = None
-            if result.status != "failed":
-                video = result.video or batch.store.fetch(result.video_uri, cache_root(batch.cfg) / "comparisons")
-            cells.append((setting.label, video, f"failed: {result.error}" if result.status == "failed" else ""))
         target = batch.folder / COMPARISONS / f"{base}.mp4"
-        target.parent.mkdir(parents=True, exist_ok=True)
         uri = Storage.join(batch.out, COMPARISONS, target.name)
-        try:
+        try:  # the renders are done and recorded: a grid that cannot be made is a warning
+            cells = []
+            for setting, shot_id in variants:
+                result = results.get(shot_id)
+                if result is None or result.status == "failed":
+                    cells.append((setting.label, None, f"failed: {result.error if result else 'not run'}"))
+                    continue
+                video = result.video or batch.store.fetch(result.video_uri, cache_root(batch.cfg) / "comparisons")
+                cells.append((setting.label, video, ""))
+            target.parent.mkdir(parents=True, exist_ok=True)
             write_comparison(target, cells)
             if Storage.is_remote(uri):
                 batch.store.put_file(target, uri)
             console.print(f"comparison {base}: {uri}")
-        except FarmError as exc:
+        except Exception as exc:  # noqa: BLE001
             console.print(f"[yellow]warning:[/yellow] no comparison for {base}: {exc}")
         table = Table(title=f"{base}: metrics per setting")
         for column in ("setting", "state", "PCK", "OKS", "jitter", "drift", "seam", "QA"):
             table.add_column(column)
-        rows = {row["shot_id"]: row for row in batch.doc["shots"]}
         for setting, shot_id in variants:
             row = rows.get(shot_id, {})
-            qa = ("re-render" if row.get("needs_rerender") else "ok") if row.get("status") != "failed" else ""
+            qa = _qa_word(row)
             table.add_row(setting.label, row.get("status", ""), *(_num(row.get(k)) for k in
                           ("pose_pck", "pose_oks", "jitter", "appearance_drift", "seam_score")), qa)
         console.print(table)
+
+
+def _qa_word(row: dict) -> str:
+    """A shot's QA state in one word: '' (failed), '-' (no QA record: rendered by an older farm)."""
+    if row.get("status") == "failed":
+        return ""
+    if row.get("pose_source") is None and row.get("seam_score") is None:
+        return "-"
+    return "re-render" if row.get("needs_rerender") else "ok"
 
 
 def _num(value) -> str:
@@ -391,8 +401,11 @@ def cmd_report(args) -> int:
     doc = read_campaign(args.campaign, store)
     with tempfile.TemporaryDirectory(prefix="farm-report-") as work:
         for row in doc["shots"]:
-            made = rebuild_shot_report(Storage.join(args.campaign, "shots", row["shot_id"]), store, Path(work))
-            console.print(f"{row['shot_id']}: {made or 'no report (' + row['status'] + ', no QA record)'}")
+            try:
+                made = rebuild_shot_report(Storage.join(args.campaign, "shots", row["shot_id"]), store, Path(work))
+                console.print(f"{row['shot_id']}: {made or 'no report (' + row['status'] + ', no QA record)'}")
+            except Exception as exc:  # noqa: BLE001 - one shot's report never stops the others
+                console.print(f"[yellow]warning:[/yellow] {row['shot_id']}: no report: {exc}")
         folder = store.local_path(args.campaign) or stage_root(args.campaign, cfg)
         report = publish_campaign_report(doc, args.campaign, Path(folder), store)
     console.print(f"report: {report}")
@@ -412,8 +425,9 @@ def cmd_status(args) -> int:
         table.add_column(column)
     for row in doc["shots"]:
         windows = f"{row['windows_rendered']} new + {row['windows_reused']} reused"
-        qa = "" if row["status"] == "failed" else "needs re-render: " + "; ".join(row.get("qa_reasons") or []) \
-            if row.get("needs_rerender") else "ok"
+        qa = _qa_word(row)
+        if qa == "re-render":
+            qa = "needs re-render: " + "; ".join(row.get("qa_reasons") or [])
         table.add_row(row["shot_id"], row["status"], windows, str(row["frames"] or ""), str(row["seconds"]), qa, row["error"] or "")
     counts = doc["counts"]
     Console(highlight=False, soft_wrap=True).print(table)

@@ -302,7 +302,7 @@ def plan_shot(
         folder, uri = stage / shot_id, Storage.join(str(out_root), shot_id)
         manifest = _finished(store, uri, content_key)
         if not force and manifest is not None:
-            return ShotResult(shot_id, "reused", folder, manifest, uri=uri)
+            return ShotResult(shot_id, "reused", folder, reuse_verdict(manifest, cfg), uri=uri)
         _reset(folder, store, uri)
         record.update(shot_id=shot_id, content_key=content_key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
         record.update(versions=_versions(spec), seeds=[cfg.seed])
@@ -546,6 +546,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
         record["qa"] = {"needs_rerender": bool(reasons), "reasons": reasons}
         record["artifacts"] = _artifacts(folder)
         record.update(status="succeeded", error=None)
+        record["timings"] = {k: round(v, 3) for k, v in timings.items()}  # the report shows them
         with _timed(timings, "report"):
             _write_report(plan, record)
         record["timings"] = {k: round(v, 3) for k, v in timings.items()}
@@ -686,15 +687,31 @@ def _input_record(path: Path, probe, given) -> dict:
 
 
 def _content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) -> str:
-    """Hash of everything the shot's record holds: input bytes, prompt, rights, config, backend."""
+    """Hash of everything that makes the shot: input bytes, prompt, rights, config, backend. Not the
+    config of where it is stored, how the cluster runs or what QA checks (qa.*, storage.*,
+    runtime.*): a new threshold or endpoint must not re-render finished shots (a reused shot's
+    verdict is worked out again under the thresholds of the run, see reuse_verdict)."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("qa", "storage", "runtime")}
     key = {
         "inputs": {name: item["sha256"] for name, item in inputs.items()},
         "prompt": shot.prompt,
         "rights": shot.rights,
-        "config": cfg.to_dict(),
+        "config": config,
         "backend": [spec.name, spec.version],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def reuse_verdict(manifest: dict, cfg: FarmConfig) -> dict:
+    """A finished shot's record with its QA verdict worked out again under this run's thresholds
+    (the manifest on disk keeps the verdict of the render); unchanged when it has no metrics."""
+    from farm.qa.measure import verdict
+
+    metrics = manifest.get("metrics") or {}
+    if "windows" not in metrics or "qa" not in manifest:
+        return manifest
+    reasons = verdict(metrics, metrics["windows"], cfg.qa)
+    return {**manifest, "qa": {"needs_rerender": bool(reasons), "reasons": reasons}}
 
 
 def _fallback_id(shot: Shot, cfg: FarmConfig | None) -> str:
@@ -774,13 +791,15 @@ def _quality(plan: ShotPlan):
     for segment in plan.segments:
         with np.load(_local_segment(plan, segment, QA_SUFFIX)) as stored:
             parts.append({key: stored[key] for key in stored.files})
-    drawn = np.zeros((len(plan.targets), 15, 2), np.float32)
-    for window in plan.windows:
-        with np.load(_local_window(plan, window)) as stored:
-            if "joints" not in stored.files:
-                drawn = None
-                break
-            drawn[window.start : window.end] = stored["joints"]
+    drawn = None
+    if not plan.detector_sees:  # only then are the drawn joints measured (read from the checkpoints)
+        drawn = np.zeros((len(plan.targets), 15, 2), np.float32)
+        for window in plan.windows:
+            with np.load(_local_window(plan, window)) as stored:
+                if "joints" not in stored.files:
+                    drawn = None
+                    break
+                drawn[window.start : window.end] = stored["joints"]
     target = coco17_target(plan.targets, _driving_at(plan, plan.index))
     return shot_quality(parts, plan.windows, target, drawn=drawn, detector_sees_character=plan.detector_sees)
 

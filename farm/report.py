@@ -42,7 +42,8 @@ METRICS = (
 
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("farm", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    env.filters["num"] = lambda v, digits=3: "" if v is None else f"{v:.{digits}f}"
+    # Numbers only: a record from an older farm lacks metrics (None, or undefined in Jinja).
+    env.filters["num"] = lambda v, digits=3: f"{v:.{digits}f}" if isinstance(v, int | float) else ""
     return env
 
 

@@ -78,13 +78,13 @@ def expand(overrides: list[str]) -> tuple[list[str], list[Setting]]:
     return fixed, settings
 
 
-def variant_id(base: str | None, setting: Setting, index: int) -> str | None:
-    """The shot id of one combination: `<shot>--<values>` (`<shot>--s<index>` when that is too long
-    for an id); None when the shot has no id (its id is then derived from its content)."""
-    if base is None:
-        return None
-    readable = f"{base}--{setting.slug}"
-    return readable if len(readable) <= _MAX_ID else f"{base[: _MAX_ID - 6]}--s{index + 1:02d}"
+def variant_ids(base: str, settings: list[Setting]) -> list[str]:
+    """The shot id of each combination: `<shot>--<values>`, or `<shot>--s<number>` for all of them
+    when a readable one is too long for an id or two would be the same (0.5 and -0.5, 'a b' and 'a_b')."""
+    readable = [f"{base}--{setting.slug}" for setting in settings]
+    if len(set(readable)) == len(readable) and all(len(r) <= _MAX_ID for r in readable):
+        return readable
+    return [f"{base[: _MAX_ID - 6]}--s{k + 1:02d}" for k in range(len(settings))]
 
 
 def write_comparison(path: Path, cells: list[tuple[str, Path | None, str]]) -> int:

@@ -32,7 +32,7 @@ def _build(overlay: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/dev"])
+@pytest.fixture(scope="module", params=["base", "overlays/dev", "campaign-job"])
 def rendered(request) -> tuple[str, list[dict]]:
     return request.param, _build(request.param)
 
@@ -50,7 +50,10 @@ def _by_kind(docs: list[dict], kind: str) -> list[dict]:
 def test_every_manifest_validates(rendered):
     overlay, docs = rendered
     kinds = sorted(d["kind"] for d in docs)
-    assert {"Namespace", "ConfigMap", "RayCluster", "RayJob", "CronJob"} <= set(kinds)
+    if overlay == "campaign-job":
+        assert kinds == ["RayJob"]
+    else:  # applying the farm starts no campaign
+        assert {"Namespace", "ConfigMap", "RayCluster", "CronJob", "NetworkPolicy"} <= set(kinds) and "RayJob" not in kinds
     if overlay == "overlays/dev":
         assert {"Deployment", "Service", "Secret", "Job"} <= set(kinds)
     for doc in docs:
@@ -99,9 +102,16 @@ def test_raycluster_shape():
     assert "nvidia.com/gpu" not in json.dumps(dev_cluster)
     env = {d["metadata"]["name"]: d for d in _by_kind(dev, "ConfigMap")}["farm-env"]["data"]
     assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["RAY_ADDRESS"] == "ray://farm-head-svc:10001"
-    (rayjob,) = _by_kind(docs, "RayJob")
+    (rayjob,) = _by_kind(_build("campaign-job"), "RayJob")
     assert rayjob["spec"]["clusterSelector"] == {"ray.io/cluster": "farm"}
     assert rayjob["spec"]["entrypoint"].startswith("farm submit /etc/motion-farm/campaigns/")
+    # The submitter expands the entrypoint's $FARM_OUTPUT: it has the farm's environment.
+    (submitter,) = rayjob["spec"]["submitterPodTemplate"]["spec"]["containers"]
+    assert "$FARM_OUTPUT" in rayjob["spec"]["entrypoint"] and {"configMapRef": {"name": "farm-env"}} in submitter["envFrom"]
+    # Only the namespace reaches the head's ports.
+    (policy,) = _by_kind(docs, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"ray.io/cluster": "farm"} and policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {}}]}]
 
 
 def test_dockerfile_runs_farm_as_a_non_root_user():
@@ -112,7 +122,7 @@ def test_dockerfile_runs_farm_as_a_non_root_user():
         if ins["instruction"] == "ARG" and "=" in ins["value"]:
             key, value = ins["value"].split("=", 1)
             args[key] = value
-    assert args["BASE_IMAGE"].startswith("nvidia/cuda:") and "runtime" in args["BASE_IMAGE"]
+    assert args["BASE_IMAGE"].startswith("nvidia/cuda:") and "ubuntu22.04" in args["BASE_IMAGE"]
     assert args["VARIANT"] == "gpu"
     (entrypoint,) = [i["value"] for i in instructions if i["instruction"] == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["farm"]

@@ -244,6 +244,23 @@ def test_campaign_table_has_the_metrics_and_flags(tmp_path, ray_cluster):
     assert row["report"] == str(tmp_path / "out" / "c" / "shots" / "please" / "report.html")
 
 
+def test_a_new_threshold_renders_nothing_and_judges_finished_shots_again(tmp_path, ray_cluster, capsys):
+    from tests.test_runtime import _campaign, _drawing
+
+    campaign = _campaign(tmp_path, _drawing("please", "gesture_asl_please.mkv"))
+    out = str(tmp_path / "out")
+    assert cli.run(["submit", campaign, "-o", out]) == 0
+    assert cli.run(["submit", campaign, "-o", out, "qa.max_overlap_overhead=0.1"]) == 0
+    doc = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())
+    assert doc["counts"]["windows_rendered"] == 0 and doc["counts"]["shots_reused"] == 1
+    assert doc["shots"][0]["needs_rerender"] is True and doc["shots"][0]["qa_reasons"][0].startswith("overlap_overhead")
+    manifest = json.loads((tmp_path / "out" / "c" / "shots" / "please" / "manifest.json").read_text())
+    assert manifest["qa"]["needs_rerender"] is False  # the record of the render itself is left as it was
+    capsys.readouterr()
+    assert cli.run(["status", str(tmp_path / "out" / "c")]) == 0
+    assert "1/1 shots done: 0 rendered, 1 reused, 0 failed, 1 need a re-render" in capsys.readouterr().out
+
+
 def _assert_self_contained(page: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page), "external reference"
     assert not re.search(r"url\(\s*['\"]?(https?:)?//", page)

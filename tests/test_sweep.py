@@ -11,7 +11,7 @@ from farm import cli
 from farm.errors import FarmError
 from farm.media.decode import read_frames
 from farm.media.probe import probe_video
-from farm.sweep import LABEL_HEIGHT, Setting, expand, variant_id
+from farm.sweep import LABEL_HEIGHT, Setting, expand, variant_ids
 from tests.test_runtime import _campaign, _drawing
 
 
@@ -30,11 +30,15 @@ def test_expand_follows_hydras_sweep_grammar():
         expand(["match.mode=video,,"])
 
 
-def test_variant_ids_are_readable_and_valid():
-    setting = Setting(("match.mode=video", "match.motion_weight=0.3"), "mode=video, motion_weight=0.3")
-    assert variant_id("please", setting, 0) == "please--video-0.3"
-    long = variant_id("a" * 60, setting, 6)
-    assert long == "a" * 58 + "--s07" and len(long) <= 64
+def test_variant_ids_are_readable_valid_and_distinct():
+    _, settings = expand(["match.mode=video,image", "match.motion_weight=0.3,0.9"])
+    assert variant_ids("please", settings) == ["please--video-0.3", "please--video-0.9", "please--image-0.3", "please--image-0.9"]
+    long = variant_ids("a" * 60, settings)
+    assert long[3] == "a" * 58 + "--s04" and all(len(x) <= 64 for x in long)
+    # Values that read the same in an id (the sign, a space): numbered instead, never merged.
+    _, clash = expand(["seed=-5,5"])
+    assert variant_ids("please", clash) == ["please--s01", "please--s02"]
+    assert variant_ids("please", [Setting(("prompt=a b",), "prompt=a b"), Setting(("prompt=a_b",), "prompt=a_b")])[0] == "please--s01"
 
 
 def test_sweep_renders_every_setting_in_one_batch_and_compares_them(tmp_path, ray_cluster, monkeypatch, capsys):

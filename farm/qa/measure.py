@@ -160,12 +160,11 @@ def coco17_from_rig(joints: np.ndarray) -> np.ndarray:
 @dataclass
 class Quality:
     """A shot's measured quality: `summary` (manifest metrics), `windows` (one entry per window),
-    `frames` (per-frame columns for qa.parquet and the report's plots), `joins` (frame ranges)."""
+    `frames` (per-frame columns for qa.parquet and the report's plots)."""
 
     summary: dict
     windows: list[dict]
     frames: dict[str, np.ndarray]
-    joins: list[tuple[int, int]]
 
 
 def detector_sees(character: Character) -> bool:
@@ -250,7 +249,7 @@ def shot_quality(
         "appearance_drift": hist, "appearance_ssim": ssim, "frame_diff": diff, "at_join": at_join[:total],
         "measured": measured, "target": target,
     }
-    return Quality(summary, per_window, frames, joins)
+    return Quality(summary, per_window, frames)
 
 
 # The thresholds of conf/qa (key in QAConfig, metric, True when the metric must stay at or above).
