@@ -88,7 +88,7 @@ def write_shot_report(sources: ShotSources) -> Path:
     page = _env().get_template("shot.html.j2").render(
         r=record, m=metrics, qa=record.get("qa") or {}, metrics=METRICS, sheet=sheet, character=character,
         motion_missing=sources.motion is None, windows=metrics.get("windows") or [],
-        plots=_plots(table, metrics.get("windows") or []),
+        plots=_plots(table),
         settings=yaml.safe_dump(record.get("config") or {}, sort_keys=False),
         thresholds=_thresholds(record),
     )
@@ -126,7 +126,7 @@ def _thresholds(record: dict) -> dict[str, str]:
     return out
 
 
-def _plots(table: dict[str, np.ndarray], windows: list[dict]) -> list[dict]:
+def _plots(table: dict[str, np.ndarray]) -> list[dict]:
     """Per-frame plots as inline SVG: pose, appearance, frame differences (joins shaded), jitter."""
     import matplotlib
 
@@ -134,7 +134,9 @@ def _plots(table: dict[str, np.ndarray], windows: list[dict]) -> list[dict]:
     from matplotlib import pyplot as plt
 
     frames = table["frame"]
-    joins = [(w["start"], prev["end"]) for prev, w in zip(windows, windows[1:]) if w["start"] < prev["end"]]
+    # The joins as QA marked them: runs of frames in qa.parquet's at_join column.
+    edges = np.diff(np.r_[0, np.asarray(table["at_join"], np.int8), 0])
+    joins = list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1))
     panels = (
         ("Pose fidelity per frame", (("pose_pck", "PCK@0.1"), ("pose_oks", "OKS")), (0, 1.02)),
         ("Appearance vs the character image", (("appearance_drift", "histogram distance"), ("appearance_ssim", "torso SSIM")), (0, 1.02)),
@@ -220,6 +222,7 @@ def rebuild_shot_report(shot_uri: str, store, work: Path) -> str | None:
     import json
 
     from farm.errors import FarmError
+    from farm.media.probe import load_image
     from farm.storage import Storage
 
     record = json.loads(store.get_bytes(Storage.join(shot_uri, "manifest.json")))
@@ -240,19 +243,14 @@ def rebuild_shot_report(shot_uri: str, store, work: Path) -> str | None:
             return None
 
     character = fetched("character")
+    if character is not None:
+        try:
+            character = load_image(character)[0]
+        except FarmError:  # no longer an image we can read: the report goes without it
+            character = None
     path = write_shot_report(ShotSources(folder, record, motion=fetched("motion"), video=video, table=table,
-                                         character=None if character is None else _image_rgb(character)))
+                                         character=character))
     if Storage.is_remote(shot_uri):
         store.put_file(path, Storage.join(shot_uri, path.name))
         store.put_file(folder / THUMB, Storage.join(shot_uri, THUMB))
     return Storage.join(shot_uri, path.name)
-
-
-def _image_rgb(path: Path) -> np.ndarray | None:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except OSError:
-        return None
