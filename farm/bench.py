@@ -85,7 +85,7 @@ def bench_puppet(frames: int = 192) -> dict:
 def _pad_square(character):
     import numpy as np
 
-    from farm.backends.base import Character
+    from farm.types import Character
 
     h, w = character.image.shape[:2]
     side = max(h, w)
@@ -103,7 +103,7 @@ def bench_pose() -> dict:
     """Pose extraction on the 640x480 ASL clip with the default pose config (model load included)."""
     from farm.config import load_config
     from farm.pose.extract import extract_poses
-    from farm.render import pose_options
+    from farm.shot.tools import pose_options
 
     video = MEDIA / "gesture_asl_book.mkv"
     options = pose_options(load_config())
@@ -129,9 +129,9 @@ def bench_campaign(video: str, num_cpus: int) -> dict:
     import tempfile
 
     from farm.config import load_config
-    from farm.render import Shot
     from farm.runtime.campaign import run_campaign
     from farm.runtime.cluster import connect
+    from farm.shot.types import Shot
 
     # The cluster gets `num_cpus` cores, not just `num_cpus` scheduling slots: Ray's workers inherit
     # this process's affinity, so a 1-worker run cannot borrow the second core for its threads.

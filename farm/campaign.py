@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 from farm.errors import FarmError
-from farm.render import SHOT_ID, Shot
+from farm.shot.types import SHOT_ID, Shot
 
 _CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file")
 _SHOT_KEYS = ("id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "variants", "rights")

@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 import yaml
 
-from farm.backends.base import Character
 from farm.errors import FarmError
 from farm.media.probe import load_image, sha256_file
 from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINTS, from_mediapipe
+from farm.types import Character
 
 SKELETON_FORMAT = "farm-skeleton/1"
 MIN_MASK_SHARE = 0.01

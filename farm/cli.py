@@ -6,7 +6,6 @@ Exit status: 0 all good; 2 bad input or configuration (one line on stderr, no tr
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from fractions import Fraction
@@ -167,25 +166,23 @@ def run(argv: list[str]) -> int:
 
 
 def cmd_render(args) -> int:
-    from farm.config import load_config
-    from farm.render import Shot, render_shot
+    from farm import api
 
-    cfg = load_config(args.overrides)
-    shot = Shot(
-        motion=args.motion, character=args.character, skeleton=args.character_skeleton, mask=args.character_mask,
-        prompt=args.prompt, shot_id=args.id,
-    )
     with _progress() as progress:
-        result = render_shot(shot, cfg, args.out, reporter=RichReporter(progress, "shot"), force=args.force)
+        result = api.render(
+            args.motion, args.character, out=args.out, overrides=args.overrides, skeleton=args.character_skeleton,
+            mask=args.character_mask, prompt=args.prompt, shot_id=args.id, force=args.force,
+            reporter=RichReporter(progress, "shot"),
+        )
     return _report(result)
 
 
 class CampaignProgress:
     """Two bars while a campaign runs on Ray: shots finished, and frames rendered (with frames/s
-    and ETA). extras: more columns of the campaign record for some shots, by shot id."""
+    and ETA); a line per finished shot."""
 
-    def __init__(self, progress: Progress, record, extras: dict[str, dict] | None = None) -> None:
-        self.progress, self.record, self.extras = progress, record, extras or {}
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
         self.shots_task = progress.add_task("shots", total=None)
         self.frames_task = progress.add_task("frames", total=0, unit="fr")
 
@@ -201,163 +198,85 @@ class CampaignProgress:
 
     def shot_done(self, result) -> None:
         self.progress.advance(self.shots_task, 1)
-        self.record.add(result, self.extras.get(result.shot_id))
         _say(result)
-
-
-CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
 
 
 def cmd_submit(args) -> int:
     """One campaign file, or every campaign file of a folder in name order (a night's campaigns:
     one that cannot be read is reported and the others still run; exit status 2 then)."""
-    from farm.campaign import load_campaign
+    from farm import api
 
     folder = Path(args.campaign)
     if not folder.is_dir():
-        return _submit(load_campaign(folder), args)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CAMPAIGN_SUFFIXES)
-    if not files:
-        raise FarmError(str(folder), "holds no campaign file", f"put campaign files ({', '.join(CAMPAIGN_SUFFIXES)}) in it")
+        return _submit(args.campaign, args)
     unreadable, failed = False, False
-    for path in files:
+    for path in api.campaign_files(folder):
         try:
-            failed |= _submit(load_campaign(path), args) != 0
+            failed |= _submit(path, args) != 0
         except FarmError as exc:
             console.print(f"[red]error:[/red] {exc}")
             unreadable = True
     return 2 if unreadable else 3 if failed else 0
 
 
-def _submit(campaign, args) -> int:
-    items = [(item.shot, _shot_config([*campaign.defaults, *item.overrides, *args.overrides], item.seed_offset))
-             for item in campaign.shots]
-    batch = _render_batch(campaign.name, items, args.out, force=args.force)
-    return 3 if batch.doc["counts"]["shots_failed"] else 0
+def _submit(path, args) -> int:
+    from farm import api
+    from farm.campaign import load_campaign
+
+    campaign = load_campaign(path)  # before the progress bars: a bad file is one line of error
+    with _progress() as progress:
+        result = api.submit(campaign, args.out, overrides=args.overrides, force=args.force, progress=CampaignProgress(progress))
+    _summary(result)
+    return 3 if result.counts["shots_failed"] else 0
 
 
 def cmd_sweep(args) -> int:
-    from farm.campaign import load_campaign
-    from farm.sweep import expand, slug, variant_ids
+    from farm import api
 
-    campaign = load_campaign(args.campaign)
-    fixed, settings = expand(args.overrides)
-    items, extras, groups = [], {}, {}
-    for n, item in enumerate(campaign.shots):
-        base = item.shot.shot_id or f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}"
-        for setting, shot_id in zip(settings, variant_ids(base, settings)):
-            shot = dataclasses.replace(item.shot, shot_id=shot_id)
-            items.append((shot, _shot_config([*campaign.defaults, *item.overrides, *fixed, *setting.overrides], item.seed_offset)))
-            extras[shot.shot_id] = {"sweep_of": base, "settings": " ".join(setting.overrides)}
-            groups.setdefault(base, []).append((setting, shot.shot_id))
-    name = args.name or f"{campaign.name}-sweep"
-    console.print(f"sweep {name}: {len(campaign.shots)} shot(s) x {len(settings)} setting(s) = {len(items)} renders, one batch")
-    batch = _render_batch(name, items, args.out, force=args.force, extras=extras)
-    _comparisons(batch, groups)
-    return 3 if batch.doc["counts"]["shots_failed"] else 0
+    plan = api.plan_sweep(args.campaign, args.overrides, name=args.name)
+    console.print(f"sweep {plan.name}: {plan.shots} shot(s) x {plan.settings} setting(s) = {len(plan.items)} renders, one batch")
+    with _progress() as progress:
+        result = api.sweep(plan, out=args.out, force=args.force, progress=CampaignProgress(progress))
+    _summary(result)
+    _comparisons(result)
+    return 3 if result.counts["shots_failed"] else 0
 
 
-def _shot_config(overrides: list[str], seed_offset: int):
-    """A shot's config, or the FarmError that says why it has none (the shot is then recorded as failed)."""
-    from farm.config import load_config
-
-    try:
-        cfg = load_config(overrides)
-        return dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
-    except FarmError as exc:
-        return exc
-
-
-@dataclasses.dataclass
-class _Batch:
-    out: str  # OUT/<name>
-    doc: dict  # campaign.json
-    results: list
-    folder: Path  # where campaign files are made (OUT/<name> itself, or a staging folder for s3://)
-    store: object
-    cfg: object  # the first shot's config (storage and cache settings), None when no shot has one
-
-
-def _render_batch(name: str, items: list, out_root: str, *, force: bool, extras: dict | None = None) -> _Batch:
-    """Render (shot, config) items as one batch on Ray into OUT/<name>/shots/, keeping
-    campaign.json up to date, then write campaign.parquet and the campaign report."""
-    from farm.records import CampaignRecord
-    from farm.render import stage_root, storage_for
-    from farm.runtime.campaign import run_campaign
-    from farm.runtime.cluster import connect
-    from farm.storage import Storage
-
-    out = Storage.join(out_root, name)
-    first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
-    runtime = first.runtime if first else None
-    connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
-    store = storage_for(first) if first else Storage()
-    record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
-    record.write()
-    finished, results = False, []
-    try:
-        with _progress() as progress:
-            results = run_campaign(
-                items, Storage.join(out, "shots"), force=force,
-                max_retries=runtime.max_retries if runtime else 0, progress=CampaignProgress(progress, record, extras),
-            )
-        finished = True
-    finally:
-        # Also when interrupted: the record says how far the run got, not "running" forever.
-        doc = record.write(finished=True, interrupted=not finished)
-        report = _campaign_report(doc, out, record.folder, store)
-    counts = doc["counts"]
+def _summary(result) -> None:
+    """What a campaign run did, where its output and report are."""
+    counts = result.counts
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(
-        f"campaign {name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
+        f"campaign {result.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
         f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
-        f"output in {out}"
+        f"output in {result.uri}"
     )
     if counts["shots_flagged"]:
         console.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
-    if report:
-        console.print(f"report: {report}")
-    return _Batch(out, doc, results, record.folder, store, first)
+    if result.report:
+        console.print(f"report: {result.report}")
 
 
-def _comparisons(batch: _Batch, groups: dict[str, list]) -> None:
-    """Per shot of a sweep: the grid video of its settings (OUT/<name>/comparisons/<shot>.mp4) and
-    a table of their metrics on the terminal."""
+def _comparisons(result) -> None:
+    """Per shot of a sweep: where its grid video is, and a table of its settings' metrics."""
     from rich.table import Table
 
-    from farm.render import cache_root
-    from farm.storage import Storage
-    from farm.sweep import COMPARISONS, write_comparison
-
-    results = {r.shot_id: r for r in batch.results}
-    rows = {row["shot_id"]: row for row in batch.doc["shots"]}
-    for base, variants in groups.items():
-        target = batch.folder / COMPARISONS / f"{base}.mp4"
-        uri = Storage.join(batch.out, COMPARISONS, target.name)
-        try:  # the renders are done and recorded: a grid that cannot be made is a warning
-            cells = []
-            for setting, shot_id in variants:
-                result = results.get(shot_id)
-                if result is None or result.status == "failed":
-                    cells.append((setting.label, None, f"failed: {result.error if result else 'not run'}"))
-                    continue
-                video = result.video or batch.store.fetch(result.video_uri, cache_root(batch.cfg) / "comparisons")
-                cells.append((setting.label, video, ""))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_comparison(target, cells)
-            if Storage.is_remote(uri):
-                batch.store.put_file(target, uri)
-            console.print(f"comparison {base}: {uri}")
-        except Exception as exc:  # noqa: BLE001
-            console.print(f"[yellow]warning:[/yellow] no comparison for {base}: {exc}")
+    rows = {row["shot_id"]: row for row in result.doc["shots"]}
+    for base, variants in result.groups.items():
+        made = result.comparisons[base]
+        if made.startswith("error: "):
+            console.print(f"[yellow]warning:[/yellow] no comparison for {base}: {made.removeprefix('error: ')}")
+        else:
+            console.print(f"comparison {base}: {made}")
         table = Table(title=f"{base}: metrics per setting")
         for column in ("setting", "state", "PCK", "OKS", "jitter", "drift", "seam", "QA"):
             table.add_column(column)
-        for setting, shot_id in variants:
+        for label, shot_id in variants:
             row = rows.get(shot_id, {})
-            qa = _qa_word(row)
-            table.add_row(setting.label, row.get("status", ""), *(_num(row.get(k)) for k in
-                          ("pose_pck", "pose_oks", "jitter", "appearance_drift", "seam_score")), qa)
+            table.add_row(label, row.get("status", ""), *(_num(row.get(k)) for k in
+                          ("pose_pck", "pose_oks", "jitter", "appearance_drift", "seam_score")), _qa_word(row))
         console.print(table)
 
 
@@ -374,40 +293,17 @@ def _num(value) -> str:
     return "" if value is None else f"{value:.3g}"
 
 
-def _campaign_report(doc: dict, out: str, folder, store) -> str | None:
-    """The campaign page; a page that cannot be made is a warning, never a failed campaign."""
-    from farm.report import publish_campaign_report
-
-    try:
-        return publish_campaign_report(doc, out, folder, store)
-    except FarmError as exc:
-        console.print(f"[yellow]warning:[/yellow] no campaign report: {exc}")
-    except Exception as exc:  # noqa: BLE001 - the renders are done and recorded; say why the page is not
-        console.print(f"[yellow]warning:[/yellow] no campaign report: {type(exc).__name__}: {exc}")
-    return None
-
-
 def cmd_report(args) -> int:
-    import tempfile
+    from farm import api
 
-    from farm.config import load_config
-    from farm.records import read_campaign
-    from farm.render import stage_root, storage_for
-    from farm.report import publish_campaign_report, rebuild_shot_report
-    from farm.storage import Storage
-
-    cfg = load_config(args.overrides)
-    store = storage_for(cfg)
-    doc = read_campaign(args.campaign, store)
-    with tempfile.TemporaryDirectory(prefix="farm-report-") as work:
-        for row in doc["shots"]:
-            try:
-                made = rebuild_shot_report(Storage.join(args.campaign, "shots", row["shot_id"]), store, Path(work))
-                console.print(f"{row['shot_id']}: {made or 'no report (' + row['status'] + ', no QA record)'}")
-            except Exception as exc:  # noqa: BLE001 - one shot's report never stops the others
-                console.print(f"[yellow]warning:[/yellow] {row['shot_id']}: no report: {exc}")
-        folder = store.local_path(args.campaign) or stage_root(args.campaign, cfg)
-        report = publish_campaign_report(doc, args.campaign, Path(folder), store)
+    made, report = api.rebuild_reports(args.campaign, overrides=args.overrides)
+    for shot_id, uri in made.items():
+        if uri is None:
+            console.print(f"{shot_id}: no report (failed, or no QA record)")
+        elif uri.startswith("error: "):
+            console.print(f"[yellow]warning:[/yellow] {shot_id}: no report: {uri.removeprefix('error: ')}")
+        else:
+            console.print(f"{shot_id}: {uri}")
     console.print(f"report: {report}")
     return 0
 
@@ -415,11 +311,9 @@ def cmd_report(args) -> int:
 def cmd_status(args) -> int:
     from rich.table import Table
 
-    from farm.config import load_config
-    from farm.records import read_campaign
-    from farm.render import storage_for
+    from farm import api
 
-    doc = read_campaign(args.campaign, storage_for(load_config(args.overrides)))
+    doc = api.status(args.campaign, overrides=args.overrides)
     table = Table(title=f"campaign {doc['name']} ({doc['status']})")
     for column in ("shot", "state", "windows", "frames", "seconds", "QA", "error"):
         table.add_column(column)
@@ -444,7 +338,8 @@ def cmd_pose(args) -> int:
     from farm.pose.extract import extract_poses
     from farm.pose.preview import write_pose_preview
     from farm.pose.store import write_parquet
-    from farm.render import cache_root, pose_options, progress_callback, storage_for
+    from farm.shot.tools import cache_root, pose_options, storage_for
+    from farm.shot.types import progress_callback
 
     cfg = load_config(args.overrides)
     video = storage_for(cfg).fetch(args.video, cache_root(cfg) / "inputs")

@@ -6,6 +6,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from farm._version import __version__
 from farm.storage.local import write_bytes
 
 SCHEMA_VERSION = 1
@@ -23,9 +24,7 @@ _VERSIONED = {
 
 
 def versions() -> dict[str, str | None]:
-    import farm
-
-    found: dict[str, str | None] = {"farm": farm.__version__, "python": platform.python_version()}
+    found: dict[str, str | None] = {"farm": __version__, "python": platform.python_version()}
     for name, dist in _VERSIONED.items():
         try:
             found[name] = metadata.version(dist)

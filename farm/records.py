@@ -13,13 +13,12 @@ import pyarrow.parquet as pq
 
 from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, write_json_atomic
-from farm.render import ShotResult
+from farm.shot.outcome import ShotResult
 from farm.storage import Storage
 from farm.storage.local import write_atomically
 
 CAMPAIGN_JSON = "campaign.json"
 CAMPAIGN_PARQUET = "campaign.parquet"
-CAMPAIGN_REPORT = "report.html"
 # Shot metrics (manifest `metrics`, farm.qa.measure) that are columns of the campaign table.
 QA_METRICS = ("pose_pck", "pose_oks", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
               "overlap_overhead")
@@ -141,6 +140,15 @@ class CampaignRecord:
         if self.store is not None:
             self.store.put_file(self.folder / CAMPAIGN_JSON, Storage.join(self.uri, CAMPAIGN_JSON))
         return doc
+
+
+class Progress:
+    """What a running campaign reports (the runtime tells it; the CLI draws it). Does nothing by itself."""
+
+    def shots(self, total: int) -> None: ...
+    def frames(self, added_total: int) -> None: ...
+    def frames_done(self, n: int) -> None: ...
+    def shot_done(self, result: ShotResult) -> None: ...
 
 
 def read_campaign(uri: str, store: Storage) -> dict:

@@ -27,6 +27,7 @@ from farm.qa.measure import read_quality_table
 from farm.storage.local import write_bytes
 
 THUMB = "thumb.jpg"
+CAMPAIGN_REPORT = "report.html"  # the campaign page, beside campaign.json
 SHEET_FRAMES = 6  # moments in the contact sheet
 SHEET_HEIGHT = 200  # pixels of each contact-sheet image
 # COCO-17 limbs drawn on the pose overlays.
@@ -201,7 +202,6 @@ def _finite(value) -> float | None:
 def publish_campaign_report(doc: dict, uri: str, folder: Path, store) -> str:
     """Write `<campaign>/report.html` from the campaign record `doc` (with each shot's thumbnail
     read from the store) into `folder`, upload it when `uri` is s3://; returns its URI."""
-    from farm.records import CAMPAIGN_REPORT
     from farm.storage import Storage
 
     thumbs = {}

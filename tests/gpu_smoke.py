@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
 
     from farm.config import load_config
     from farm.media.decode import read_frames
-    from farm.render import render_shot
+    from farm.shot.render import render_shot
     from tests.test_render import drawing_shot
     from tests.wan_tiny import save_tiny_wan
 

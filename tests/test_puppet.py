@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import yaml
 
-from farm.backends.base import Canvas, Character, WindowRequest
+from farm.backends.base import WindowRequest
 from farm.backends.puppet import PuppetBackend
 from farm.backends.puppet.backend import build_puppet
 from farm.backends.puppet.raster import NOWHERE, fit_background, rasterize_layer, remove_character, source_affines
 from farm.backends.puppet.skinning import bone_transforms, skin
 from farm.errors import FarmError
 from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINT_INDEX, PARENTS
+from farm.types import Canvas, Character
 
 RIGHT_ARM_FIRST = np.array([0, 1, 2, 3])  # right_arm at the back of the limbs
 RIGHT_ARM_LAST = np.array([1, 2, 3, 0])  # right_arm at the front

@@ -9,15 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from farm import cli
-from farm.backends.base import Character
 from farm.backends.puppet.backend import PuppetBackend
 from farm.config import load_config
 from farm.media.decode import read_frames
 from farm.pose.extract import PoseOptions, extract_poses
 from farm.qa import metrics as m
 from farm.qa.measure import Appearance, FrameMeter, coco17_from_body, shot_quality, verdict
-from farm.render import render_shot
+from farm.shot.render import render_shot
 from farm.stitch import Stitcher
+from farm.types import Character
 from farm.windows import plan_windows
 from tests.test_render import MEDIA, drawing_shot
 
@@ -190,7 +190,7 @@ def test_pose_metrics_come_from_the_drawn_joints_for_a_character_the_detector_ca
 
 def test_photo_character_is_measured_by_re_detection(tmp_path, shared_data):
     cfg = load_config(["output.size=384", "output.pose_preview=false"])
-    from farm.render import Shot
+    from farm.shot.types import Shot
 
     shot = Shot(motion=VIDEO, character=shared_data / "fullbody_photo_man.png")
     result = render_shot(shot, cfg, tmp_path)

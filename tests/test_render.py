@@ -16,7 +16,8 @@ from farm.backends.puppet import PuppetBackend
 from farm.config import load_config
 from farm.media.decode import iter_frames, read_frames
 from farm.pose.store import read_parquet, read_rig_parquet
-from farm.render import Shot, render_shot
+from farm.shot.render import render_shot
+from farm.shot.types import Shot
 from tests.conftest import REPO
 from tests.test_cli import run_farm
 

@@ -14,8 +14,8 @@ import pytest
 from farm import cli
 from farm.config import load_config
 from farm.media.decode import read_frames
-from farm.render import render_shot
 from farm.runtime.campaign import run_campaign
+from farm.shot.render import render_shot
 from tests.test_render import MEDIA, drawing_shot
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -14,8 +14,9 @@ from farm.backends.wan_animate.inputs import draw_pose, face_boxes, render_size,
 from farm.config import load_config
 from farm.media.decode import read_frames
 from farm.media.encode import VideoWriter
-from farm.render import Shot, render_shot
 from farm.runtime.campaign import run_campaign
+from farm.shot.render import render_shot
+from farm.shot.types import Shot
 from tests.test_render import MEDIA, drawing_shot
 from tests.wan_tiny import save_tiny_wan
 

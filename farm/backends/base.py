@@ -6,6 +6,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from farm.types import Canvas, Character
+
 
 @dataclass(frozen=True)
 class BackendSpec:
@@ -31,38 +33,6 @@ class BackendSpec:
     num_gpus: float = 0.0
     max_side: int = 4096
     needs_reference: bool = False
-
-
-@dataclass(frozen=True)
-class Character:
-    """The character to animate, in the pixels of its own image.
-
-    image: (H, W, 3) uint8 RGB. mask: (H, W) bool, True on the character.
-    joints: (15, 3) float32 rest pose on the rig of `farm.rig` (x, y, confidence).
-    source: how the joints were obtained ("detected", "skeleton_file").
-    """
-
-    image: np.ndarray
-    mask: np.ndarray
-    joints: np.ndarray
-    source: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class Canvas:
-    """The output frame and how character-image pixels map onto it.
-
-    width, height: output size in pixels (even numbers).
-    scale: output pixels per character-image pixel for the character's body.
-    mode: "image" (character keeps its own background and place) or "video" (the character takes
-    the performer's place and framing in a frame of the reference video's shape).
-    """
-
-    width: int
-    height: int
-    scale: float
-    mode: str
 
 
 @dataclass

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farm.backends.base import Canvas
 from farm.errors import FarmError
 from farm.rig import BONES, JOINT_INDEX, PARENTS, VISIBLE, bone_lengths
+from farm.types import Canvas
 
 SHOWN = 0.25  # share of frames on which a bone must be seen to drive the character at all
 FORESHORTEN = (0.5, 1.0)  # bounds of the per-frame length factor taken from the performer

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from farm.backends.base import Character
 from farm.pose.extract import PoseSequence, image_pose_detector
 from farm.pose.openpose import coco18_from_body
 from farm.pose.transfer import transfer_pose
 from farm.qa import metrics as m
 from farm.rig import BONES, JOINT_INDEX, VISIBLE
+from farm.types import Character
 from farm.windows import Window
 
 SMALL_WIDTH = 160  # frame differences are measured at this width

@@ -1,5 +1,5 @@
 """Everything that knows about Ray: starting the cluster connection and placing the work.
 
-Stage logic (farm.render, farm.pose, farm.backends) never imports Ray; this package runs it as
+Stage logic (farm.shot, farm.pose, farm.backends) never imports Ray; this package runs it as
 Ray tasks and moves only small records through the driver — frames go through the store.
 """

@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +31,14 @@ from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
 from farm.qa.preflight import count_people
-from farm.render import (
-    Reporter,
-    Shot,
-    ShotPlan,
-    ShotResult,
-    backend_spec,
-    encode_segment,
-    fail_shot,
-    finish_shot,
-    make_backend,
-    plan_shot,
-    record_failure,
-    render_window,
-)
+from farm.records import Progress
+from farm.shot.finish import finish_shot
+from farm.shot.outcome import ShotResult, fail_shot, record_failure
+from farm.shot.plan import ShotPlan, plan_shot
+from farm.shot.segment import encode_segment
+from farm.shot.tools import backend_spec, make_backend
+from farm.shot.types import Reporter, Shot
+from farm.shot.window import render_window
 
 # Pose extraction of a video longer than this is split into chunks of this many frames.
 POSE_CHUNK_FRAMES = 300
@@ -194,25 +190,143 @@ def _finish(plan: ShotPlan, logs: list[dict], segments: list[dict]) -> ShotResul
     return finish_shot(plan, logs, segments)
 
 
-@dataclass
-class _Shot:
-    """Driver-side state of one shot."""
+class _Run:
+    """What the shots of one campaign run share: where they go, the generator pool, the Ray work
+    in flight (ref -> the shot and the method its result goes to), and which shot renders each
+    output folder (identical shots render once)."""
 
-    plan: ShotPlan | None = None
-    plan_ref: ray.ObjectRef | None = None
-    logs: dict[int, dict] = field(default_factory=dict)
-    pending: int = 0
-    segments: dict[int, dict] = field(default_factory=dict)
-    held: dict[int, int] = field(default_factory=dict)  # chained: window -> the window waiting for it
+    def __init__(self, out_root: Path | str, force: bool, max_retries: int, progress: Progress) -> None:
+        self.out_root, self.force, self.max_retries, self.progress = out_root, force, max_retries, progress
+        self.generators = _GeneratorPool(max_retries)
+        self.waiting: dict[ray.ObjectRef, tuple[_ShotRun, Callable]] = {}
+        self.owners: dict[str, _ShotRun] = {}
+
+    def task(self, remote, name: str, shot: _ShotRun, deliver: Callable, *args) -> ray.ObjectRef:
+        """Start a CPU task (plan, segment, finish) whose result goes to `deliver` of `shot`."""
+        ref = remote.options(**_options(self.max_retries, name)).remote(*args)
+        self.waiting[ref] = (shot, deliver)
+        return ref
+
+    def window(self, shot: _ShotRun, index: int) -> None:
+        """Queue window `index` of `shot` for the next free generator."""
+        name = f"window {shot.plan.shot_id} {index}"
+        self.generators.submit(backend_spec(shot.cfg).num_gpus, name, shot.plan_ref, index, (shot, partial(shot.window_done, index)))
+
+    def owner(self, uri: str, shot: _ShotRun) -> _ShotRun:
+        """The shot that renders the folder `uri` in this run: the first one to claim it."""
+        return self.owners.setdefault(uri, shot)
 
 
-class Progress:
-    """What the driver reports while it runs (the CLI draws it)."""
+class _ShotRun:
+    """One shot on the driver, from its plan to its result, as a small state machine:
+    planning -> rendering (windows pending) -> encoding (segments) -> finishing -> done | failed.
+    One method per event; each starts the shot's next work through the campaign run."""
 
-    def shots(self, total: int) -> None: ...
-    def frames(self, added_total: int) -> None: ...
-    def frames_done(self, n: int) -> None: ...
-    def shot_done(self, result: ShotResult) -> None: ...
+    def __init__(self, run: _Run, shot: Shot, cfg: FarmConfig) -> None:
+        self.run, self.shot, self.cfg = run, shot, cfg
+        self.state = "planning"
+        self.plan: ShotPlan | None = None
+        self.plan_ref: ray.ObjectRef | None = None  # the plan in the object store, for the workers
+        self.logs: dict[int, dict] = {}  # window -> its log
+        self.pending = 0  # windows not rendered yet
+        self.held: dict[int, int] = {}  # chained: window -> the window waiting for it
+        self.segments: dict[int, dict] = {}  # segment -> its log
+        self.followers: list[_ShotRun] = []  # identical shots that take this one's result
+        self.result: ShotResult | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def start(self) -> None:
+        name = f"plan {self.shot.shot_id or Path(str(self.shot.motion)).name}"
+        self.plan_ref = self.run.task(_plan, name, self, self.planned, self.shot, self.cfg, self.run.out_root, self.run.force)
+
+    def planned(self, value) -> None:
+        if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
+            reason = FarmError(f"shot {self.shot.shot_id or self.shot.motion}", f"could not be planned: {_cause(value)}", "run again")
+            self.end(record_failure(self.shot, self.cfg, self.run.out_root, reason))
+            return
+        if isinstance(value, ShotResult):  # finished before (reused), or failed in planning
+            self.end(value)
+            return
+        owner = self.run.owner(value.uri, self)
+        if owner is not self:  # the same inputs and config as another shot of this run
+            owner.follow(self)
+            return
+        self.plan, self.state = value, "rendering"
+        self.run.progress.frames(sum(w.length for w in value.windows))  # frames generated, overlaps included
+        for w, window in enumerate(value.windows):
+            if value.has_window(window):  # a checkpoint from an interrupted run
+                self.logs[w] = {**window.to_dict(), "reused": True}
+                self.run.progress.frames_done(window.length)
+                continue
+            self.pending += 1
+            before = value.previous_window(window)
+            if before is not None and before.index not in self.logs:  # chained: it waits for the window it continues
+                self.held[before.index] = w
+            else:
+                self.run.window(self, w)
+        if self.pending == 0:
+            self._encode()
+
+    def window_done(self, w: int, value) -> None:
+        if isinstance(value, BaseException):  # the first failed window fails the shot
+            self._fail(_window_failure(value, self.plan.windows[w], self.run.max_retries))
+            return
+        self.logs[w] = value
+        self.pending -= 1
+        self.run.progress.frames_done(self.plan.windows[w].length)
+        if w in self.held:  # chained: the next window of the chain can go now
+            self.run.window(self, self.held.pop(w))
+        if self.pending == 0:
+            self._encode()
+
+    def segment_done(self, k: int, value) -> None:
+        if isinstance(value, BaseException):
+            self._fail(_cause(value))
+            return
+        self.segments[k] = value
+        if len(self.segments) == len(self.plan.segments):
+            self.state = "finishing"
+            logs = [self.logs[w] for w in range(len(self.plan.windows))]
+            segments = [self.segments[s] for s in range(len(self.plan.segments))]
+            self.run.task(_finish, f"finish {self.plan.shot_id}", self, self.finished, self.plan_ref, logs, segments)
+
+    def finished(self, value) -> None:
+        self.end(value if isinstance(value, ShotResult) else self._failure(_cause(value)))
+
+    def follow(self, other: _ShotRun) -> None:
+        """`other` renders the same folder: it takes this shot's result (now, if there is one)."""
+        self.followers.append(other)
+        if self.done:
+            self.end(self.result)
+
+    def end(self, result: ShotResult) -> None:
+        if self.result is None:
+            self.result, self.state = result, "failed" if result.status == "failed" else "done"
+            self.plan = self.plan_ref = None  # let go of the plan (character image, poses) as soon as the shot is done
+            self.run.progress.shot_done(result)
+        for other in self.followers:
+            status = "failed" if result.status == "failed" else "reused"
+            other.end(ShotResult(result.shot_id, status, result.folder, result.manifest, result.error, result.uri))
+        self.followers = []
+
+    def _encode(self) -> None:
+        """Every window is in: stitch and encode the shot's segments in parallel (then finish joins them)."""
+        self.state = "encoding"
+        logs = [self.logs[w] for w in range(len(self.plan.windows))]
+        for segment in self.plan.segments:
+            name = f"segment {self.plan.shot_id} {segment.index}"
+            done = partial(self.segment_done, segment.index)
+            self.run.task(_segment, name, self, done, self.plan_ref, segment.index, logs[: segment.stop])
+
+    def _failure(self, exc: BaseException) -> ShotResult:
+        plan = self.plan
+        return fail_shot(self.shot, plan.folder, plan.record, plan.timings, exc, uri=plan.uri, cfg=self.cfg)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.end(self._failure(exc))
 
 
 def run_campaign(
@@ -227,130 +341,36 @@ def run_campaign(
     not be loaded (a FarmError in place of its config) is recorded as failed without running."""
     progress = progress or Progress()
     progress.shots(len(items))
-    results: list[ShotResult | None] = [None] * len(items)
-    state = {i: _Shot() for i in range(len(items))}
-    waiting: dict[ray.ObjectRef, tuple[str, int, int]] = {}  # ref -> (kind, shot, window)
-
-    for i, (shot, cfg) in enumerate(items):
-        if isinstance(cfg, FarmError):
-            results[i] = record_failure(shot, None, out_root, cfg)
-            progress.shot_done(results[i])
-            continue
-        options = _options(max_retries, f"plan {shot.shot_id or Path(str(shot.motion)).name}")
-        waiting[_plan.options(**options).remote(shot, cfg, out_root, force)] = ("plan", i, -1)
-
-    generators = _GeneratorPool(max_retries)
-    owner: dict[str, int] = {}  # shot folder -> the item rendering it (identical shots render once)
-    followers: dict[int, list[int]] = {}
-
-    def finalize(i: int, result: ShotResult) -> None:
-        if results[i] is None:
-            results[i] = result
-            state.pop(i, None)  # let go of the plan (character image, poses) as soon as the shot is done
-            progress.shot_done(result)
-        for f in followers.pop(i, []):
-            same = ShotResult(result.shot_id, "failed" if result.status == "failed" else "reused",
-                              result.folder, result.manifest, result.error, result.uri)
-            finalize(f, same)
-
+    run = _Run(out_root, force, max_retries, progress)
+    shots = [_ShotRun(run, shot, cfg) for shot, cfg in items]
+    for shot in shots:
+        if isinstance(shot.cfg, FarmError):
+            shot.end(record_failure(shot.shot, None, out_root, shot.cfg))
+        else:
+            shot.start()
     try:
         while True:
-            # Windows go to generators as they free up (a `continue` below must not skip this).
-            generators.dispatch(waiting, lambda tag: tag[1] in state)
-            if not waiting:
+            # Windows go to generators as they free up (every turn: a shot's event may queue some).
+            run.generators.dispatch(run.waiting, lambda tag: not tag[0].done)
+            if not run.waiting:
                 break
-            ready, _ = ray.wait(list(waiting), num_returns=1)
+            ready, _ = ray.wait(list(run.waiting), num_returns=1)
             ref = ready[0]
-            kind, i, w = waiting.pop(ref)
+            shot, deliver = run.waiting.pop(ref)
             try:
                 value = ray.get(ref)
             except (ray.exceptions.RayError, FarmError) as exc:
                 value = exc
-            generators.release(ref, broken=isinstance(value, ray.exceptions.RayActorError))
-            shot, cfg = items[i]
-            entry = state.get(i)
-            if entry is None:  # the shot already failed on another window; drop what is left of it
+            run.generators.release(ref, broken=isinstance(value, ray.exceptions.RayActorError))
+            if shot.done:  # the shot already failed on another window; drop what is left of it
                 continue
             try:
-                if kind == "plan":
-                    if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
-                        reason = FarmError(f"shot {shot.shot_id or shot.motion}", f"could not be planned: {_cause(value)}", "run again")
-                        finalize(i, record_failure(shot, cfg, out_root, reason))
-                    elif isinstance(value, ShotResult):
-                        finalize(i, value)
-                    elif value.uri in owner:  # the same inputs and config as another shot of this run
-                        followers.setdefault(owner[value.uri], []).append(i)
-                        if results[owner[value.uri]] is not None:  # which may be done already
-                            finalize(owner[value.uri], results[owner[value.uri]])
-                    else:
-                        owner[value.uri] = i
-                        _start_windows(i, value, ref, entry, waiting, progress, cfg, max_retries, generators)
-                elif kind == "window":
-                    plan = entry.plan
-                    if isinstance(value, BaseException):  # the first failed window fails the shot
-                        reason = _window_failure(value, plan.windows[w], max_retries)
-                        finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, reason, uri=plan.uri, cfg=cfg))
-                        continue
-                    entry.logs[w] = value
-                    entry.pending -= 1
-                    progress.frames_done(plan.windows[w].length)
-                    if w in entry.held:  # chained: the next window of the chain can go now
-                        after = entry.held.pop(w)
-                        gpus = backend_spec(cfg).num_gpus
-                        generators.submit(gpus, f"window {plan.shot_id} {after}", entry.plan_ref, after, ("window", i, after))
-                    if entry.pending == 0:
-                        _start_segments(i, entry, waiting, cfg, max_retries)
-                elif kind == "segment":
-                    plan = entry.plan
-                    if isinstance(value, BaseException):
-                        finalize(i, fail_shot(shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg))
-                        continue
-                    entry.segments[w] = value
-                    if len(entry.segments) == len(plan.segments):
-                        logs = [entry.logs[k] for k in range(len(plan.windows))]
-                        segments = [entry.segments[k] for k in range(len(plan.segments))]
-                        options = _options(max_retries, f"finish {plan.shot_id}")
-                        waiting[_finish.options(**options).remote(entry.plan_ref, logs, segments)] = ("finish", i, -1)
-                else:  # finish
-                    plan = entry.plan
-                    finalize(i, value if isinstance(value, ShotResult) else fail_shot(
-                        shot, plan.folder, plan.record, plan.timings, _cause(value), uri=plan.uri, cfg=cfg
-                    ))
+                deliver(value)
             except FarmError as exc:  # the store failed while recording this shot: the others go on
-                finalize(i, ShotResult(shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
+                shot.end(ShotResult(shot.shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
     finally:
-        generators.close()  # the pool lives as long as its campaign
-
-    return [r for r in results if r is not None]
-
-
-def _start_windows(i, plan: ShotPlan, plan_ref, entry: _Shot, waiting, progress: Progress, cfg: FarmConfig, max_retries: int,
-                   generators: _GeneratorPool) -> None:
-    entry.plan, entry.plan_ref = plan, plan_ref
-    progress.frames(sum(w.length for w in plan.windows))  # frames generated, overlaps included
-    gpus = backend_spec(cfg).num_gpus
-    for w, window in enumerate(plan.windows):
-        if plan.has_window(window):  # a checkpoint from an interrupted run
-            entry.logs[w] = {**window.to_dict(), "reused": True}
-            progress.frames_done(window.length)
-            continue
-        entry.pending += 1
-        before = plan.previous_window(window)
-        if before is not None and before.index not in entry.logs:  # chained: it waits for the window it continues
-            entry.held[before.index] = w
-        else:
-            generators.submit(gpus, f"window {plan.shot_id} {w}", plan_ref, w, ("window", i, w))
-    if entry.pending == 0:
-        _start_segments(i, entry, waiting, cfg, max_retries)
-
-
-def _start_segments(i, entry: _Shot, waiting, cfg: FarmConfig, max_retries: int) -> None:
-    """Every window is in: stitch and encode the shot's segments in parallel (then _finish joins them)."""
-    plan = entry.plan
-    logs = [entry.logs[k] for k in range(len(plan.windows))]
-    for segment in plan.segments:
-        options = _options(max_retries, f"segment {plan.shot_id} {segment.index}")
-        waiting[_segment.options(**options).remote(entry.plan_ref, segment.index, logs[: segment.stop])] = ("segment", i, segment.index)
+        run.generators.close()  # the pool lives as long as its campaign
+    return [shot.result for shot in shots if shot.result is not None]
 
 
 def _options(max_retries: int, name: str) -> dict:

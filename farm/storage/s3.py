@@ -31,7 +31,7 @@ from farm.errors import FarmError
 from farm.storage.uri import S3Location
 
 if TYPE_CHECKING:
-    from farm.storage.store import StorageOptions
+    from farm.storage.options import StorageOptions
 
 MIB = 1024 * 1024
 CREDENTIALS_FIX = "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or an instance role with access to the bucket"

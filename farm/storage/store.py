@@ -11,43 +11,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+import farm.storage.local as files
 from farm.errors import FarmError
-from farm.storage import local as files
+from farm.storage.options import StorageOptions
 from farm.storage.s3 import S3Store
 from farm.storage.uri import S3Location, is_remote, join, parse, require_key
-
-MIN_PART_MB = 5  # S3 refuses multipart parts smaller than 5 MiB (all but the last)
-
-
-@dataclass(frozen=True)
-class StorageOptions:
-    endpoint_url: str | None = None  # S3-compatible endpoint (MinIO, Ceph, R2); None: boto3's chain (AWS_ENDPOINT_URL)
-    region: str | None = None
-    max_attempts: int = 5  # botocore "standard" retries of 5xx, throttling, timeouts and resets
-    multipart_threshold_mb: int = 16
-    multipart_chunk_mb: int = 8
-    roots: tuple[str, ...] = ()  # local folders inputs may be read from; empty: anywhere
-
-    def __post_init__(self) -> None:
-        if self.endpoint_url is not None and not re.match(r"^https?://[^/]", self.endpoint_url):
-            raise FarmError("storage.endpoint_url", f"{self.endpoint_url!r} is not an http(s) URL", "write it as http(s)://host[:port]")
-        if self.max_attempts < 1:
-            raise FarmError("storage.max_attempts", f"{self.max_attempts} is out of range", "use 1 or more (1: no retries)")
-        if self.multipart_threshold_mb < 1:
-            raise FarmError("storage.multipart_threshold_mb", f"{self.multipart_threshold_mb} is out of range", "use 1 or more")
-        if self.multipart_chunk_mb < MIN_PART_MB:
-            problem = f"{self.multipart_chunk_mb} is below S3's {MIN_PART_MB} MiB part minimum"
-            raise FarmError("storage.multipart_chunk_mb", problem, f"use {MIN_PART_MB} or more")
 
 
 class Storage:
     """Reads and writes local and S3 URIs. Picklable (the S3 client is made again on first use)."""
 
-    def __init__(self, options: StorageOptions = StorageOptions()) -> None:
-        self.options = options
+    def __init__(self, options: StorageOptions | None = None) -> None:
+        self.options = options = options or StorageOptions()
         self._roots = tuple(Path(root).resolve() for root in options.roots)
         self._s3 = S3Store(options)
 

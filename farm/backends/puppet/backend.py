@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from farm.backends.base import BackendSpec, Canvas, Character, WindowRequest, WindowResult
+from farm.backends.base import BackendSpec, WindowRequest, WindowResult
 from farm.backends.puppet.mesh import build_part_meshes, mesh_region
 from farm.backends.puppet.raster import (
     Texture,
@@ -41,6 +41,7 @@ from farm.backends.puppet.skinning import (
 )
 from farm.errors import FarmError
 from farm.rig import BONES, JOINTS
+from farm.types import Canvas, Character
 
 DEFORMERS = ("lbs",)
 CANVAS_MODES = ("image", "video")

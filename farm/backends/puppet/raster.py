@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from farm.backends.base import Canvas
+from farm.types import Canvas
 
 # Inpainting runs on a copy at most this many pixels on its longer side; the background under a
 # character is smooth enough that the upsampled fill is indistinguishable, and it is 10-50x faster.

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from farm.backends.base import BackendSpec, Canvas, Character, WindowRequest, WindowResult
+from farm.backends.base import BackendSpec, WindowRequest, WindowResult
 from farm.backends.wan_animate import inputs
 from farm.errors import FarmError
+from farm.types import Canvas, Character
 from farm.windows import valid_length
 
 DTYPES = ("bf16", "fp16", "fp32")

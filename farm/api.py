@@ -1,0 +1,299 @@
+"""The farm as a Python library: what the `farm` command does, for a studio's own scripts.
+
+    import farm
+
+    shot = farm.render("dance.mp4", "hero.png", out="out", overrides=["match=video", "output.size=720"])
+    print(shot.status, shot.video_uri, shot.manifest["metrics"]["pose_pck"])
+
+    campaign = farm.submit("jobs/demo.yaml", out="out")        # every shot on Ray
+    print(campaign.counts["shots_failed"], campaign.report)
+    doc = farm.status("out/demo")                               # campaign.json, local or s3://
+
+Overrides use the Hydra syntax of the command line. Bad input raises `farm.FarmError` (one line:
+what, where, how to fix); a shot that fails while rendering does not raise, its result says
+`failed` with the reason, as in a campaign. The command line (`farm.cli`) is a thin layer over
+these functions, so the two do the same thing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.campaign import Campaign, load_campaign
+from farm.config import FarmConfig, load_config
+from farm.errors import FarmError
+from farm.records import CampaignRecord, Progress, read_campaign
+from farm.shot.outcome import ShotResult
+from farm.shot.render import render_shot
+from farm.shot.tools import cache_root, stage_root, storage_for
+from farm.shot.types import Reporter, Shot
+from farm.storage import Storage
+
+CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
+
+
+@dataclass
+class CampaignResult:
+    """A finished (or interrupted) campaign run.
+
+    uri: the campaign's folder, OUT/<name> (local or s3://); doc: its campaign.json as written at
+    the end (counts and one row per shot); results: every shot's result, in campaign order;
+    report: the campaign page's URI, None when it could not be made (the reason is in warnings).
+    """
+
+    name: str
+    uri: str
+    doc: dict
+    results: list[ShotResult]
+    report: str | None
+    warnings: list[str] = field(default_factory=list)
+    folder: Path | None = None  # where the campaign's own files were made (a staging folder for s3://)
+    cfg: FarmConfig | None = None  # the first shot's config (its storage settings), None when no shot has one
+
+    @property
+    def counts(self) -> dict:
+        return self.doc["counts"]
+
+
+@dataclass
+class SweepResult(CampaignResult):
+    """A sweep: the campaign run of all its variants, and one comparison grid video per shot.
+
+    groups: shot -> [(setting label, variant shot id)]; comparisons: shot -> the grid video's URI,
+    or the reason it could not be made."""
+
+    groups: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    comparisons: dict[str, str] = field(default_factory=dict)
+
+
+def render(
+    motion: str | Path,
+    character: str | Path,
+    *,
+    out: str | Path = "out",
+    overrides: list[str] | tuple[str, ...] = (),
+    skeleton: str | Path | None = None,
+    mask: str | Path | None = None,
+    prompt: str = "",
+    shot_id: str | None = None,
+    rights: dict | None = None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> ShotResult:
+    """Render one shot in this process into OUT/<shot_id>/ (`farm render`). Inputs are local paths,
+    file:// or s3:// URIs; a finished identical shot is reused unless `force`."""
+    cfg = load_config(list(overrides))
+    shot = Shot(motion=motion, character=character, skeleton=skeleton, mask=mask, prompt=prompt, shot_id=shot_id,
+                rights=dict(rights or {}))
+    return render_shot(shot, cfg, out, reporter=reporter, force=force)
+
+
+def submit(
+    campaign: str | Path | Campaign,
+    out: str | Path = "out",
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    progress: Progress | None = None,
+) -> CampaignResult:
+    """Render every shot of a campaign file (YAML, CSV or Parquet shot list) on Ray into
+    OUT/<campaign>/ (`farm submit`): a local cluster, or the one runtime.address / RAY_ADDRESS names."""
+    if not isinstance(campaign, Campaign):
+        campaign = load_campaign(campaign)
+    items = [(item.shot, shot_config([*campaign.defaults, *item.overrides, *overrides], item.seed_offset))
+             for item in campaign.shots]
+    return render_batch(campaign.name, items, str(out), force=force, progress=progress)
+
+
+def campaign_files(folder: str | Path) -> list[Path]:
+    """The campaign files of a folder in name order (`farm submit FOLDER`, the nightly CronJob)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in CAMPAIGN_SUFFIXES)
+    if not files:
+        raise FarmError(str(folder), "holds no campaign file", f"put campaign files ({', '.join(CAMPAIGN_SUFFIXES)}) in it")
+    return files
+
+
+@dataclass
+class SweepPlan:
+    """The renders of a sweep. items: (variant shot, its config); extras: the campaign-table columns
+    of each variant (sweep_of, settings); groups: shot -> [(setting label, variant shot id)]."""
+
+    name: str
+    shots: int
+    settings: int
+    items: list[tuple[Shot, FarmConfig | FarmError]]
+    extras: dict[str, dict]
+    groups: dict[str, list[tuple[str, str]]]
+
+
+def plan_sweep(campaign: str | Path | Campaign, overrides: list[str], *, name: str | None = None) -> SweepPlan:
+    """Every combination of the swept overrides for every shot of the campaign, as variants."""
+    from farm.sweep import expand, slug, variant_ids
+
+    if not isinstance(campaign, Campaign):
+        campaign = load_campaign(campaign)
+    fixed, settings = expand(list(overrides))
+    items, extras, groups = [], {}, {}
+    for n, item in enumerate(campaign.shots):
+        base = item.shot.shot_id or f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}"
+        for setting, shot_id in zip(settings, variant_ids(base, settings)):
+            shot = dataclasses.replace(item.shot, shot_id=shot_id)
+            items.append((shot, shot_config([*campaign.defaults, *item.overrides, *fixed, *setting.overrides], item.seed_offset)))
+            extras[shot.shot_id] = {"sweep_of": base, "settings": " ".join(setting.overrides)}
+            groups.setdefault(base, []).append((setting.label, shot.shot_id))
+    return SweepPlan(name or f"{campaign.name}-sweep", len(campaign.shots), len(settings), items, extras, groups)
+
+
+def sweep(
+    campaign: str | Path | Campaign | SweepPlan,
+    overrides: list[str] | tuple[str, ...] = (),
+    out: str | Path = "out",
+    *,
+    name: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> SweepResult:
+    """Render every combination of the swept settings (Hydra sweep grammar: `key=a,b`,
+    `key=range(…)`) for every shot of the campaign as one batch into OUT/<campaign>-sweep/, with a
+    comparison grid video per shot (`farm sweep`). Takes the campaign and the overrides, or what
+    `plan_sweep` made of them."""
+    plan = campaign if isinstance(campaign, SweepPlan) else plan_sweep(campaign, list(overrides), name=name)
+    batch = render_batch(plan.name, plan.items, str(out), force=force, extras=plan.extras, progress=progress)
+    result = SweepResult(**{f.name: getattr(batch, f.name) for f in dataclasses.fields(CampaignResult)}, groups=plan.groups)
+    result.comparisons = {base: _comparison(result, base, variants) for base, variants in plan.groups.items()}
+    return result
+
+
+def status(campaign_uri: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The campaign record (campaign.json) of OUT/<campaign>, local or s3:// (`farm status`)."""
+    return read_campaign(str(campaign_uri), storage_for(load_config(list(overrides))))
+
+
+def rebuild_reports(campaign_uri: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, str | None], str]:
+    """Rebuild every shot's report and the campaign page from what the store holds (`farm report`).
+    Returns (shot id -> its report's URI, None when it has no QA record, or "error: …"), and the
+    campaign page's URI."""
+    from farm.report import publish_campaign_report, rebuild_shot_report
+
+    uri = str(campaign_uri)
+    cfg = load_config(list(overrides))
+    store = storage_for(cfg)
+    doc = read_campaign(uri, store)
+    made: dict[str, str | None] = {}
+    with tempfile.TemporaryDirectory(prefix="farm-report-") as work:
+        for row in doc["shots"]:
+            try:
+                made[row["shot_id"]] = rebuild_shot_report(Storage.join(uri, "shots", row["shot_id"]), store, Path(work))
+            except Exception as exc:  # noqa: BLE001 - one shot's report never stops the others
+                made[row["shot_id"]] = f"error: {exc}"
+        folder = store.local_path(uri) or stage_root(uri, cfg)
+        return made, publish_campaign_report(doc, uri, Path(folder), store)
+
+
+def shot_config(overrides: list[str], seed_offset: int = 0) -> FarmConfig | FarmError:
+    """A shot's config, or the FarmError that says why it has none (the shot is then recorded as failed)."""
+    try:
+        cfg = load_config(overrides)
+        return dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
+    except FarmError as exc:
+        return exc
+
+
+def render_batch(
+    name: str,
+    items: list[tuple[Shot, FarmConfig | FarmError]],
+    out_root: str,
+    *,
+    force: bool = False,
+    extras: dict[str, dict] | None = None,
+    progress: Progress | None = None,
+) -> CampaignResult:
+    """Render (shot, config) items as one batch on Ray into OUT/<name>/shots/, keeping
+    campaign.json up to date, then write campaign.parquet and the campaign report. extras: more
+    columns of the campaign table for some shots, by shot id (a sweep's sweep_of and settings)."""
+    from farm.runtime.campaign import run_campaign
+    from farm.runtime.cluster import connect
+
+    out = Storage.join(out_root, name)
+    first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
+    runtime = first.runtime if first else None
+    connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
+    store = storage_for(first) if first else Storage()
+    record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
+    record.write()
+    finished, results = False, []
+    try:
+        results = run_campaign(
+            items, Storage.join(out, "shots"), force=force, max_retries=runtime.max_retries if runtime else 0,
+            progress=_Recorded(record, extras or {}, progress or Progress()),
+        )
+        finished = True
+    finally:
+        # Also when interrupted: the record says how far the run got, not "running" forever.
+        doc = record.write(finished=True, interrupted=not finished)
+        warnings: list[str] = []
+        report = _campaign_report(doc, out, record.folder, store, warnings)
+    return CampaignResult(name, out, doc, results, report, warnings, record.folder, first)
+
+
+class _Recorded(Progress):
+    """Adds each finished shot to the campaign record, then tells the caller's progress."""
+
+    def __init__(self, record: CampaignRecord, extras: dict[str, dict], inner: Progress) -> None:
+        self.record, self.extras, self.inner = record, extras, inner
+
+    def shots(self, total: int) -> None:
+        self.inner.shots(total)
+
+    def frames(self, added_total: int) -> None:
+        self.inner.frames(added_total)
+
+    def frames_done(self, n: int) -> None:
+        self.inner.frames_done(n)
+
+    def shot_done(self, result: ShotResult) -> None:
+        self.record.add(result, self.extras.get(result.shot_id))
+        self.inner.shot_done(result)
+
+
+def _campaign_report(doc: dict, out: str, folder: Path, store: Storage, warnings: list[str]) -> str | None:
+    """The campaign page; a page that cannot be made is a warning, never a failed campaign."""
+    from farm.report import publish_campaign_report
+
+    try:
+        return publish_campaign_report(doc, out, folder, store)
+    except FarmError as exc:
+        warnings.append(f"no campaign report: {exc}")
+    except Exception as exc:  # noqa: BLE001 - the renders are done and recorded; say why the page is not
+        warnings.append(f"no campaign report: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _comparison(batch: SweepResult, base: str, variants: list[tuple[str, str]]) -> str:
+    """The grid video of one shot's settings, OUT/<name>/comparisons/<shot>.mp4; its URI, or
+    "error: …" (the renders are done and recorded: a grid that cannot be made is a warning)."""
+    from farm.sweep import COMPARISONS, write_comparison
+
+    results = {r.shot_id: r for r in batch.results}
+    target = batch.folder / COMPARISONS / f"{base}.mp4"
+    uri = Storage.join(batch.uri, COMPARISONS, target.name)
+    store = storage_for(batch.cfg) if batch.cfg else Storage()
+    try:
+        cells = []
+        for label, shot_id in variants:
+            result = results.get(shot_id)
+            if result is None or result.status == "failed":
+                cells.append((label, None, f"failed: {result.error if result else 'not run'}"))
+                continue
+            video = result.video or store.fetch(result.video_uri, cache_root(batch.cfg) / "comparisons")
+            cells.append((label, video, ""))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_comparison(target, cells)
+        if Storage.is_remote(uri):
+            store.put_file(target, uri)
+        return uri
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {exc}"

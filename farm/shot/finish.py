@@ -1,0 +1,143 @@
+"""Steps 9-11 of a shot: join the encoded segments with the audio, write the pose artifacts, judge
+the quality, write the report, and commit the manifest."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from farm.errors import FarmError
+from farm.shot.outcome import ShotResult, artifacts, commit, discard_outputs, fail_shot
+from farm.shot.plan import ShotPlan
+from farm.shot.segment import encode_segment
+from farm.shot.tools import storage_for
+from farm.shot.types import PREVIEW, QA_SUFFIX, QA_TABLE, REPORT, VIDEO, WORK, timed
+from farm.storage import Storage
+from farm.windows import overlap_overhead
+
+
+def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict] | None = None) -> ShotResult:
+    """Join the encoded segments (encoding them here first when `segment_logs` is None) with the
+    reference's audio into exactly T frames, write the pose artifacts, then the manifest; the
+    checkpoints and segments are removed on success."""
+    from farm.media.encode import join_segments
+    from farm.pose.store import write_parquet, write_rig_parquet
+
+    cfg, folder, timings, record = plan.cfg, plan.folder, plan.timings, plan.record
+    timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
+    discard_outputs(folder)  # this node may hold files of an earlier run of the shot
+    try:
+        # 8-9. Stitch and encode segment by segment (streaming: one window and an overlap tail in
+        # memory), then join the segments without re-encoding.
+        if segment_logs is None:
+            segment_logs = [encode_segment(plan, segment, window_logs) for segment in plan.segments]
+        # On whichever worker, like "generate"; QA's measuring runs inside the segments' encoding.
+        timings["measure"] = sum(s.get("measure_seconds", 0.0) for s in segment_logs)
+        timings["encode"] = sum(s["seconds"] for s in segment_logs) - timings["measure"]
+        with timed(timings, "join"):
+            parts = [plan.local_segment(segment) for segment in plan.segments]
+            frames = join_segments(parts, folder / VIDEO, fps=plan.fps, audio_from=plan.audio)
+            if frames != len(plan.targets):
+                raise RuntimeError(f"the joined video has {frames} frames, expected {len(plan.targets)}")
+        record["windows"] = [{k: v for k, v in log.items() if k not in ("lab", "model")} for log in window_logs]
+        models = [log["model"] for log in window_logs if "model" in log]
+        if models:
+            record["model"] = models[0]
+        record["segments"] = segment_logs
+
+        # 10. Pose artifacts: parquet tables and the preview video.
+        with timed(timings, "artifacts"):
+            (folder / "poses").mkdir(exist_ok=True)
+            write_parquet(plan.driving, folder / "poses" / "driving.parquet")
+            write_rig_parquet(
+                plan.targets, folder / "poses" / "target.parquet", fps=float(plan.fps),
+                width=plan.canvas.width, height=plan.canvas.height,
+            )
+            if cfg.output.pose_preview:
+                from farm.pose.preview import write_pose_preview
+
+                write_pose_preview(
+                    folder / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
+                    canvas_size=(plan.canvas.width, plan.canvas.height),
+                )
+            if cfg.output.openpose_json:
+                from farm.pose.openpose import write_openpose_json
+
+                write_openpose_json(plan.driving, folder / "poses" / "openpose")
+
+        # 10b. Quality: what the segments measured, against the target pose; thresholds.
+        with timed(timings, "qa"):
+            from farm.qa.measure import verdict, write_quality_table
+
+            quality = _quality(plan)
+            quality.frames["source_frame"] = plan.index
+            write_quality_table(quality, folder / QA_TABLE)
+
+        errors = [w["rig_error_px_max"] for w in window_logs if w.get("rig_error_px_max") is not None]
+        record["metrics"] = {
+            "frames": len(plan.targets),
+            "fps": float(plan.fps),
+            "width": plan.canvas.width,
+            "height": plan.canvas.height,
+            "overlap_overhead": round(overlap_overhead(plan.windows, len(plan.targets)), 4),
+            "rig_error_px_max": max(errors) if errors else None,
+            "windows_rendered": sum(1 for w in window_logs if not w.get("reused")),
+            "windows_reused": sum(1 for w in window_logs if w.get("reused")),
+            **quality.summary,
+            "windows": quality.windows,
+        }
+        reasons = verdict(record["metrics"], quality.windows, cfg.qa)
+        record["qa"] = {"needs_rerender": bool(reasons), "reasons": reasons}
+        record["artifacts"] = artifacts(folder)
+        record.update(status="succeeded", error=None)
+        record["timings"] = {k: round(v, 3) for k, v in timings.items()}  # the report shows them
+
+        # 11. Report, then the manifest: the commit.
+        with timed(timings, "report"):
+            _write_report(plan, record)
+        record["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        result = commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
+    except Exception as exc:  # noqa: BLE001 - recorded in the manifest
+        return fail_shot(plan.shot, folder, record, timings, exc, uri=plan.uri, cfg=cfg)
+    # Checkpoints and segments go only once the manifest is committed; failing to remove them harms nothing.
+    for work in WORK:
+        shutil.rmtree(folder / work, ignore_errors=True)
+        if plan.remote:
+            try:
+                storage_for(cfg).delete_prefix(Storage.join(plan.uri, work))
+            except FarmError:
+                pass
+    return result
+
+
+def _quality(plan: ShotPlan):
+    """The shot's quality (farm.qa.measure.Quality) from what its segments measured."""
+    from farm.qa.measure import coco17_target, shot_quality
+
+    parts = []
+    for segment in plan.segments:
+        with np.load(plan.local_segment(segment, QA_SUFFIX)) as stored:
+            parts.append({key: stored[key] for key in stored.files})
+    drawn = None
+    if not plan.detector_sees:  # only then are the drawn joints measured (read from the checkpoints)
+        drawn = np.zeros((len(plan.targets), 15, 2), np.float32)
+        for window in plan.windows:
+            with np.load(plan.local_window(window)) as stored:
+                if "joints" not in stored.files:
+                    drawn = None
+                    break
+                drawn[window.start : window.end] = stored["joints"]
+    target = coco17_target(plan.targets, plan.driving_at(plan.index))
+    return shot_quality(parts, plan.windows, target, drawn=drawn, detector_sees_character=plan.detector_sees)
+
+
+def _write_report(plan: ShotPlan, record: dict) -> None:
+    """The shot's report.html (and thumb.jpg, for the campaign page). A report that cannot be made
+    costs the shot nothing: the reason is recorded and `farm report` can try again."""
+    from farm.report import ShotSources, write_shot_report
+
+    try:
+        write_shot_report(ShotSources(plan.folder, record, motion=plan.local_motion(), character=plan.character.image))
+        record["report"], record["report_error"] = REPORT, None
+    except Exception as exc:  # noqa: BLE001 - a view of the shot, not the shot
+        record["report"], record["report_error"] = None, f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,93 @@
+"""Step 1 of a shot: its inputs fetched (s3:// into the cache), probed and hashed, and the content key."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from farm.backends.base import BackendSpec
+from farm.config import FarmConfig
+from farm.errors import FarmError
+from farm.media.probe import VideoProbe, probe_image, probe_video, sha256_file
+from farm.shot.tools import cache_root
+from farm.shot.types import Shot
+from farm.storage import Storage
+
+
+@dataclass
+class LocalInputs:
+    """The shot's input files on this machine."""
+
+    motion: Path
+    character: Path
+    skeleton: Path | None
+    mask: Path | None
+
+
+def fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> LocalInputs:
+    """The shot's inputs as local files: local paths are checked against storage.roots, s3://
+    objects are downloaded once into the cache."""
+    cache = cache_root(cfg) / "inputs"
+
+    def fetch(value, name: str) -> Path | None:
+        if value is None:
+            return None
+        try:
+            return store.fetch(str(value), cache)
+        except FarmError as exc:
+            if exc.problem == "file not found" and name in ("skeleton", "mask"):
+                raise FarmError(exc.subject, f"{name} file not found", f"check the --character-{name} path") from None
+            raise
+
+    return LocalInputs(
+        motion=fetch(shot.motion, "motion"), character=fetch(shot.character, "character"),
+        skeleton=fetch(shot.skeleton, "skeleton"), mask=fetch(shot.mask, "mask"),
+    )
+
+
+def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
+    """The `inputs` of the manifest (uri, sha256, bytes, probe per input) and the motion's probe."""
+    motion = probe_video(local.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
+    image = probe_image(local.character, max_side=cfg.qa.max_side)
+    inputs = {
+        "motion": _input_record(local.motion, motion, shot.motion),
+        "character": _input_record(local.character, image, shot.character),
+    }
+    for name in ("skeleton", "mask"):
+        if getattr(local, name) is not None:
+            inputs[name] = _input_record(getattr(local, name), None, getattr(shot, name))
+    return inputs, motion
+
+
+def _input_record(path: Path, probe, given) -> dict:
+    """given: the input as the user named it (an s3:// URI is recorded as such)."""
+    path = Path(path)
+    return {
+        "uri": str(given) if Storage.is_remote(str(given)) else path.resolve().as_uri(),
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "probe": probe.to_dict() if probe is not None else None,
+    }
+
+
+def content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) -> str:
+    """Hash of everything that makes the shot: input bytes, prompt, rights, config, backend. Not the
+    config of where it is stored, how the cluster runs or what QA checks (qa.*, storage.*,
+    runtime.*): a new threshold or endpoint must not re-render finished shots (a reused shot's
+    verdict is worked out again under the thresholds of the run, see outcome.reuse_verdict)."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("qa", "storage", "runtime")}
+    key = {
+        "inputs": {name: item["sha256"] for name, item in inputs.items()},
+        "prompt": shot.prompt,
+        "rights": shot.rights,
+        "config": config,
+        "backend": [spec.name, spec.version],
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def fallback_id(shot: Shot, cfg: FarmConfig | None) -> str:
+    """Id for a shot whose inputs cannot even be hashed (missing file): from names and config."""
+    key = json.dumps([str(shot.motion), str(shot.character), cfg.to_dict() if cfg else None], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -1,0 +1,276 @@
+"""Steps 2-6 of a shot: character, performer's pose, preflight, retarget and window plan (`plan_shot`),
+and `ShotPlan`, everything the window, segment and finish stages need, with the paths of their files."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from farm.backends.base import BackendSpec, WindowRequest
+from farm.config import FarmConfig
+from farm.errors import FarmError
+from farm.manifest import SCHEMA_VERSION, versions
+from farm.media.probe import VideoProbe
+from farm.pose.extract import PoseOptions, PoseSequence
+from farm.shot.inputs import content_key, fallback_id, fetch_inputs, probe_inputs
+from farm.shot.outcome import ShotResult, fail_shot, finished, reset, reuse_verdict
+from farm.shot.tools import cache_root, pose_options, stage_root, storage_for
+from farm.shot.types import SEGMENTS, WINDOWS, Reporter, Shot, Silent, check_shot_id, progress_callback, timed
+from farm.storage import Storage
+from farm.types import Canvas, Character
+from farm.windows import Segment, Window, plan_chains, plan_segments, plan_windows
+
+
+@dataclass
+class ShotPlan:
+    """A shot ready to render: everything the window workers and the final stitch need.
+
+    targets: (T, 15, 3) retargeted joints on the canvas; layers: (T, 4) limb order; behind: (T,)
+    limbs behind the torso; index: (T,) source frame of each output frame; record: the manifest so
+    far; timings: seconds per stage so far.
+    """
+
+    shot: Shot
+    cfg: FarmConfig
+    shot_id: str
+    content_key: str
+    folder: Path
+    uri: str
+    record: dict
+    timings: dict
+    character: Character
+    canvas: Canvas
+    targets: np.ndarray
+    layers: np.ndarray
+    behind: np.ndarray
+    windows: list[Window]
+    fps: Fraction
+    audio: Path | None
+    driving: PoseSequence
+    index: np.ndarray
+    motion: Path  # the motion video, local to the node that planned the shot
+    detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
+
+    def request(self, window: Window) -> WindowRequest:
+        return WindowRequest(
+            shot_id=self.shot_id, start=window.start, end=window.end,
+            targets=self.targets[window.start : window.end], layers=self.layers[window.start : window.end],
+            prompt=self.shot.prompt or self.cfg.prompt, seed=self.cfg.seed,
+            options={"limbs_behind_torso": self.behind[window.start : window.end]},
+        )
+
+    def previous_window(self, window: Window) -> Window | None:
+        """The window this one continues from (window.mode=chained), None when it starts a chain or
+        windows are independent."""
+        if self.cfg.window.mode != "chained":
+            return None
+        heads = {first for first, _ in plan_chains(self.windows, self.cfg.window.chains)}
+        return None if window.index in heads else self.windows[window.index - 1]
+
+    @property
+    def segments(self) -> list[Segment]:
+        """The runs of windows that are stitched and encoded on their own, then joined."""
+        return plan_segments(self.windows, len(self.targets), self.cfg.output.segment_frames)
+
+    @property
+    def remote(self) -> bool:
+        return Storage.is_remote(self.uri)
+
+    def window_file(self, window: Window) -> Path:
+        """Checkpoint of one rendered window, named by its content: a rerun after a crash finds it."""
+        key = hashlib.sha256(f"{self.content_key}:{window.start}:{window.end}:{window.render_length}".encode()).hexdigest()[:16]
+        return self.folder / WINDOWS / f"{window.index:05d}-{key}.npz"
+
+    def window_uri(self, window: Window) -> str:
+        return Storage.join(self.uri, WINDOWS, self.window_file(window).name)
+
+    def has_window(self, window: Window) -> bool:
+        """A checkpoint exists (for s3:// outputs: in the store, wherever it was rendered)."""
+        if self.remote:  # only an uploaded checkpoint counts: a local one may have failed to upload
+            return storage_for(self.cfg).exists(self.window_uri(window))
+        return self.window_file(window).exists()
+
+    def segment_file(self, segment: Segment, suffix: str = ".mp4") -> Path:
+        """The segment's video, or with suffix QA_SUFFIX what QA measured on it."""
+        return self.folder / SEGMENTS / f"{segment.index:04d}{suffix}"
+
+    def segment_uri(self, segment: Segment, suffix: str = ".mp4") -> str:
+        return Storage.join(self.uri, SEGMENTS, self.segment_file(segment, suffix).name)
+
+    def local_window(self, window: Window) -> Path:
+        """The window's checkpoint on this machine, downloaded from the store if another node made it."""
+        return self._on_this_node(self.window_file(window), self.window_uri(window))
+
+    def window_frames(self, window: Window) -> np.ndarray:
+        with np.load(self.local_window(window)) as stored:
+            return stored["frames"]
+
+    def local_segment(self, segment: Segment, suffix: str = ".mp4") -> Path:
+        """The segment's file on this machine, downloaded from the store if another node made it."""
+        return self._on_this_node(self.segment_file(segment, suffix), self.segment_uri(segment, suffix))
+
+    def local_motion(self) -> Path:
+        """The motion video on this machine (fetched into the input cache on another node)."""
+        if self.motion.exists():
+            return self.motion
+        return storage_for(self.cfg).fetch(str(self.shot.motion), cache_root(self.cfg) / "inputs")
+
+    def driving_at(self, index: np.ndarray) -> PoseSequence:
+        """The driving pose on the source frames `index` (one per output frame)."""
+        at = index - self.driving.start
+        d = self.driving
+        return PoseSequence(body=d.body[at], left_hand=d.left_hand[at], right_hand=d.right_hand[at], face=d.face[at],
+                            fps=d.fps, width=d.width, height=d.height, start=int(index.min()))
+
+    def _on_this_node(self, path: Path, uri: str) -> Path:
+        """A working file of the shot (checkpoint, segment) here, fetched from the store when another node made it."""
+        if path.exists() or not self.remote:
+            return path
+        return storage_for(self.cfg).fetch(uri, path.parent / "fetched")
+
+
+def plan_shot(
+    shot: Shot,
+    cfg: FarmConfig,
+    out_root: Path | str,
+    spec: BackendSpec,
+    *,
+    reporter: Reporter | None = None,
+    force: bool = False,
+    extract: Callable[[Path, int, PoseOptions, Reporter], PoseSequence] | None = None,
+    people: Callable[[Path], Callable[[], tuple[int, str]]] | None = None,
+) -> ShotPlan | ShotResult:
+    """Steps 1-6 of a shot: inputs, character, pose, preflight, retarget, window plan. Returns the
+    plan, or the final result when the shot is already finished (reused) or failed.
+
+    extract(video, frame_count, options, reporter): how the performer's poses are extracted; by
+    default in this process, front to back (the Ray runtime passes one that shards long videos).
+    people(video): starts counting the people in the video and returns how to wait for the count
+    (the Ray runtime counts on another worker while the poses are extracted).
+    """
+    reporter = reporter or Silent()
+    record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
+    timings: dict[str, float] = {}
+    check_shot_id(shot.shot_id)
+    store, stage = storage_for(cfg), stage_root(out_root, cfg)
+    shot_id = shot.shot_id or fallback_id(shot, cfg)
+    folder, uri = stage / shot_id, Storage.join(str(out_root), shot_id)
+    try:
+        # 1. Check inputs: fetch (s3:// inputs are cached locally), probe, hash, and derive the
+        #    content-addressed shot id.
+        with timed(timings, "probe"):
+            local = fetch_inputs(shot, store, cfg)
+            inputs, motion_probe = probe_inputs(shot, local, cfg)
+        key = content_key(inputs, shot, cfg, spec)
+        shot_id = shot.shot_id or key[:16]
+        folder, uri = stage / shot_id, Storage.join(str(out_root), shot_id)
+        manifest = finished(store, uri, key)
+        if not force and manifest is not None:
+            return ShotResult(shot_id, "reused", folder, reuse_verdict(manifest, cfg), uri=uri)
+        reset(folder, store, uri)
+        record.update(shot_id=shot_id, content_key=key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
+        record.update(versions=_versions(spec), seeds=[cfg.seed])
+
+        # 2. Character: image, mask, rest skeleton (before the long pose stage: its errors come early).
+        from farm.character import load_character
+        from farm.qa.measure import detector_sees
+
+        with timed(timings, "character"):
+            character, char_info = load_character(
+                local.character, skeleton_path=local.skeleton, mask_path=local.mask, max_side=cfg.qa.max_side,
+                sha256=inputs["character"]["sha256"],
+            )
+            record["character"] = {**char_info.to_dict(), "pose_detectable": detector_sees(character)}
+
+        # 3. Pose of the performer (and, alongside where possible, the people in the video).
+        people_count = (people or _count_here)(local.motion)
+        reporter.stage("pose", motion_probe.frame_count)
+        with timed(timings, "pose"):
+            driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, pose_options(cfg), reporter)
+
+        # 4. Preflight: the checks a careful user would make before spending compute.
+        from farm.qa.preflight import run_preflight
+
+        with timed(timings, "preflight"):
+            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count())
+        record["preflight"] = preflight.to_dict()
+        if cfg.qa.strict and preflight.warnings:
+            raise FarmError(str(shot.motion), "preflight: " + "; ".join(preflight.warnings), "fix the inputs or set qa.strict=false")
+
+        # 5. Retarget onto the character, at the output frame rate.
+        from farm.pose.retarget import limb_layers, retarget
+
+        fps = _output_fps(cfg, motion_probe)
+        index = _resample_index(len(driving), Fraction(motion_probe.fps_fraction), fps)
+        with timed(timings, "retarget"):
+            moved = retarget(
+                driving.rig()[index], (motion_probe.width, motion_probe.height),
+                character.joints, (character.image.shape[1], character.image.shape[0]),
+                mode=cfg.match.mode, motion_weight=cfg.match.motion_weight, anchor=cfg.match.anchor, output_size=cfg.output.size,
+            )
+            layers, behind = limb_layers(driving.body[index])
+        record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
+
+        # 6. Window plan.
+        windows = _plan_windows(cfg, spec, len(index))
+    except Exception as exc:  # noqa: BLE001 - one bad shot must never stop a campaign
+        return fail_shot(shot, folder, record | {"shot_id": shot_id}, timings, exc, uri=uri, cfg=cfg)
+    audio = local.motion if cfg.output.keep_audio and motion_probe.has_audio else None
+    return ShotPlan(
+        shot=shot, cfg=cfg, shot_id=shot_id, content_key=key, folder=folder, uri=uri, record=record, timings=timings,
+        character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
+        windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion,
+        detector_sees=record["character"]["pose_detectable"],
+    )
+
+
+def _plan_windows(cfg: FarmConfig, spec: BackendSpec, frames: int) -> list[Window]:
+    """The shot's windows under the config's window settings and the backend's rules."""
+    chained = cfg.window.mode == "chained"
+    default_overlap = spec.condition_frames if chained else spec.window_overlap
+    overlap = cfg.window.overlap if cfg.window.overlap is not None else default_overlap
+    if chained and not spec.can_chain:
+        raise FarmError("config window.mode", f"backend {spec.name} cannot continue a window from the one before it",
+                        "use window.mode=parallel, or a backend that can chain")
+    if chained and overlap != spec.condition_frames:
+        raise FarmError("config window.overlap", f"is {overlap}; a chained window starts on the {spec.condition_frames} "
+                        "frame(s) it continues from, so it must overlap the one before by as many",
+                        f"set window.overlap={spec.condition_frames}")
+    return plan_windows(frames, cfg.window.length or spec.window_length, overlap, spec.frame_multiple)
+
+
+def _count_here(video: Path) -> Callable[[], tuple[int, str]]:
+    from farm.qa.preflight import count_people
+
+    return lambda: count_people(video)
+
+
+def extract_in_process(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:
+    from farm.pose.extract import extract_poses
+
+    return extract_poses(video, options=options, progress=progress_callback(reporter))
+
+
+def _versions(spec: BackendSpec) -> dict:
+    found = versions()
+    found["backend"] = f"{spec.name}/{spec.version}"
+    found["pose_model"] = "mediapipe holistic/pose_landmark_full"
+    return found
+
+
+def _output_fps(cfg: FarmConfig, probe: VideoProbe) -> Fraction:
+    if cfg.output.fps is None:
+        return Fraction(probe.fps_fraction)
+    return Fraction(cfg.output.fps).limit_denominator(1001)
+
+
+def _resample_index(frames: int, src_fps: Fraction, out_fps: Fraction) -> np.ndarray:
+    """Source frame shown at each output frame; the output lasts as long as the source."""
+    if src_fps == out_fps:
+        return np.arange(frames)
+    total = max(1, round(frames * out_fps / src_fps))
+    return np.minimum((np.arange(total) * src_fps / out_fps).astype(np.int64), frames - 1)

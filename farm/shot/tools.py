@@ -1,0 +1,73 @@
+"""What the stages of a shot work with: its store and staging folder, its backend, its pose options."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+from pathlib import Path
+
+from farm.backends.base import Backend, BackendSpec
+from farm.config import FarmConfig
+from farm.errors import FarmError
+from farm.pose.extract import PoseOptions
+from farm.storage import Storage, StorageOptions
+
+
+def storage_for(cfg: FarmConfig) -> Storage:
+    """The store for a config; one per distinct storage config in a process (its S3 client is reused)."""
+    s = cfg.storage
+    return _storage(StorageOptions(
+        endpoint_url=s.endpoint_url, region=s.region, max_attempts=s.max_attempts,
+        multipart_threshold_mb=s.multipart_threshold_mb, multipart_chunk_mb=s.multipart_chunk_mb, roots=tuple(s.roots),
+    ))
+
+
+@functools.lru_cache(maxsize=8)
+def _storage(options: StorageOptions) -> Storage:
+    return Storage(options)
+
+
+def cache_root(cfg: FarmConfig | None) -> Path:
+    configured = cfg.storage.cache_dir if cfg is not None else None
+    return Path(configured or Path.home() / ".cache" / "motion-farm")
+
+
+def stage_root(out_root: Path | str, cfg: FarmConfig | None) -> Path:
+    """Where a shot's files are made: the output folder itself when it is local; for an s3:// output,
+    a local staging folder whose finished files are then uploaded (manifest last)."""
+    location = str(out_root)
+    if not Storage.is_remote(location):
+        return Path(Storage().local_path(location))
+    return cache_root(cfg) / "stage" / hashlib.sha256(location.encode()).hexdigest()[:16]
+
+
+def backend_class(cfg: FarmConfig) -> type:
+    """The backend class a config names; its `spec` is known without loading any model."""
+    if cfg.backend.name == "puppet":
+        from farm.backends.puppet import PuppetBackend
+
+        return PuppetBackend
+    if cfg.backend.name == "wan_animate":
+        from farm.backends.wan_animate import WanAnimateBackend
+
+        return WanAnimateBackend
+    raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet or wan_animate")
+
+
+def backend_spec(cfg: FarmConfig) -> BackendSpec:
+    """What the configured backend needs (its GPUs, window rule), without loading its model."""
+    cls = backend_class(cfg)
+    return cls.spec_for(**_backend_options(cfg)) if hasattr(cls, "spec_for") else cls.spec
+
+
+def make_backend(cfg: FarmConfig) -> Backend:
+    return backend_class(cfg)(**_backend_options(cfg))
+
+
+def _backend_options(cfg: FarmConfig) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg.backend).items() if k != "name"}
+
+
+def pose_options(cfg: FarmConfig) -> PoseOptions:
+    """The pose config as the options extract_poses takes (the config adds only the model name)."""
+    return PoseOptions(**{f.name: getattr(cfg.pose, f.name) for f in dataclasses.fields(PoseOptions)})

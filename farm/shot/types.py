@@ -1,0 +1,80 @@
+"""What a shot is (`Shot`), how its progress is told (`Reporter`), and the names of its files."""
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from farm.errors import FarmError
+
+SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+VIDEO = "video.mp4"
+MANIFEST = "manifest.json"
+PREVIEW = "pose_preview.mp4"
+WINDOWS = "windows"
+SEGMENTS = "segments"
+QA_TABLE = "qa.parquet"
+REPORT = "report.html"
+QA_SUFFIX = ".qa.npz"  # next to each segment: what QA measured on its frames
+WORK = (WINDOWS, SEGMENTS)  # working files of a shot: kept until its manifest is committed, never published
+
+
+@dataclass
+class Shot:
+    """What to render. Inputs are local paths, file:// or s3:// URIs (read through farm.storage);
+    `shot_id` is derived from the content when not given."""
+
+    motion: Path | str
+    character: Path | str
+    skeleton: Path | str | None = None
+    mask: Path | str | None = None
+    prompt: str = ""
+    shot_id: str | None = None
+    rights: dict = field(default_factory=dict)
+
+
+class Reporter(Protocol):
+    def stage(self, name: str, total: int | None = None) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+
+
+class Silent:
+    """A Reporter that tells nobody."""
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def check_shot_id(shot_id: str | None) -> None:
+    """Shot ids name folders: letters, digits, '-', '_', '.'; never a path."""
+    if shot_id is not None and not SHOT_ID.match(shot_id):
+        raise FarmError(
+            f"shot id {shot_id!r}", "is not a valid id", "use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )
+
+
+def progress_callback(reporter: Reporter):
+    """A `progress(frames_done)` function that advances the reporter by the difference."""
+    done = [0]
+
+    def update(n: int) -> None:
+        reporter.advance(n - done[0])
+        done[0] = n
+
+    return update
+
+
+@contextmanager
+def timed(timings: dict, name: str):
+    """Add the seconds the block takes to timings[name]."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started

@@ -1,0 +1,38 @@
+"""Value types shared by the pose, character, QA and backend stages (the bottom layer: imports nothing of farm)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Character:
+    """The character to animate, in the pixels of its own image.
+
+    image: (H, W, 3) uint8 RGB. mask: (H, W) bool, True on the character.
+    joints: (15, 3) float32 rest pose on the rig of `farm.rig` (x, y, confidence).
+    source: how the joints were obtained ("detected", "skeleton_file").
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    joints: np.ndarray
+    source: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """The output frame and how character-image pixels map onto it.
+
+    width, height: output size in pixels (even numbers).
+    scale: output pixels per character-image pixel for the character's body.
+    mode: "image" (character keeps its own background and place) or "video" (the character takes
+    the performer's place and framing in a frame of the reference video's shape).
+    """
+
+    width: int
+    height: int
+    scale: float
+    mode: str
