@@ -1,4 +1,4 @@
-"""One typed, validated configuration object, composed by Hydra from `conf/`.
+"""One typed, validated configuration object, composed by Hydra from `conf/` (see _conf_dir).
 
 `load_config(overrides)` composes `conf/config.yaml` with Hydra override syntax
 (`match=video`, `output.size=720`), checks every key and type against the dataclasses below, checks
@@ -19,7 +19,23 @@ from omegaconf.errors import OmegaConfBaseException
 from farm.errors import FarmError
 from farm.pose.extract import PoseOptions
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _conf_dir() -> Path:
+    """The folder of the Hydra configs: farm/conf/ in an installed wheel, else the checkout's conf/.
+
+    conf/ at the top of the source tree is the only copy in git; pyproject.toml maps it into the
+    wheel as the package data farm/conf/. A checkout (editable install, or PYTHONPATH=<checkout> as
+    pytest and Ray workers use it) has no farm/conf/, so it reads <checkout>/conf, and edits to conf/
+    take effect without reinstalling. Either way it is a plain folder on disk (wheels install
+    unpacked), so Hydra reads it with initialize_config_dir. The `pkg://farm.conf` search path would
+    need farm.conf importable, which it is not from a checkout on PYTHONPATH (conf/ is outside farm/).
+    """
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return installed if (installed / "config.yaml").is_file() else package.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 @dataclass
@@ -192,6 +208,8 @@ def load_config(overrides: list[str] | tuple[str, ...] = ()) -> FarmConfig:
 
 
 def _compose(overrides: list[str]) -> Any:
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise FarmError("config", f"no config.yaml in {CONF_DIR}", "reinstall motion-farm, or run it from its source checkout")
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name="config", overrides=overrides)
