@@ -7,16 +7,17 @@ Layers, bottom to top. A module imports only from its own package or from lower 
 data flows one way and nothing imports in a circle (tests/test_layers.py reads every import and
 enforces this table):
 
-    0  errors, types, rig, _version       shared value types and errors; import nothing of farm
-    1  storage, media, windows            storage imports nothing above errors
-    2  pose                               extract, smooth, retarget, draw; never backends
-    3  config, character, qa, backends    the stages' building blocks
-    4  stitch, manifest, report           stitching windows; the shot's record and its HTML page
-    5  shot                               one shot, stage by stage; never Ray (runtime)
-    6  records, campaign, sweep           the campaign's record, campaign files, sweep grids
-    7  runtime                            everything that knows about Ray
-    8  api                                the Python API
-    9  cli, bench                         the command line and the benchmarks, over the API
+    0  errors, _version                   the one error type users see; the version
+    1  types, rig                         shared value types, shot ids, the 15-joint rig
+    2  storage, media, windows            storage imports nothing above errors
+    3  pose                               extract, smooth, retarget, draw; never backends
+    4  config, character, qa, backends    the stages' building blocks
+    5  stitch, manifest, report           stitching windows; the shot's record and its HTML page
+    6  shot                               one shot, stage by stage; never Ray (runtime)
+    7  records, campaign, sweep           the campaign's record, campaign files, sweep grids
+    8  runtime                            everything that knows about Ray
+    9  api                                the Python API
+    10 cli, bench                         the command line and the benchmarks, over the API
 
 The API is loaded on first use, so `import farm.errors` (as every module does) stays cheap and
 cannot import in a circle.

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.campaign import Campaign, load_campaign
+from farm.campaign import Campaign, CampaignShot, load_campaign
 from farm.config import FarmConfig, load_config
 from farm.errors import FarmError
 from farm.records import CampaignRecord, Progress, read_campaign
@@ -30,6 +30,8 @@ from farm.shot.render import render_shot
 from farm.shot.tools import cache_root, stage_root, storage_for
 from farm.shot.types import Reporter, Shot
 from farm.storage import Storage
+from farm.storage.lease import LEASE, Lease
+from farm.types import check_shot_id
 
 CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
 
@@ -102,9 +104,30 @@ def submit(
     OUT/<campaign>/ (`farm submit`): a local cluster, or the one runtime.address / RAY_ADDRESS names."""
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
-    items = [(item.shot, shot_config([*campaign.defaults, *item.overrides, *overrides], item.seed_offset))
-             for item in campaign.shots]
-    return render_batch(campaign.name, items, str(out), force=force, progress=progress)
+    return render_batch(campaign.name, check(campaign, overrides), str(out), force=force, progress=progress)
+
+
+def check(campaign: str | Path | Campaign, overrides: list[str] | tuple[str, ...] = ()) -> list[tuple[Shot, FarmConfig]]:
+    """Every shot of a campaign with its config, before anything runs (`farm submit --check`):
+    the first error names the file, the line or row, and the key."""
+    if not isinstance(campaign, Campaign):
+        campaign = load_campaign(campaign)
+    load_config(list(overrides))  # the operator's own overrides first: a typo there is theirs, not a shot's
+    configs: dict[tuple, FarmConfig] = {}
+    return [(item.shot, _config_for(item, campaign, list(overrides), configs)) for item in campaign.shots]
+
+
+def _config_for(item: CampaignShot, campaign: Campaign, operator: list[str], configs: dict[tuple, FarmConfig]) -> FarmConfig:
+    """The config of one campaign shot (its seed offset applied), or a FarmError naming where the
+    shot is written. Shots with the same overrides share one composition (thousands of shots)."""
+    given = (tuple(operator), tuple(campaign.defaults), tuple(item.overrides))
+    if given not in configs:
+        try:
+            configs[given] = load_config(operator, campaign=[*campaign.defaults, *item.overrides])
+        except FarmError as exc:
+            raise FarmError(f"{item.where or campaign.path}: {exc.subject}", exc.problem, exc.fix) from None
+    cfg = configs[given]
+    return dataclasses.replace(cfg, seed=cfg.seed + item.seed_offset)
 
 
 def campaign_files(folder: str | Path) -> list[Path]:
@@ -136,15 +159,30 @@ def plan_sweep(campaign: str | Path | Campaign, overrides: list[str], *, name: s
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
     fixed, settings = expand(list(overrides))
-    items, extras, groups = [], {}, {}
+    load_config(fixed)  # the operator's own overrides first: a typo there is theirs, not a shot's
+    items, extras, groups, configs = [], {}, {}, {}
+    taken = {item.shot.shot_id for item in campaign.shots if item.shot.shot_id}
     for n, item in enumerate(campaign.shots):
-        base = item.shot.shot_id or f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}"
+        base = item.shot.shot_id or _free_id(f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}", taken)
+        taken.add(base)
         for setting, shot_id in zip(settings, variant_ids(base, settings)):
+            if shot_id in extras:  # two shots may never share a folder (one would be "reused" as the other)
+                raise FarmError(f"sweep {shot_id}", "two variants would have the same id",
+                                "give the campaign's shots shorter, distinct ids")
             shot = dataclasses.replace(item.shot, shot_id=shot_id)
-            items.append((shot, shot_config([*campaign.defaults, *item.overrides, *fixed, *setting.overrides], item.seed_offset)))
+            items.append((shot, _config_for(item, campaign, [*fixed, *setting.overrides], configs)))
             extras[shot.shot_id] = {"sweep_of": base, "settings": " ".join(setting.overrides)}
             groups.setdefault(base, []).append((setting.label, shot.shot_id))
     return SweepPlan(name or f"{campaign.name}-sweep", len(campaign.shots), len(settings), items, extras, groups)
+
+
+def _free_id(wanted: str, taken: set[str]) -> str:
+    """`wanted`, or `wanted-2`, `wanted-3`, … when a shot of the campaign already has that id."""
+    found, n = wanted, 1
+    while found in taken:
+        n += 1
+        found = f"{wanted[: 60]}-{n}"
+    return found
 
 
 def sweep(
@@ -186,20 +224,12 @@ def rebuild_reports(campaign_uri: str | Path, *, overrides: list[str] | tuple[st
     with tempfile.TemporaryDirectory(prefix="farm-report-") as work:
         for row in doc["shots"]:
             try:
+                check_shot_id(row.get("shot_id"))  # a record read from the store names no path
                 made[row["shot_id"]] = rebuild_shot_report(Storage.join(uri, "shots", row["shot_id"]), store, Path(work))
             except Exception as exc:  # noqa: BLE001 - one shot's report never stops the others
                 made[row["shot_id"]] = f"error: {exc}"
         folder = store.local_path(uri) or stage_root(uri, cfg)
         return made, publish_campaign_report(doc, uri, Path(folder), store)
-
-
-def shot_config(overrides: list[str], seed_offset: int = 0) -> FarmConfig | FarmError:
-    """A shot's config, or the FarmError that says why it has none (the shot is then recorded as failed)."""
-    try:
-        cfg = load_config(overrides)
-        return dataclasses.replace(cfg, seed=cfg.seed + seed_offset)
-    except FarmError as exc:
-        return exc
 
 
 def render_batch(
@@ -220,23 +250,37 @@ def render_batch(
     out = Storage.join(out_root, name)
     first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
     runtime = first.runtime if first else None
-    connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
     store = storage_for(first) if first else Storage()
-    record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
-    record.write()
-    finished, results = False, []
-    try:
-        results = run_campaign(
-            items, Storage.join(out, "shots"), force=force, max_retries=runtime.max_retries if runtime else 0,
-            progress=_Recorded(record, extras or {}, progress or Progress()),
-        )
-        finished = True
-    finally:
-        # Also when interrupted: the record says how far the run got, not "running" forever.
-        doc = record.write(finished=True, interrupted=not finished)
-        warnings: list[str] = []
-        report = _campaign_report(doc, out, record.folder, store, warnings)
+    _claim_campaign(store, out)
+    with Lease(store, out):  # one run at a time writes a campaign folder
+        connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
+        record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
+        record.write()
+        finished, results = False, []
+        try:
+            results = run_campaign(
+                items, Storage.join(out, "shots"), force=force, max_retries=runtime.max_retries if runtime else 0,
+                progress=_Recorded(record, extras or {}, progress or Progress()),
+            )
+            finished = True
+        finally:
+            # Also when interrupted: the record says how far the run got, not "running" forever.
+            doc = record.write(finished=True, interrupted=not finished)
+            warnings: list[str] = []
+            report = _campaign_report(doc, out, record.folder, store, warnings)
     return CampaignResult(name, out, doc, results, report, warnings, record.folder, first)
+
+
+def _claim_campaign(store: Storage, out: str) -> None:
+    """The campaign folder must be new, empty or the farm's (it holds campaign.json): the farm never
+    writes its records and pages over someone else's files."""
+    from farm.records import CAMPAIGN_JSON
+
+    found = [f for f in store.list(out) if not f.endswith("/" + LEASE)]  # a lease is the farm's too
+    if found and not store.exists(Storage.join(out, CAMPAIGN_JSON)):
+        shown = ", ".join(f.removeprefix(out.rstrip("/") + "/") for f in found[:3]) + (", …" if len(found) > 3 else "")
+        raise FarmError(f"output {out}", f"is a folder the farm did not make (it holds {shown})",
+                        "choose another output folder or campaign name: the farm never writes into folders it did not make")
 
 
 class _Recorded(Progress):

@@ -29,6 +29,7 @@ and the column (shot lists).
 from __future__ import annotations
 
 import csv
+import datetime
 import math
 import re
 from collections.abc import Callable
@@ -37,8 +38,10 @@ from pathlib import Path
 
 import yaml
 
+from farm.config import check_override
 from farm.errors import FarmError
-from farm.shot.types import SHOT_ID, Shot
+from farm.shot.types import Shot
+from farm.types import SHOT_ID
 
 _CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file")
 _SHOT_KEYS = ("id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "variants", "rights")
@@ -60,6 +63,7 @@ class CampaignShot:
     overrides: list[str] = field(default_factory=list)
     variant: int = 1
     seed_offset: int = 0
+    where: str = ""  # where the shot is written ("jobs/x.yaml line 12: shots[3]"), for errors
 
 
 @dataclass
@@ -290,7 +294,7 @@ def _expand(entries: list[_Entry]) -> list[CampaignShot]:
                 if shot_id in first_use:
                     raise _duplicate(shot_id, (entry, variant), first_use[shot_id])
                 first_use[shot_id] = (entry, variant)
-            shots.append(CampaignShot(replace(shot, shot_id=shot_id), list(overrides), variant, variant - 1))
+            shots.append(CampaignShot(replace(shot, shot_id=shot_id), list(overrides), variant, variant - 1, entry.where("")))
     return shots
 
 
@@ -334,24 +338,35 @@ def _input(fields: dict, key: str, entry: _Entry) -> Path | str | None:
     return path if path.is_absolute() else entry.base / path
 
 
-def _rights(value: object, where: Callable[[str], str]) -> dict[str, str]:
+def _rights(value: object, where: Callable[[str], str]) -> dict[str, str | bool | int | float]:
+    """The rights as given: text, yes/no, numbers and dates are what people write in YAML (a date
+    is recorded as ISO 8601 text, the manifest being JSON)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise FarmError(where("rights"), "must be a mapping", f"give any of {', '.join(_RIGHTS_KEYS)}")
-    for key, text in value.items():
+    rights = {}
+    for key, given in value.items():
         if key not in _RIGHTS_KEYS:
             raise FarmError(where(f"rights.{key}"), "unknown field", f"rights take {', '.join(_RIGHTS_KEYS)}")
-        if not isinstance(text, str):
-            raise FarmError(where(f"rights.{key}"), f"{text!r} is not text", f"quote it: {key}: '{text}'")
-    return dict(value)
+        if isinstance(given, (datetime.date, datetime.datetime)):
+            given = given.isoformat()
+        elif isinstance(given, float) and not math.isfinite(given):
+            given = str(given)
+        elif not isinstance(given, (str, bool, int, float)):
+            raise FarmError(where(f"rights.{key}"), f"{given!r} is not a value", "give text, yes/no, a number or a date")
+        rights[key] = given
+    return rights
 
 
 def _overrides(value: object, where: str) -> list[str]:
+    """A campaign's overrides: render keys only (the trust boundary, farm.config.check_override)."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FarmError(where, "must be a list of overrides like `match=video`", "fix the list")
+    for override in value:
+        check_override(override, campaign=True, where=where)
     return value
 
 

@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -54,7 +55,7 @@ class _FramesPerSecond(ProgressColumn):
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--out", default="out", help="output folder or s3:// prefix (default ./out); shots go to OUT/<campaign>/shots/"
     )
     submit.add_argument("--force", action="store_true", help="render again shots that are already finished")
+    submit.add_argument("--check", action="store_true", help="check the campaign and every shot's settings; render nothing")
     submit.add_argument("overrides", nargs="*", help="config overrides applied to every shot")
 
     report = sub.add_parser("report", help="rebuild the HTML reports of a campaign (each shot's and the campaign page)")
@@ -153,7 +155,7 @@ def run(argv: list[str]) -> int:
         }
         return commands[args.command](args)
     except FarmError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         console.print("interrupted")
@@ -161,7 +163,7 @@ def run(argv: list[str]) -> int:
     except Exception as exc:  # a bug of ours: say so in one line, keep the traceback for who asks
         if os.environ.get("FARM_DEBUG"):
             raise
-        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (set FARM_DEBUG=1 for the traceback)")
+        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (set FARM_DEBUG=1 for the traceback)")
         return 1
 
 
@@ -179,15 +181,22 @@ def cmd_render(args) -> int:
 
 class CampaignProgress:
     """Two bars while a campaign runs on Ray: shots finished, and frames rendered (with frames/s
-    and ETA); a line per finished shot."""
+    and ETA); a line per finished shot. The bars appear when the run starts (an error before it
+    is one line, with no bars around it)."""
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.shots_task = progress.add_task("shots", total=None)
-        self.frames_task = progress.add_task("frames", total=0, unit="fr")
+    def __enter__(self) -> CampaignProgress:
+        self.progress = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
     def shots(self, total: int) -> None:
-        self.progress.update(self.shots_task, total=total)
+        self.progress = _progress()
+        self.progress.start()
+        self.shots_task = self.progress.add_task("shots", total=total)
+        self.frames_task = self.progress.add_task("frames", total=0, unit="fr")
 
     def frames(self, added_total: int) -> None:
         task = self.progress.tasks[self.frames_task]
@@ -205,27 +214,36 @@ def cmd_submit(args) -> int:
     """One campaign file, or every campaign file of a folder in name order (a night's campaigns:
     one that cannot be read is reported and the others still run; exit status 2 then)."""
     from farm import api
+    from farm.campaign import load_campaign
 
     folder = Path(args.campaign)
     if not folder.is_dir():
-        return _submit(args.campaign, args)
-    unreadable, failed = False, False
+        return _submit(load_campaign(folder), args)
+    unreadable, failed, names = False, False, {}
     for path in api.campaign_files(folder):
         try:
-            failed |= _submit(path, args) != 0
+            campaign = load_campaign(path)
+            if campaign.name in names:  # two files would write (and lease) the same OUT/<name>
+                raise FarmError(str(path), f"names the campaign {campaign.name!r}, as {names[campaign.name]} does",
+                                "give every campaign file of the folder its own name")
+            names[campaign.name] = path.name
+            failed |= _submit(campaign, args) != 0
         except FarmError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
             unreadable = True
     return 2 if unreadable else 3 if failed else 0
 
 
-def _submit(path, args) -> int:
+def _submit(campaign, args) -> int:
+    """One loaded campaign (loaded before the progress bars: a bad file is one line of error)."""
     from farm import api
-    from farm.campaign import load_campaign
 
-    campaign = load_campaign(path)  # before the progress bars: a bad file is one line of error
-    with _progress() as progress:
-        result = api.submit(campaign, args.out, overrides=args.overrides, force=args.force, progress=CampaignProgress(progress))
+    if args.check:
+        items = api.check(campaign, args.overrides)
+        console.print(f"campaign {escape(campaign.name)}: {len(items)} shot(s) ready, nothing rendered")
+        return 0
+    with CampaignProgress() as progress:
+        result = api.submit(campaign, args.out, overrides=args.overrides, force=args.force, progress=progress)
     _summary(result)
     return 3 if result.counts["shots_failed"] else 0
 
@@ -234,9 +252,9 @@ def cmd_sweep(args) -> int:
     from farm import api
 
     plan = api.plan_sweep(args.campaign, args.overrides, name=args.name)
-    console.print(f"sweep {plan.name}: {plan.shots} shot(s) x {plan.settings} setting(s) = {len(plan.items)} renders, one batch")
-    with _progress() as progress:
-        result = api.sweep(plan, out=args.out, force=args.force, progress=CampaignProgress(progress))
+    console.print(f"sweep {escape(plan.name)}: {plan.shots} shot(s) x {plan.settings} setting(s) = {len(plan.items)} renders, one batch")
+    with CampaignProgress() as progress:
+        result = api.sweep(plan, out=args.out, force=args.force, progress=progress)
     _summary(result)
     _comparisons(result)
     return 3 if result.counts["shots_failed"] else 0
@@ -246,17 +264,17 @@ def _summary(result) -> None:
     """What a campaign run did, where its output and report are."""
     counts = result.counts
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(
-        f"campaign {result.name}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
+        f"campaign {escape(result.name)}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
         f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
-        f"output in {result.uri}"
+        f"output in {escape(result.uri)}"
     )
     if counts["shots_flagged"]:
         console.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
     if result.report:
-        console.print(f"report: {result.report}")
+        console.print(f"report: {escape(result.report)}")
 
 
 def _comparisons(result) -> None:
@@ -267,15 +285,15 @@ def _comparisons(result) -> None:
     for base, variants in result.groups.items():
         made = result.comparisons[base]
         if made.startswith("error: "):
-            console.print(f"[yellow]warning:[/yellow] no comparison for {base}: {made.removeprefix('error: ')}")
+            console.print(f"[yellow]warning:[/yellow] no comparison for {escape(base)}: {escape(made.removeprefix('error: '))}")
         else:
-            console.print(f"comparison {base}: {made}")
-        table = Table(title=f"{base}: metrics per setting")
+            console.print(f"comparison {escape(base)}: {escape(made)}")
+        table = Table(title=f"{escape(base)}: metrics per setting")
         for column in ("setting", "state", "PCK", "OKS", "jitter", "drift", "seam", "QA"):
             table.add_column(column)
         for label, shot_id in variants:
             row = rows.get(shot_id, {})
-            table.add_row(label, row.get("status", ""), *(_num(row.get(k)) for k in
+            table.add_row(Text(label), row.get("status", ""), *(_num(row.get(k)) for k in
                           ("pose_pck", "pose_oks", "jitter", "appearance_drift", "seam_score")), _qa_word(row))
         console.print(table)
 
@@ -299,12 +317,12 @@ def cmd_report(args) -> int:
     made, report = api.rebuild_reports(args.campaign, overrides=args.overrides)
     for shot_id, uri in made.items():
         if uri is None:
-            console.print(f"{shot_id}: no report (failed, or no QA record)")
+            console.print(f"{escape(shot_id)}: no report (failed, or no QA record)")
         elif uri.startswith("error: "):
-            console.print(f"[yellow]warning:[/yellow] {shot_id}: no report: {uri.removeprefix('error: ')}")
+            console.print(f"[yellow]warning:[/yellow] {escape(shot_id)}: no report: {escape(uri.removeprefix('error: '))}")
         else:
-            console.print(f"{shot_id}: {uri}")
-    console.print(f"report: {report}")
+            console.print(f"{escape(shot_id)}: {escape(uri)}")
+    console.print(f"report: {escape(report)}")
     return 0
 
 
@@ -314,7 +332,7 @@ def cmd_status(args) -> int:
     from farm import api
 
     doc = api.status(args.campaign, overrides=args.overrides)
-    table = Table(title=f"campaign {doc['name']} ({doc['status']})")
+    table = Table(title=f"campaign {escape(str(doc['name']))} ({escape(str(doc['status']))})")
     for column in ("shot", "state", "windows", "frames", "seconds", "QA", "error"):
         table.add_column(column)
     for row in doc["shots"]:
@@ -322,7 +340,8 @@ def cmd_status(args) -> int:
         qa = _qa_word(row)
         if qa == "re-render":
             qa = "needs re-render: " + "; ".join(row.get("qa_reasons") or [])
-        table.add_row(row["shot_id"], row["status"], windows, str(row["frames"] or ""), str(row["seconds"]), qa, row["error"] or "")
+        table.add_row(*(Text(str(cell)) for cell in (row["shot_id"], row["status"], windows, row["frames"] or "", row["seconds"], qa,
+                                                      row["error"] or "")))
     counts = doc["counts"]
     Console(highlight=False, soft_wrap=True).print(table)
     print(
@@ -353,12 +372,12 @@ def cmd_pose(args) -> int:
     stem = Path(args.video).stem
     write_parquet(poses, out / f"{stem}.parquet")
     write_pose_preview(out / f"{stem}_pose.mp4", poses, Fraction(probe.fps_fraction))
-    console.print(f"poses: {out / f'{stem}.parquet'} ({len(poses)} frames); preview: {out / f'{stem}_pose.mp4'}")
+    console.print(f"poses: {escape(str(out / f'{stem}.parquet'))} ({len(poses)} frames); preview: {escape(str(out / f'{stem}_pose.mp4'))}")
     if args.openpose_json:
         from farm.pose.openpose import write_openpose_json
 
         files = write_openpose_json(poses, out / f"{stem}_openpose")
-        console.print(f"OpenPose JSON: {len(files)} files in {out / f'{stem}_openpose'}")
+        console.print(f"OpenPose JSON: {len(files)} files in {escape(str(out / f'{stem}_openpose'))}")
     return 0
 
 
@@ -376,17 +395,17 @@ def _say(result, *, report: bool = False) -> None:
     from farm.storage import Storage
 
     if result.status == "failed":
-        console.print(f"[red]error:[/red] {result.error} (record: {Storage.join(result.uri, 'manifest.json')})")
+        console.print(f"[red]error:[/red] {escape(str(result.error))} (record: {escape(Storage.join(result.uri, 'manifest.json'))})")
         return
     verb = "already rendered" if result.status == "reused" else "rendered"
     qa = result.manifest.get("qa") or {}
     flag = " [yellow](needs a re-render)[/yellow]" if qa.get("needs_rerender") else ""
-    console.print(f"[green]{verb}[/green] {result.video_uri}{flag}")
+    console.print(f"[green]{verb}[/green] {escape(str(result.video_uri))}{flag}")
     if report:
         for reason in qa.get("reasons") or []:
-            console.print(f"  QA: {reason}")
+            console.print(f"  QA: {escape(reason)}")
         if result.manifest.get("report"):
-            console.print(f"report: {Storage.join(result.uri, result.manifest['report'])}")
+            console.print(f"report: {escape(Storage.join(result.uri, result.manifest['report']))}")
 
 
 def _report(result) -> int:

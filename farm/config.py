@@ -6,6 +6,7 @@ value ranges, and returns a `FarmConfig`. Anything wrong is a `FarmError` naming
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,6 +126,12 @@ class QAConfig:
     strict: bool = False
     max_video_seconds: float = 600.0
     max_side: int = 8192
+    # Input and work limits (operator-only, DESIGN §12): refused from the probe, before decoding.
+    max_fps: float = 240.0
+    max_frames: int = 36000
+    max_window_length: int = 256
+    max_input_mb: float = 4096.0
+    max_cache_mb: float = 20480.0  # the S3 input cache; least recently used files go first
     # Re-render thresholds (farm.qa.measure.verdict); None turns one off.
     min_pose_pck: float | None = 0.5
     min_pose_oks: float | None = None
@@ -183,6 +190,11 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "pose.min_tracking_confidence": (0.0, 1.0),
     "qa.max_video_seconds": (1.0, None),
     "qa.max_side": (64, None),
+    "qa.max_fps": (1.0, None),
+    "qa.max_frames": (1, None),
+    "qa.max_window_length": (2, None),
+    "qa.max_input_mb": (0.001, None),
+    "qa.max_cache_mb": (1.0, None),
     "qa.min_pose_pck": (0.0, 1.0),
     "qa.min_pose_oks": (0.0, 1.0),
     "qa.min_pose_detected": (0.0, 1.0),
@@ -201,9 +213,59 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-def load_config(overrides: list[str] | tuple[str, ...] = ()) -> FarmConfig:
-    """Compose conf/ with Hydra overrides and return the validated config."""
-    raw = _compose(list(overrides))
+# DESIGN §12, the trust boundary. Campaign files and shot rows are other people's data, run with the
+# operator's credentials: they may set render keys only. Everything else (runtime.*, storage.*,
+# qa.*, and the backend keys that choose what is loaded, from where and on which device) comes
+# from the operator: the command line or the environment.
+CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa")
+CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "match", "match.*", "window.*", "output.*", "pose.*", "backend.*",
+                 # QA's judgement of a shot, not the farm's limits: a campaign may be stricter or looser
+                 "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_pose_detected", "qa.max_jitter",
+                 "qa.max_appearance_drift", "qa.min_appearance_ssim", "qa.max_seam_score", "qa.max_overlap_overhead")
+OPERATOR_BACKEND_KEYS = ("backend.model", "backend.revision", "backend.local_files_only", "backend.device",
+                         "backend.cpu_offload", "backend.vae_tiling")
+# The operator may allow `${…}` interpolation in their own command-line overrides (never in a campaign's).
+ALLOW_INTERPOLATION_ENV = "FARM_ALLOW_INTERPOLATION"
+_OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(?P<value>.*)\Z", re.S)
+_GROUP_VALUE = re.compile(r"^[A-Za-z0-9_]+\Z")
+
+
+def check_override(override: str, *, campaign: bool, where: str = "") -> None:
+    """Refuse an override that crosses the trust boundary. campaign: it comes from a campaign file
+    or a shot row (render keys only, plain `key=value`); else from the operator. Neither may name
+    a config group by a path, and `${…}` interpolation (which reads the environment, e.g. the S3
+    secret) is refused unless the operator allows it for their own overrides."""
+    subject = where or f"config override {override!r}"
+    match = _OVERRIDE.match(override)
+    if match is None:
+        if campaign:
+            raise FarmError(subject, f"{override!r} is not a plain override", "write it as key=value, e.g. match=video")
+        return  # Hydra parses (and refuses) the operator's own syntax
+    key, value = match["key"], match["value"]
+    if "${" in value and (campaign or os.environ.get(ALLOW_INTERPOLATION_ENV) != "1"):
+        allow = "" if campaign else f" (or set {ALLOW_INTERPOLATION_ENV}=1 to allow it on the command line)"
+        raise FarmError(subject, f"{key}: ${{…}} interpolation is not allowed here", "write the value itself" + allow)
+    if key in CONFIG_GROUPS and not _GROUP_VALUE.match(value):
+        raise FarmError(subject, f"{key}: {value!r} is not a config name", f"name one of the files of conf/{key}/, without a path")
+    if campaign and not _campaign_may_set(key):
+        raise FarmError(subject, f"{key} is an operator setting: a campaign cannot set it",
+                        "set it on the farm's command line or environment, or remove it from the campaign")
+
+
+def _campaign_may_set(key: str) -> bool:
+    if key in OPERATOR_BACKEND_KEYS:
+        return False
+    return any(key == allowed or (allowed.endswith(".*") and key.startswith(allowed[:-1])) for allowed in CAMPAIGN_KEYS)
+
+
+def load_config(overrides: list[str] | tuple[str, ...] = (), *, campaign: list[str] | tuple[str, ...] = ()) -> FarmConfig:
+    """Compose conf/ with Hydra overrides and return the validated config. campaign: the overrides
+    a campaign file gives (render keys only), applied before the operator's `overrides`."""
+    for override in campaign:
+        check_override(override, campaign=True)
+    for override in overrides:
+        check_override(override, campaign=False)
+    raw = _compose([*campaign, *overrides])
     return validate(raw)
 
 
@@ -263,6 +325,9 @@ def _check_values(cfg: FarmConfig) -> None:
             raise FarmError(f"config {key}", f"{value} is out of range", f"use a value in {bounds}")
     if cfg.window.length is not None and cfg.window.overlap is not None and cfg.window.overlap >= cfg.window.length:
         raise FarmError("config window.overlap", "must be smaller than window.length", "lower window.overlap")
+    if cfg.window.length is not None and cfg.window.length > cfg.qa.max_window_length:
+        raise FarmError("config window.length", f"{cfg.window.length} is above the farm's limit of {cfg.qa.max_window_length} frames",
+                        "use a shorter window (the operator sets the limit with qa.max_window_length)")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

@@ -25,6 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from farm.qa.measure import read_quality_table
 from farm.storage.local import write_bytes
+from farm.types import SHOT_ID
 
 THUMB = "thumb.jpg"
 CAMPAIGN_REPORT = "report.html"  # the campaign page, beside campaign.json
@@ -206,6 +207,8 @@ def publish_campaign_report(doc: dict, uri: str, folder: Path, store) -> str:
 
     thumbs = {}
     for row in doc["shots"]:
+        if not SHOT_ID.match(str(row.get("shot_id"))):  # a record read from the store names no path
+            continue
         thumb = Storage.join(uri, "shots", row["shot_id"], THUMB)
         thumbs[row["shot_id"]] = store.get_bytes(thumb) if row["status"] != "failed" and store.exists(thumb) else None
     path = write_campaign_report(Path(folder) / CAMPAIGN_REPORT, doc, thumbs)
@@ -222,12 +225,14 @@ def rebuild_shot_report(shot_uri: str, store, work: Path) -> str | None:
     import json
 
     from farm.errors import FarmError
-    from farm.media.probe import load_image
+    from farm.media.probe import load_image, sha256_file
     from farm.storage import Storage
+    from farm.types import check_shot_id
 
     record = json.loads(store.get_bytes(Storage.join(shot_uri, "manifest.json")))
     if record.get("status") != "succeeded" or "qa" not in record:
         return None
+    check_shot_id(record.get("shot_id"))  # it names the folder the report is made in
     folder = store.local_path(shot_uri)
     video = table = None
     if folder is None:  # s3://: fetched into the cache, the report is made in `work`
@@ -237,9 +242,13 @@ def rebuild_shot_report(shot_uri: str, store, work: Path) -> str | None:
     inputs = record.get("inputs") or {}
 
     def fetched(name: str) -> Path | None:
+        """The input the shot was made from, through the store (so within storage.roots), and only
+        when its bytes are the ones the manifest recorded: a manifest that names another file
+        (file:///…/secret.png) gets nothing of it into a report."""
         try:
-            return store.fetch(inputs[name]["uri"], Path(work) / "inputs")
-        except (FarmError, KeyError):
+            path = store.fetch(str(inputs[name]["uri"]), Path(work) / "inputs")
+            return path if sha256_file(path) == inputs[name]["sha256"] else None
+        except (FarmError, KeyError, TypeError, OSError):
             return None
 
     character = fetched("character")

@@ -9,6 +9,7 @@ video: a grid with one labelled cell per combination, all playing in step.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import re
@@ -84,7 +85,13 @@ def variant_ids(base: str, settings: list[Setting]) -> list[str]:
     readable = [f"{base}--{setting.slug}" for setting in settings]
     if len(set(readable)) == len(readable) and all(len(r) <= _MAX_ID for r in readable):
         return readable
-    return [f"{base[: _MAX_ID - 6]}--s{k + 1:02d}" for k in range(len(settings))]
+    suffix = max(2, len(str(len(settings))))
+    if len(base) + 3 + suffix <= _MAX_ID:
+        return [f"{base}--s{k + 1:0{suffix}d}" for k in range(len(settings))]
+    # Shortened, with a hash of the whole id: two long ids that start alike stay apart.
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    short = base[: _MAX_ID - 12 - suffix].rstrip("-_.")
+    return [f"{short}-{digest}--s{k + 1:0{suffix}d}" for k in range(len(settings))]
 
 
 def write_comparison(path: Path, cells: list[tuple[str, Path | None, str]]) -> int:

@@ -1,9 +1,16 @@
-"""Value types shared by the pose, character, QA and backend stages (the bottom layer: imports nothing of farm)."""
+"""Value types shared by the pose, character, QA and backend stages, and what a shot id may be
+(the bottom layer: imports nothing of farm but its error)."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from farm.errors import FarmError
+
+# Shot ids name folders: letters, digits, '-', '_', '.'; never a path. \Z: no trailing newline, unlike $.
+SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
@@ -36,3 +43,11 @@ class Canvas:
     height: int
     scale: float
     mode: str
+
+
+def check_shot_id(shot_id: str | None) -> None:
+    """Shot ids name folders: letters, digits, '-', '_', '.'; never a path."""
+    if shot_id is not None and not SHOT_ID.match(shot_id):
+        raise FarmError(
+            f"shot id {shot_id!r}", "is not a valid id", "use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        )

@@ -88,7 +88,7 @@ def test_drawing_without_skeleton_asks_for_one(tmp_path):
     assert record["status"] == "failed"
     assert "--character-skeleton" in record["error"]["message"]
     assert not (manifest.parent / "video.mp4").exists()
-    assert [p.name for p in manifest.parent.iterdir()] == ["manifest.json"]
+    assert [p.name for p in manifest.parent.iterdir() if not p.name.startswith(".")] == ["manifest.json"]  # and the farm's marker
 
 
 def test_config_prints_resolved_values():
@@ -117,7 +117,7 @@ def test_shot_id_that_is_a_path_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_campaign_shot_with_a_bad_override_is_recorded_as_failed(tmp_path, ray_cluster):
+def test_campaign_shot_with_a_bad_override_stops_the_campaign_before_it_starts(tmp_path, capsys):
     from farm import cli
 
     campaign = tmp_path / "c.yaml"
@@ -131,6 +131,7 @@ shots:
     overrides: [match.mode=sideways]
 """
     )
-    assert cli.run(["submit", str(campaign), "-o", str(tmp_path / "out")]) == 3
-    record = json.loads((tmp_path / "out" / "overrides" / "shots" / "sideways" / "manifest.json").read_text())
-    assert record["status"] == "failed" and "match.mode" in record["error"]["message"]
+    assert cli.run(["submit", str(campaign), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {campaign} line 4: shots[0]: config match.mode: 'sideways' is not allowed — use one of image, video"
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written

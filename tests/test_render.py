@@ -185,7 +185,7 @@ def test_strict_qa_refuses_a_shot_with_preflight_warnings(tmp_path):
     result = render_shot(_candycorn_walk(), load_config(["qa.strict=true", "output.size=96"]), tmp_path)
     assert result.status == "failed"
     assert "preflight" in result.error and "people" in result.error
-    assert [p.name for p in result.folder.iterdir()] == ["manifest.json"]
+    assert [p.name for p in result.folder.iterdir() if not p.name.startswith(".")] == ["manifest.json"]  # and the farm's marker
 
 
 def test_inputs_outside_the_storage_roots_are_refused(tmp_path):
@@ -206,7 +206,7 @@ def test_a_failure_after_the_video_was_written_leaves_no_video(tmp_path, monkeyp
     record = json.loads((result.folder / "manifest.json").read_text())
     assert record["status"] == "failed" and "traceback" in record["error"]
     # No video or artifact is left; the window checkpoints stay for the rerun.
-    assert sorted(p.name for p in result.folder.iterdir()) == ["manifest.json", "windows"]
+    assert sorted(p.name for p in result.folder.iterdir() if not p.name.startswith(".")) == ["manifest.json", "windows"]
     rerun = render_shot(_candycorn_walk(), load_config(["output.size=96"]), tmp_path)
     assert rerun.status == "failed"  # write_parquet is still broken
     assert rerun.manifest["timings"].get("generate", 0) == 0  # but no window was rendered again

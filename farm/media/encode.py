@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -66,7 +67,7 @@ class VideoWriter:
         self.width, self.height = width, height
         self.frames_written = 0
         self._audio_from = None if audio_from is None else Path(audio_from)
-        self._partial = self.path.with_name(f".{self.path.stem}.partial.mp4")
+        self._partial = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(6)}.partial.mp4")  # never shared by two writers
 
         # 2. Open the partial file with a video stream, and an audio stream when there is audio
         audio_format = _audio_format(self._audio_from)
@@ -144,7 +145,7 @@ def join_segments(segments: list[str | Path], path: str | Path, *, fps: float | 
         raise ValueError(f"no segments to join into {path}")
     path = Path(path)
     rate = exact_frame_rate(fps)
-    partial = path.with_name(f".{path.stem}.partial.mp4")
+    partial = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.partial.mp4")
     audio_format = _audio_format(None if audio_from is None else Path(audio_from))
     # 1. Read every segment's presentation times (packets only, nothing is decoded)
     presentation = []

@@ -62,8 +62,11 @@ class ImageProbe:
         return dataclasses.asdict(self)
 
 
-def probe_video(path: str | Path, *, max_side: int = 8192, max_duration_s: float = 3600) -> VideoProbe:
-    """Read a video's size, exact frame count, frame rate and audio streams without decoding it."""
+def probe_video(
+    path: str | Path, *, max_side: int = 8192, max_duration_s: float = 3600, max_fps: float = 240.0, max_frames: int = 36000
+) -> VideoProbe:
+    """Read a video's size, exact frame count, frame rate and audio streams without decoding it;
+    refuse one over any of the limits."""
     path = Path(path)
     with open_video(path) as (container, stream):
         # 1. Check the picture size
@@ -82,6 +85,12 @@ def probe_video(path: str | Path, *, max_side: int = 8192, max_duration_s: float
         rate = _frame_rate(container, stream, frame_count)
         if not rate:
             raise MediaError(path, "has no frame rate in its video stream", "re-export it with a constant frame rate")
+        if rate > max_fps:
+            raise MediaError(path, f"has {float(rate):g} frames per second, over the {max_fps:g} fps limit",
+                             f"re-export it at {max_fps:g} fps or less")
+        if frame_count > max_frames:
+            raise MediaError(path, f"has {frame_count} frames, over the {max_frames}-frame limit",
+                             f"trim it to at most {max_frames} frames")
         duration_s = frame_count / rate
         if duration_s > max_duration_s:
             raise MediaError(path, f"lasts {float(duration_s):.1f} s, over the {max_duration_s:g} s limit",

@@ -61,9 +61,11 @@ def retarget(
     motion_weight: float,
     anchor: str,
     output_size: int,
+    source: str = "motion video",
 ) -> Retargeted:
     """driving: (T, 15, 3) performer joints in video pixels. character: (15, 3) rest joints in image
-    pixels. video_size, image_size: (width, height). output_size: longer canvas side in pixels."""
+    pixels. video_size, image_size: (width, height). output_size: longer canvas side in pixels.
+    source: how errors name the motion video (as the user gave it)."""
     # 1. Which bones the video shows, and the performer's reference bone lengths.
     seen = driving[..., 2] >= VISIBLE
     parents = np.array([p for p, _ in BONES])
@@ -71,7 +73,7 @@ def retarget(
     bone_seen = seen[:, parents] & seen[:, children]
     driven = bone_seen.mean(axis=0) >= SHOWN
     if not (seen[:, JOINT_INDEX["neck"]].any() and seen[:, JOINT_INDEX["pelvis"]].any()):
-        raise FarmError("motion video", "no person was found in the video", "use a clip where one person is clearly visible")
+        raise FarmError(source, "no person was found in the video", "use a clip where one person is clearly visible")
     lengths = bone_lengths(driving)  # (T, 14)
     ref = _reference_lengths(lengths, bone_seen)
     char_lengths = bone_lengths(character)

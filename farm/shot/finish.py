@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 
 from farm.errors import FarmError
-from farm.shot.outcome import ShotResult, artifacts, commit, discard_outputs, fail_shot
+from farm.shot.outcome import ShotResult, artifacts, commit, fail_shot
 from farm.shot.plan import ShotPlan
 from farm.shot.segment import encode_segment
 from farm.shot.tools import storage_for
@@ -23,10 +23,10 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
     from farm.media.encode import join_segments
     from farm.pose.store import write_parquet, write_rig_parquet
 
-    cfg, folder, timings, record = plan.cfg, plan.folder, plan.timings, plan.record
+    cfg, take, timings, record = plan.cfg, plan.take, plan.timings, plan.record
     timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
-    discard_outputs(folder)  # this node may hold files of an earlier run of the shot
     try:
+        take.mkdir(parents=True, exist_ok=True)  # the new take is made beside the last one, which stays until the commit
         # 8-9. Stitch and encode segment by segment (streaming: one window and an overlap tail in
         # memory), then join the segments without re-encoding.
         if segment_logs is None:
@@ -36,7 +36,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
         timings["encode"] = sum(s["seconds"] for s in segment_logs) - timings["measure"]
         with timed(timings, "join"):
             parts = [plan.local_segment(segment) for segment in plan.segments]
-            frames = join_segments(parts, folder / VIDEO, fps=plan.fps, audio_from=plan.audio)
+            frames = join_segments(parts, take / VIDEO, fps=plan.fps, audio_from=plan.audio)
             if frames != len(plan.targets):
                 raise RuntimeError(f"the joined video has {frames} frames, expected {len(plan.targets)}")
         record["windows"] = [{k: v for k, v in log.items() if k not in ("lab", "model")} for log in window_logs]
@@ -47,23 +47,23 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
 
         # 10. Pose artifacts: parquet tables and the preview video.
         with timed(timings, "artifacts"):
-            (folder / "poses").mkdir(exist_ok=True)
-            write_parquet(plan.driving, folder / "poses" / "driving.parquet")
+            (take / "poses").mkdir(exist_ok=True)
+            write_parquet(plan.driving, take / "poses" / "driving.parquet")
             write_rig_parquet(
-                plan.targets, folder / "poses" / "target.parquet", fps=float(plan.fps),
+                plan.targets, take / "poses" / "target.parquet", fps=float(plan.fps),
                 width=plan.canvas.width, height=plan.canvas.height,
             )
             if cfg.output.pose_preview:
                 from farm.pose.preview import write_pose_preview
 
                 write_pose_preview(
-                    folder / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
+                    take / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
                     canvas_size=(plan.canvas.width, plan.canvas.height),
                 )
             if cfg.output.openpose_json:
                 from farm.pose.openpose import write_openpose_json
 
-                write_openpose_json(plan.driving, folder / "poses" / "openpose")
+                write_openpose_json(plan.driving, take / "poses" / "openpose")
 
         # 10b. Quality: what the segments measured, against the target pose; thresholds.
         with timed(timings, "qa"):
@@ -71,7 +71,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
 
             quality = _quality(plan)
             quality.frames["source_frame"] = plan.index
-            write_quality_table(quality, folder / QA_TABLE)
+            write_quality_table(quality, take / QA_TABLE)
 
         errors = [w["rig_error_px_max"] for w in window_logs if w.get("rig_error_px_max") is not None]
         record["metrics"] = {
@@ -88,7 +88,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
         }
         reasons = verdict(record["metrics"], quality.windows, cfg.qa)
         record["qa"] = {"needs_rerender": bool(reasons), "reasons": reasons}
-        record["artifacts"] = artifacts(folder)
+        record["artifacts"] = artifacts(take)
         record.update(status="succeeded", error=None)
         record["timings"] = {k: round(v, 3) for k, v in timings.items()}  # the report shows them
 
@@ -96,12 +96,12 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
         with timed(timings, "report"):
             _write_report(plan, record)
         record["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        result = commit(record, folder, plan.uri, storage_for(cfg) if plan.remote else None)
+        result = commit(record, take, plan.folder, plan.uri, storage_for(cfg))
     except Exception as exc:  # noqa: BLE001 - recorded in the manifest
-        return fail_shot(plan.shot, folder, record, timings, exc, uri=plan.uri, cfg=cfg)
+        return fail_shot(plan.shot, plan.folder, record, timings, exc, uri=plan.uri, cfg=cfg, take=take)
     # Checkpoints and segments go only once the manifest is committed; failing to remove them harms nothing.
     for work in WORK:
-        shutil.rmtree(folder / work, ignore_errors=True)
+        shutil.rmtree(plan.folder / work, ignore_errors=True)
         if plan.remote:
             try:
                 storage_for(cfg).delete_prefix(Storage.join(plan.uri, work))
@@ -137,7 +137,7 @@ def _write_report(plan: ShotPlan, record: dict) -> None:
     from farm.report import ShotSources, write_shot_report
 
     try:
-        write_shot_report(ShotSources(plan.folder, record, motion=plan.local_motion(), character=plan.character.image))
+        write_shot_report(ShotSources(plan.take, record, motion=plan.local_motion(), character=plan.character.image))
         record["report"], record["report_error"] = REPORT, None
     except Exception as exc:  # noqa: BLE001 - a view of the shot, not the shot
         record["report"], record["report_error"] = None, f"{type(exc).__name__}: {exc}"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +31,13 @@ def fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> LocalInputs:
     """The shot's inputs as local files: local paths are checked against storage.roots, s3://
     objects are downloaded once into the cache."""
     cache = cache_root(cfg) / "inputs"
+    limits = {"max_bytes": int(cfg.qa.max_input_mb * 2**20), "cache_bytes": int(cfg.qa.max_cache_mb * 2**20)}
 
     def fetch(value, name: str) -> Path | None:
         if value is None:
             return None
         try:
-            return store.fetch(str(value), cache)
+            return store.fetch(str(value), cache, **limits)
         except FarmError as exc:
             if exc.problem == "file not found" and name in ("skeleton", "mask"):
                 raise FarmError(exc.subject, f"{name} file not found", f"check the --character-{name} path") from None
@@ -47,9 +50,14 @@ def fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> LocalInputs:
 
 
 def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
-    """The `inputs` of the manifest (uri, sha256, bytes, probe per input) and the motion's probe."""
-    motion = probe_video(local.motion, max_side=cfg.qa.max_side, max_duration_s=cfg.qa.max_video_seconds)
-    image = probe_image(local.character, max_side=cfg.qa.max_side)
+    """The `inputs` of the manifest (uri, sha256, bytes, probe per input) and the motion's probe.
+    Errors name each input as the user gave it (an s3:// URI, not its file in the cache)."""
+    qa = cfg.qa
+    with as_given({local.motion: shot.motion}):
+        motion = probe_video(local.motion, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
+                             max_frames=qa.max_frames)
+    with as_given({local.character: shot.character}):
+        image = probe_image(local.character, max_side=qa.max_side)
     inputs = {
         "motion": _input_record(local.motion, motion, shot.motion),
         "character": _input_record(local.character, image, shot.character),
@@ -58,6 +66,19 @@ def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict,
         if getattr(local, name) is not None:
             inputs[name] = _input_record(getattr(local, name), None, getattr(shot, name))
     return inputs, motion
+
+
+@contextmanager
+def as_given(copies: dict) -> Iterator[None]:
+    """Errors about the local copy of an input (local path -> the input as given) name the input
+    as the user gave it: an s3:// URI, not its file in the cache."""
+    try:
+        yield
+    except FarmError as exc:
+        for local, given in copies.items():
+            if local is not None and str(given) != str(local) and exc.subject.startswith(str(local)):
+                raise type(exc)(str(given) + exc.subject[len(str(local)):], exc.problem, exc.fix) from None
+        raise
 
 
 def _input_record(path: Path, probe, given) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import traceback
 from dataclasses import dataclass
@@ -11,10 +12,13 @@ from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, write_json_atomic
 from farm.media.probe import sha256_file
+from farm.report import THUMB
 from farm.shot.inputs import fallback_id
 from farm.shot.tools import stage_root, storage_for
-from farm.shot.types import MANIFEST, VIDEO, WINDOWS, WORK, Shot, check_shot_id
+from farm.shot.types import FAILED, MANIFEST, MARKER, REPORT, SEGMENTS, TAKE, VIDEO, Shot
 from farm.storage import Storage
+from farm.storage.local import create_exclusive, is_temp
+from farm.types import check_shot_id
 
 
 @dataclass
@@ -40,42 +44,113 @@ class ShotResult:
         return None if self.status == "failed" else Storage.join(self.uri or str(self.folder), VIDEO)
 
 
-def commit(record: dict, folder: Path, uri: str = "", store: Storage | None = None) -> ShotResult:
-    """Write the manifest, the shot's commit marker. With a store (s3:// output), every other file
-    of the shot folder is uploaded first and the manifest last, so a reader never finds a manifest
-    whose files are not there yet."""
+def claim(folder: Path, store: Storage, uri: str) -> None:
+    """Make sure the shot's output folder is the farm's before anything is written there: absent or
+    empty (then marked as the farm's), or holding the farm's marker or manifest. Anything else is
+    someone's folder (e.g. `--id poses` next to `farm pose`'s output) and is refused, untouched."""
+    remote = Storage.is_remote(uri)
+    if remote:
+        names = {found.removeprefix(uri.rstrip("/") + "/").split("/")[0] for found in store.list(uri)}
+    else:  # (a file being written by another run of the farm, e.g. an identical shot's marker, is no one else's)
+        names = {child.name for child in folder.iterdir() if not is_temp(child)} if folder.is_dir() else set()
+    if names and MARKER not in names and not _farm_manifest(store, uri, MANIFEST in names):
+        shown = ", ".join(sorted(names)[:3]) + (", …" if len(names) > 3 else "")
+        raise FarmError(f"output {uri}", f"is a folder the farm did not make (it holds {shown})",
+                        "choose another shot id or output folder: the farm never writes into, or deletes from, folders it did not make")
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / MANIFEST, record)
-    if store is not None:
-        made = (p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-        for path in sorted(p for p in made if p.relative_to(folder).parts[0] not in WORK):
-            store.put_file(path, Storage.join(uri, *path.relative_to(folder).parts))
-        store.put_file(folder / MANIFEST, Storage.join(uri, MANIFEST))
+    if MARKER not in names:
+        mark = b"motion-farm shot folder\n"
+        create_exclusive(folder / MARKER, mark)  # made once, whoever is first; never a half-written file
+        if remote:
+            store.put_bytes(mark, Storage.join(uri, MARKER))
+
+
+def _farm_manifest(store: Storage, uri: str, present: bool) -> bool:
+    if not present:
+        return False
+    try:
+        manifest = json.loads(store.get_bytes(Storage.join(uri, MANIFEST)))
+    except (FarmError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "schema_version" in manifest and "shot_id" in manifest
+
+
+def committed(store: Storage, uri: str) -> dict | None:
+    """The manifest now in the shot's output folder, if it holds one the farm can read."""
+    try:
+        target = Storage.join(uri, MANIFEST)
+        return json.loads(store.get_bytes(target)) if store.exists(target) else None
+    except (FarmError, ValueError):
+        return None
+
+
+def commit(record: dict, take: Path, folder: Path, uri: str, store: Storage) -> ShotResult:
+    """Publish a finished take: its files replace those of the last take, the manifest (the commit
+    marker) last, then the last take's files the new one does not have go. Until the manifest is
+    replaced, a reader finds the last take's manifest. For s3:// outputs the files are uploaded
+    (big ones in parts) before the same swap in the local staging folder."""
+    previous = committed(store, uri)
+    write_json_atomic(take / MANIFEST, record)
+    made = sorted(p.relative_to(take) for p in take.rglob("*") if p.is_file() and p.name != MANIFEST)
+    if Storage.is_remote(uri):
+        for path in made:
+            store.put_file(take / path, Storage.join(uri, *path.parts))
+        store.put_file(take / MANIFEST, Storage.join(uri, MANIFEST))
+    for path in made:
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(take / path, folder / path)
+    os.replace(take / MANIFEST, folder / MANIFEST)
+    for stale in sorted(_published(previous) - {str(p) for p in made}):
+        (folder / stale).unlink(missing_ok=True)
+        for parent in (folder / stale).parents:  # and the folders that held only such files
+            if parent == folder or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+        if Storage.is_remote(uri):
+            store.delete(Storage.join(uri, stale))
+    for left in folder.glob(f"{TAKE}*"):  # this one, and any a crashed run left (the output's lease is ours)
+        shutil.rmtree(left, ignore_errors=True)
     error = record["error"]["message"] if record["error"] else None
-    return ShotResult(record["shot_id"], record["status"], folder, record, error, uri=uri or str(folder))
+    return ShotResult(record["shot_id"], record["status"], folder, record, error, uri=uri)
+
+
+def _published(manifest: dict | None) -> set[str]:
+    """The files a committed take published (its artifacts, report and thumbnail) and a failure's
+    record: what a new take may replace. Paths that leave the folder are ignored (a manifest is
+    read from the store, and the farm deletes only its own files)."""
+    names = {REPORT, THUMB, FAILED}
+    for item in (manifest or {}).get("artifacts") or []:
+        path = str(item.get("path", "")) if isinstance(item, dict) else ""
+        if path and not Path(path).is_absolute() and ".." not in Path(path).parts:
+            names.add(path)
+    return names
 
 
 def fail_shot(
-    shot: Shot, folder: Path, record: dict, timings: dict, exc: BaseException, *, uri: str = "", cfg: FarmConfig | None = None
+    shot: Shot, folder: Path, record: dict, timings: dict, exc: BaseException, *, uri: str = "", cfg: FarmConfig | None = None,
+    take: Path | None = None,
 ) -> ShotResult:
-    """Record a failed shot: the error in the manifest, no video or other artifact left (window
-    checkpoints stay, so a rerun after a transient fault does not redo them)."""
+    """Record a failed shot: the error, and nothing of this run's take (window checkpoints stay, so a
+    rerun after a transient fault does not redo them; segments are made again from them)."""
     shot_id = record.get("shot_id") or folder.name
     message = str(exc.for_shot(shot_id)) if isinstance(exc, FarmError) else f"internal error: {type(exc).__name__}: {exc}"
     record.update(shot_id=shot_id, status="failed", error={"type": type(exc).__name__, "message": message})
     if not isinstance(exc, FarmError):
         record["error"]["traceback"] = "".join(traceback.format_exception(exc, limit=8))
     record["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    discard_outputs(folder, keep=(WINDOWS,))  # segments are made again from the checkpoints
-    remote = bool(cfg is not None and uri and Storage.is_remote(uri))
-    if remote:
-        clear_remote(storage_for(cfg), uri)
-    return commit(record, folder, uri or str(folder), storage_for(cfg) if remote else None)
+    if take is not None:
+        shutil.rmtree(take, ignore_errors=True)
+    shutil.rmtree(folder / SEGMENTS, ignore_errors=True)
+    uri = uri or str(folder)
+    store = storage_for(cfg) if cfg is not None else Storage()
+    if Storage.is_remote(uri):
+        store.delete_prefix(Storage.join(uri, SEGMENTS))
+    return _record_failed(record, folder, uri, store)
 
 
 def record_failure(shot: Shot, cfg: FarmConfig | None, out_root: Path | str, error: FarmError) -> ShotResult:
     """A shot that failed before it could start (e.g. its config overrides are wrong): still one
-    manifest with `status: failed` and the reason, like any other failed shot."""
+    failure record with the reason, like any other failed shot, if its folder is the farm's."""
     check_shot_id(shot.shot_id)
     shot_id = shot.shot_id or fallback_id(shot, cfg)
     record = {
@@ -84,7 +159,23 @@ def record_failure(shot: Shot, cfg: FarmConfig | None, out_root: Path | str, err
     }
     uri = Storage.join(str(out_root), shot_id)
     store = storage_for(cfg) if cfg is not None else Storage()
-    return commit(record, stage_root(out_root, cfg) / shot_id, uri, store if Storage.is_remote(uri) else None)
+    return _record_failed(record, stage_root(out_root, cfg) / shot_id, uri, store)
+
+
+def _record_failed(record: dict, folder: Path, uri: str, store: Storage) -> ShotResult:
+    """Write a failure's record: as the manifest, unless the folder holds a good take, which it
+    must not replace; then beside it, as failed.json."""
+    try:
+        claim(folder, store, uri)
+    except FarmError as refused:  # not the farm's folder: nothing is written, the result says both
+        return ShotResult(record["shot_id"], "failed", folder, record, f"{record['error']['message']}; {refused}", uri=uri)
+    previous = committed(store, uri)
+    name = FAILED if previous and previous.get("status") == "succeeded" else MANIFEST
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / name, record)
+    if Storage.is_remote(uri):
+        store.put_file(folder / name, Storage.join(uri, name))
+    return ShotResult(record["shot_id"], "failed", folder, record, record["error"]["message"], uri=uri)
 
 
 def finished(store: Storage, uri: str, content_key: str) -> dict | None:
@@ -112,36 +203,9 @@ def reuse_verdict(manifest: dict, cfg: FarmConfig) -> dict:
     return {**manifest, "qa": {"needs_rerender": bool(reasons), "reasons": reasons}}
 
 
-def reset(folder: Path, store: Storage, uri: str) -> None:
-    """Clear what an earlier, different or unfinished render left, except window checkpoints,
-    here and (for s3:// outputs) in the store, so no stale video sits next to a new manifest."""
-    discard_outputs(folder)
-    (folder / MANIFEST).unlink(missing_ok=True)
-    folder.mkdir(parents=True, exist_ok=True)
-    if Storage.is_remote(uri):
-        clear_remote(store, uri)
-
-
-def clear_remote(store: Storage, uri: str) -> None:
-    """Remove a shot's files from the store, except its window checkpoints (segments go: they are
-    made again from the checkpoints)."""
-    keep = Storage.join(uri, WINDOWS) + "/"
-    for found in store.list(uri):
-        if not found.startswith(keep):
-            store.delete(found)
-
-
-def discard_outputs(folder: Path, keep: tuple[str, ...] = WORK) -> None:
-    """Remove what an earlier run of the shot left here, except the manifest and `keep`."""
-    if folder.exists():
-        for child in folder.iterdir():
-            if child.name not in (MANIFEST, *keep):
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-
-def artifacts(folder: Path) -> list[dict]:
-    """Every file the shot keeps, with its hash; window checkpoints are not kept (removed once committed)."""
+def artifacts(take: Path) -> list[dict]:
+    """Every file of a take, with its hash (paths relative to the shot folder)."""
     found = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and p.relative_to(folder).parts[0] not in WORK):
-        found.append({"name": path.name, "path": str(path.relative_to(folder)), "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    for path in sorted(p for p in take.rglob("*") if p.is_file() and p.name != MANIFEST):
+        found.append({"name": path.name, "path": str(path.relative_to(take)), "sha256": sha256_file(path), "bytes": path.stat().st_size})
     return found

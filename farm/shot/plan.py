@@ -3,8 +3,9 @@ and `ShotPlan`, everything the window, segment and finish stages need, with the 
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,12 +17,12 @@ from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions
 from farm.media.probe import VideoProbe
 from farm.pose.extract import PoseOptions, PoseSequence
-from farm.shot.inputs import content_key, fallback_id, fetch_inputs, probe_inputs
-from farm.shot.outcome import ShotResult, fail_shot, finished, reset, reuse_verdict
+from farm.shot.inputs import as_given, content_key, fallback_id, fetch_inputs, probe_inputs
+from farm.shot.outcome import ShotResult, claim, fail_shot, finished, reuse_verdict
 from farm.shot.tools import cache_root, pose_options, stage_root, storage_for
-from farm.shot.types import SEGMENTS, WINDOWS, Reporter, Shot, Silent, check_shot_id, progress_callback, timed
+from farm.shot.types import SEGMENTS, TAKE, WINDOWS, Reporter, Shot, Silent, progress_callback, timed
 from farm.storage import Storage
-from farm.types import Canvas, Character
+from farm.types import Canvas, Character, check_shot_id
 from farm.windows import Segment, Window, plan_chains, plan_segments, plan_windows
 
 
@@ -54,6 +55,12 @@ class ShotPlan:
     index: np.ndarray
     motion: Path  # the motion video, local to the node that planned the shot
     detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
+    run: str = field(default_factory=lambda: secrets.token_hex(6))  # this render's take: folder/.take-<run>/
+
+    @property
+    def take(self) -> Path:
+        """Where the finish makes this render's published files; moved into the folder when committed."""
+        return self.folder / f"{TAKE}{self.run}"
 
     def request(self, window: Window) -> WindowRequest:
         return WindowRequest(
@@ -171,7 +178,7 @@ def plan_shot(
         manifest = finished(store, uri, key)
         if not force and manifest is not None:
             return ShotResult(shot_id, "reused", folder, reuse_verdict(manifest, cfg), uri=uri)
-        reset(folder, store, uri)
+        claim(folder, store, uri)  # someone else's folder is refused, untouched
         record.update(shot_id=shot_id, content_key=key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
         record.update(versions=_versions(spec), seeds=[cfg.seed])
 
@@ -179,7 +186,8 @@ def plan_shot(
         from farm.character import load_character
         from farm.qa.measure import detector_sees
 
-        with timed(timings, "character"):
+        given = {local.character: shot.character, local.skeleton: shot.skeleton, local.mask: shot.mask}
+        with timed(timings, "character"), as_given(given):
             character, char_info = load_character(
                 local.character, skeleton_path=local.skeleton, mask_path=local.mask, max_side=cfg.qa.max_side,
                 sha256=inputs["character"]["sha256"],
@@ -211,6 +219,7 @@ def plan_shot(
                 driving.rig()[index], (motion_probe.width, motion_probe.height),
                 character.joints, (character.image.shape[1], character.image.shape[0]),
                 mode=cfg.match.mode, motion_weight=cfg.match.motion_weight, anchor=cfg.match.anchor, output_size=cfg.output.size,
+                source=f"motion video {shot.motion}",
             )
             layers, behind = limb_layers(driving.body[index])
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}

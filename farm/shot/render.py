@@ -17,9 +17,10 @@ from farm.errors import FarmError
 from farm.shot.finish import finish_shot
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
-from farm.shot.tools import make_backend
+from farm.shot.tools import make_backend, storage_for
 from farm.shot.types import Reporter, Shot, Silent, timed
 from farm.shot.window import render_window
+from farm.storage.lease import Lease
 
 
 def render_shot(
@@ -33,7 +34,7 @@ def render_shot(
 ) -> ShotResult:
     """Render one shot into `out_root/<shot_id>/`, in this process. Never raises for a bad shot:
     the result (and the manifest on disk) says `failed` with the reason. Windows already on disk
-    from an interrupted run are reused."""
+    from an interrupted run are reused. Raises FarmError when another run is writing the shot."""
     reporter = reporter or Silent()
     # 1. Load the backend (the model, for diffusion backends).
     try:
@@ -46,17 +47,19 @@ def render_shot(
     if isinstance(planned, ShotResult):
         return planned
 
-    # 3. Render every window, writing its checkpoint.
-    try:
-        with timed(planned.timings, "prepare"):
-            backend.prepare(planned.character, planned.canvas)
-        reporter.stage("render", len(planned.targets))
-        logs = []
-        for window in planned.windows:
-            logs.append(render_window(backend, planned, window))
-            reporter.advance(window.length)
-    except Exception as exc:  # noqa: BLE001 - recorded in the manifest
-        return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc, uri=planned.uri, cfg=cfg)
+    # 3. Hold the shot's folder: another run writing it now is named, and this one stops (FarmError).
+    with Lease(storage_for(cfg), planned.uri):
+        # 4. Render every window, writing its checkpoint.
+        try:
+            with timed(planned.timings, "prepare"):
+                backend.prepare(planned.character, planned.canvas)
+            reporter.stage("render", len(planned.targets))
+            logs = []
+            for window in planned.windows:
+                logs.append(render_window(backend, planned, window))
+                reporter.advance(window.length)
+        except Exception as exc:  # noqa: BLE001 - recorded in the manifest
+            return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc, uri=planned.uri, cfg=cfg)
 
-    # 4. Stitch, encode, measure, report, commit.
-    return finish_shot(planned, logs)
+        # 5. Stitch, encode, measure, report, commit.
+        return finish_shot(planned, logs)

@@ -1,16 +1,12 @@
 """What a shot is (`Shot`), how its progress is told (`Reporter`), and the names of its files."""
 from __future__ import annotations
 
-import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from farm.errors import FarmError
-
-SHOT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 VIDEO = "video.mp4"
 MANIFEST = "manifest.json"
 PREVIEW = "pose_preview.mp4"
@@ -20,6 +16,9 @@ QA_TABLE = "qa.parquet"
 REPORT = "report.html"
 QA_SUFFIX = ".qa.npz"  # next to each segment: what QA measured on its frames
 WORK = (WINDOWS, SEGMENTS)  # working files of a shot: kept until its manifest is committed, never published
+FAILED = "failed.json"  # the record of a failed render, beside the last good take it did not replace
+MARKER = ".farm-shot"  # the farm made this folder: the farm may write (and replace its own files) here
+TAKE = ".take-"  # a take is made in <shot>/.take-<run>/ and moved into place when committed
 
 
 @dataclass
@@ -49,14 +48,6 @@ class Silent:
 
     def advance(self, n: int = 1) -> None:
         pass
-
-
-def check_shot_id(shot_id: str | None) -> None:
-    """Shot ids name folders: letters, digits, '-', '_', '.'; never a path."""
-    if shot_id is not None and not SHOT_ID.match(shot_id):
-        raise FarmError(
-            f"shot id {shot_id!r}", "is not a valid id", "use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
-        )
 
 
 def progress_callback(reporter: Reporter):

@@ -25,12 +25,64 @@ def check_roots(path: Path, roots: tuple[Path, ...], uri: str) -> None:
         raise FarmError(uri, f"is outside the allowed input roots ({allowed})", "move the file under storage.roots or add its folder there")
 
 
-def require_file(path: Path, uri: str) -> Path:
+def require_file(path: Path, uri: str, max_bytes: int | None = None) -> Path:
+    """The path of a regular file (no folder, device, pipe or socket), at most max_bytes long."""
     if path.is_dir():
         raise FarmError(uri, "is a folder, not a file", "give the path of a file")
-    if not path.is_file():
+    if not path.exists():
         raise FarmError(uri, "file not found", "check the path")
+    if not path.is_file():  # /dev/zero, a FIFO, a socket: reading it would never end or block
+        raise FarmError(uri, "is not a regular file (a device, pipe or socket)", "give the path of a file")
+    size = path.stat().st_size
+    if max_bytes is not None and size > max_bytes:
+        raise FarmError(uri, f"is {_mb(size)}, above the farm's limit of {_mb(max_bytes)}",
+                        "give a smaller file (the operator sets the limit with qa.max_input_mb)")
     return path
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:.1f} MB"
+
+
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` only if no file is there: True when this call made it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise os_error(str(path), "write", exc) from exc
+
+
+def evict_least_recent(folder: Path, max_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used files under `folder` until they total at most `max_bytes`
+    (`keep`, the file just fetched, stays). Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    entries = []
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not is_temp(path):
+                stat = path.stat()
+                entries.append((max(stat.st_atime, stat.st_mtime), stat.st_size, path))
+        except FileNotFoundError:  # another process evicted it meanwhile
+            continue
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
 
 
 def read_bytes(path: Path, uri: str) -> bytes:
@@ -61,7 +113,7 @@ def list_files(folder: Path) -> list[str]:
     """Every file under `folder` (recursive) as a path string, sorted; [] when there is no such folder."""
     if not folder.is_dir():
         return []
-    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and not _is_temp(p))
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and not is_temp(p))
 
 
 def delete_folder(folder: Path, uri: str) -> None:
@@ -104,5 +156,6 @@ def write_atomically(target: Path, write: Callable[[BinaryIO], object], uri: str
         raise
 
 
-def _is_temp(path: Path) -> bool:
+def is_temp(path: Path) -> bool:
+    """A file being written (write_atomically's temporary name)."""
     return path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)

@@ -105,6 +105,23 @@ class S3Store:
         with self._errors(uri, location):
             self.client.put_object(Bucket=location.bucket, Key=location.key, Body=data)
 
+    def put_if_absent(self, data: bytes, location: S3Location, uri: str) -> bool:
+        """Put the object only when the key is free (If-None-Match: *); False when it is taken."""
+        with self._errors(uri, location):
+            try:
+                self.client.put_object(Bucket=location.bucket, Key=location.key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as exc:
+                if _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+                    return False
+                if _code(exc) not in ("NotImplemented", "501"):
+                    raise
+            # A store without conditional writes: look first (a race remains; the caller reads back).
+            if self.head_if_exists(location, uri) is not None:
+                return False
+            self.client.put_object(Bucket=location.bucket, Key=location.key, Body=data)
+            return True
+
     def get_bytes(self, location: S3Location, uri: str) -> bytes:
         with self._errors(uri, location):
             response = self.client.get_object(Bucket=location.bucket, Key=location.key)

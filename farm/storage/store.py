@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
 
 import farm.storage.local as files
@@ -48,23 +49,30 @@ class Storage:
 
     # Inputs ----------------------------------------------------------------------------------
 
-    def fetch(self, uri: str, cache_dir: Path) -> Path:
-        """An input as a local file.
+    def fetch(self, uri: str, cache_dir: Path, *, max_bytes: int | None = None, cache_bytes: int | None = None) -> Path:
+        """An input as a local file, at most `max_bytes` long (checked before any download).
 
-        Local paths must lie inside the roots and exist; they are returned as given. S3 objects
-        are downloaded once into `cache_dir` under a name made from bucket, key and ETag, so a
-        changed object is downloaded again and an unchanged one never is.
+        Local paths must lie inside the roots and be regular files; they are returned as given. S3
+        objects are downloaded once into `cache_dir` under a name made from bucket, key and ETag,
+        so a changed object is downloaded again and an unchanged one never is; with `cache_bytes`,
+        the least recently used files of the cache go once it holds more.
         """
         location = parse(uri)
         if not isinstance(location, S3Location):
             files.check_roots(location, self._roots, uri)
-            return files.require_file(location, uri)
+            return files.require_file(location, uri, max_bytes)
         location = require_key(location, uri)
         head = self._s3.head(location, uri)
+        if max_bytes is not None and head["ContentLength"] > max_bytes:
+            raise FarmError(uri, f"is {head['ContentLength'] / 2**20:.1f} MB, above the farm's limit of {max_bytes / 2**20:.1f} MB",
+                            "give a smaller file (the operator sets the limit with qa.max_input_mb)")
         cached = Path(cache_dir) / _cache_name(location, head["ETag"])
         if cached.is_file() and cached.stat().st_size == head["ContentLength"]:
+            os.utime(cached, ns=(time.time_ns(), cached.stat().st_mtime_ns))  # recently used (atime): the last to be evicted
             return cached
         self._download(location, uri, cached, head)
+        if cache_bytes is not None:
+            files.evict_least_recent(Path(cache_dir), cache_bytes, keep=cached)
         return cached
 
     def get_bytes(self, uri: str) -> bytes:
@@ -96,6 +104,17 @@ class Storage:
             self._s3.put_bytes(data, require_key(location, uri), uri)
         else:
             files.write_bytes(location, data, uri)
+
+    def create(self, data: bytes, uri: str) -> bool:
+        """Write `data` at `uri` only when nothing is there: True when this call made it. On S3 a
+        conditional request (If-None-Match); a store that ignores it is caught by reading back."""
+        location = parse(uri)
+        if not isinstance(location, S3Location):
+            return files.create_exclusive(location, data)
+        location = require_key(location, uri)
+        if not self._s3.put_if_absent(data, location, uri):
+            return False
+        return self._s3.get_bytes(location, uri) == data
 
     # Folders ---------------------------------------------------------------------------------
 
