@@ -150,3 +150,50 @@ def test_chained_replace_continues_each_window_over_the_reference_background(tin
     assert result.status == "succeeded", result.error
     assert len(result.manifest["windows"]) == 3 and len(read_frames(result.video)) == 73
     assert result.manifest["config"]["window"]["mode"] == "chained"
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_the_vae_runs_in_float32_and_the_text_encoder_never_in_float16(tiny_wan, dtype):
+    """As upstream: the VAE decodes in float32 (low precision shows there as banding and colour
+    shifts); UMT5's activations overflow float16, so for fp16 it stays in bfloat16 (upstream's t5_dtype)."""
+    import torch
+
+    from farm.backends.wan_animate.backend import load_pipeline
+
+    pipe, identity = load_pipeline(str(tiny_wan), revision=None, local_files_only=True, dtype=dtype, device="cpu",
+                                   cpu_offload=False, vae_tiling=False)
+    chosen = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    assert pipe.transformer.dtype == chosen and pipe.image_encoder.dtype == chosen
+    assert pipe.vae.dtype == torch.float32 and pipe.text_encoder.dtype == torch.bfloat16
+    assert identity["dtype"] == dtype
+
+
+def test_the_weights_hash_is_kept_until_a_file_of_the_folder_changes(tiny_wan, tmp_path, monkeypatch):
+    """A worker start must not read every weight file (~82 GB for the 14B model) again: the second
+    hash of an unchanged folder reads none of its files; a changed file is hashed again."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the cache's default place: ~/.cache/motion-farm
+    folder = Path(shutil.copytree(tiny_wan, tmp_path / "weights"))
+    first = folder_hash(folder)
+    opened = []
+    real_open = Path.open
+
+    def spy(path, *args, **kwargs):
+        opened.append(Path(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", spy)
+    assert folder_hash(folder) == first
+    assert not [path for path in opened if folder in path.parents]
+    assert list((tmp_path / "home" / ".cache" / "motion-farm").iterdir())
+    weights = sorted(folder.rglob("*.safetensors"))[0]
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the same size, another content, a later modification time
+    weights.write_bytes(bytes(data))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = folder_hash(folder)
+    assert changed != first and any(path == weights for path in opened)

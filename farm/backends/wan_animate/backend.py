@@ -11,6 +11,7 @@ it, passed to the model as the pipeline passes its own previous segment.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -217,10 +218,9 @@ def load_pipeline(model: str, *, revision: str | None, local_files_only: bool | 
     _PIPELINES.clear()  # one model per worker: a different one replaces it
     if device == "cuda":
         torch.cuda.empty_cache()
-    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
     try:
         pipe = _pipeline_class().from_pretrained(
-            str(folder) if folder.exists() else model, revision=revision, dtype=torch_dtype,
+            str(folder) if folder.exists() else model, revision=revision, dtype=component_dtypes(dtype),
             local_files_only=offline or folder.exists(),
         )
     except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
@@ -243,16 +243,76 @@ def load_pipeline(model: str, *, revision: str | None, local_files_only: bool | 
     return pipe, identity
 
 
+def component_dtypes(dtype: str) -> dict:
+    """The torch dtype of each component for backend.dtype: the transformer (and the image
+    encoder) in that dtype; the VAE in float32, as upstream and diffusers' example run it (its
+    decode is where low precision shows, as banding and colour shifts); the UMT5 text encoder in
+    bfloat16 for fp16, as upstream keeps it (t5_dtype), since UMT5's activations overflow float16."""
+    import torch
+
+    chosen = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    text = torch.bfloat16 if chosen == torch.float16 else chosen
+    return {"default": chosen, "vae": torch.float32, "text_encoder": text}
+
+
 def folder_hash(folder: Path) -> str:
-    """sha256 over every file of the folder (relative path and content), in path order."""
+    """sha256 over every file of the folder (relative path and content), in path order.
+
+    Reading ~82 GB of weights at every worker start costs minutes, so the hash is kept in a small
+    JSON file (~/.cache/motion-farm/folder-hashes.json) under the folder's identity: its resolved
+    path and the relative path, size and modification time (ns) of each of its files. A file that
+    is replaced or rewritten changes that identity and is hashed again, as make and rsync judge a
+    file changed. A cache that cannot be read or written is only slower."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    cache = Path.home() / ".cache" / "motion-farm" / "folder-hashes.json"
+    known = _read_hashes(cache)
+    key = _folder_identity(folder, files)  # hidden files (the hub's download metadata) are not the weights
+    if key not in known:
+        known[key] = _content_hash(folder, files)
+        _write_hashes(cache, known)
+    return known[key]
+
+
+def _folder_identity(folder: Path, files: list[Path]) -> str:
+    identity = [str(folder.resolve())]
+    for path in files:
+        stat = path.stat()
+        identity.append(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\0".join(identity).encode()).hexdigest()
+
+
+def _content_hash(folder: Path, files: list[Path]) -> str:
     digest = hashlib.sha256()
-    files = (p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
-    for path in sorted(files):  # hidden files (the hub's download metadata) are not the weights
+    for path in files:
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+_KEPT_HASHES = 64  # folders remembered; the oldest entries go first
+
+
+def _read_hashes(cache: Path) -> dict[str, str]:
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _write_hashes(cache: Path, known: dict[str, str]) -> None:
+    """Write the cache whole or not at all (workers starting side by side may both write it)."""
+    kept = dict(list(known.items())[-_KEPT_HASHES:])
+    partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(kept))
+        os.replace(partial, cache)
+    except OSError:
+        partial.unlink(missing_ok=True)
 
 
 def _snapshot_revision(pipe) -> str | None:
