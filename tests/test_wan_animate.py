@@ -197,3 +197,72 @@ def test_the_weights_hash_is_kept_until_a_file_of_the_folder_changes(tiny_wan, t
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = folder_hash(folder)
     assert changed != first and any(path == weights for path in opened)
+
+
+def test_the_pose_video_equals_upstreams_drawing_pixel_for_pixel():
+    """Against a plain re-implementation of Wan2.2's draw_aapose_new / draw_handpose_new
+    (wan/modules/animate/preprocess/human_visualization.py, commit 42bf4cf), on real poses."""
+    from farm.pose.extract import extract_poses
+
+    driving = extract_poses(MEDIA / PLEASE, start=24, stop=40)
+    body, hands = transfer_pose(driving.rig(), driving)
+    assert (hands[..., 2] >= 0.5).any()  # the hands are drawn
+    for width, height in ((640, 480), (1104, 816), (720, 1280)):
+        scale = np.array([width / 640, height / 480, 1.0])
+        for t in range(len(body)):
+            frame_body, frame_hands = (body[t] * scale).astype(np.float64), (hands[t] * scale).astype(np.float64)
+            ours = draw_pose(width, height, frame_body, frame_hands)
+            theirs = _upstream_pose_image(np.zeros((height, width, 3), np.uint8), frame_body, frame_hands[0], frame_hands[1])
+            assert np.array_equal(ours, theirs), (width, height, t, int((ours != theirs).any(axis=2).sum()))
+
+
+def _upstream_pose_image(img, kp2ds, lhand, rhand, threshold=0.5):
+    """Wan2.2's draw_aapose_new(..., stickwidth_type='v2', draw_hand=True, draw_head=True) with
+    draw_handpose_new, written out from reading it: limbSeq is 1-based, and its X holds the y
+    coordinates, Y the x coordinates."""
+    import math
+
+    import cv2
+    from matplotlib.colors import hsv_to_rgb
+
+    limb_seq = [[2, 3], [2, 6], [3, 4], [4, 5], [6, 7], [7, 8], [2, 9], [9, 10], [10, 11], [2, 12], [12, 13], [13, 14],
+                [2, 1], [1, 15], [15, 17], [1, 16], [16, 18], [14, 19], [11, 20]]
+    colors = [[255, 0, 0], [255, 85, 0], [255, 170, 0], [255, 255, 0], [170, 255, 0], [85, 255, 0], [0, 255, 0],
+              [0, 255, 85], [0, 255, 170], [0, 255, 255], [0, 170, 255], [0, 85, 255], [0, 0, 255], [85, 0, 255],
+              [170, 0, 255], [255, 0, 255], [255, 0, 170], [255, 0, 85], [200, 200, 0], [100, 100, 0]]
+    H, W, _ = img.shape
+    stickwidth = max(int(min(H, W) / 200) - 1, 1)
+    for (k1, k2), color in zip(limb_seq, colors):
+        keypoint1, keypoint2 = kp2ds[k1 - 1], kp2ds[k2 - 1]
+        if keypoint1[-1] < threshold or keypoint2[-1] < threshold:
+            continue
+        Y = np.array([keypoint1[0], keypoint2[0]])
+        X = np.array([keypoint1[1], keypoint2[1]])
+        mX, mY = np.mean(X), np.mean(Y)
+        length = ((X[0] - X[1]) ** 2 + (Y[0] - Y[1]) ** 2) ** 0.5
+        angle = math.degrees(math.atan2(X[0] - X[1], Y[0] - Y[1]))
+        polygon = cv2.ellipse2Poly((int(mY), int(mX)), (int(length / 2), stickwidth), int(angle), 0, 360, 1)
+        cv2.fillConvexPoly(img, polygon, [int(float(c) * 0.6) for c in color])
+    for keypoint, color in zip(kp2ds, colors):
+        if keypoint[-1] < threshold:
+            continue
+        cv2.circle(img, (int(keypoint[0]), int(keypoint[1])), stickwidth, color, thickness=-1)
+    hand_stick = max(max(int(min(H, W) / 200) - 1, 1) // 2, 1)
+    edges = [[0, 1], [1, 2], [2, 3], [3, 4], [0, 5], [5, 6], [6, 7], [7, 8], [0, 9], [9, 10], [10, 11], [11, 12],
+             [0, 13], [13, 14], [14, 15], [15, 16], [0, 17], [17, 18], [18, 19], [19, 20]]
+    eps = 0.01
+    for keypoints in (lhand, rhand):
+        for ie, (e1, e2) in enumerate(edges):
+            k1, k2 = keypoints[e1], keypoints[e2]
+            if k1[2] < threshold or k2[2] < threshold:
+                continue
+            x1, y1, x2, y2 = int(k1[0]), int(k1[1]), int(k2[0]), int(k2[1])
+            if x1 > eps and y1 > eps and x2 > eps and y2 > eps:
+                cv2.line(img, (x1, y1), (x2, y2), hsv_to_rgb([ie / float(len(edges)), 1.0, 1.0]) * 255, thickness=hand_stick)
+        for keypoint in keypoints:
+            if keypoint[2] < threshold:
+                continue
+            x, y = int(keypoint[0]), int(keypoint[1])
+            if x > eps and y > eps:
+                cv2.circle(img, (x, y), hand_stick, (0, 0, 255), thickness=-1)
+    return img

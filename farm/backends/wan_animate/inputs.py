@@ -18,6 +18,7 @@ utils.py, process_pipepline.py; read at commit 42bf4cf):
 from __future__ import annotations
 
 import colorsys
+import math
 
 import cv2
 import numpy as np
@@ -51,28 +52,36 @@ def render_size(width: int, height: int, area: int, multiple: int = 16) -> tuple
 
 
 def draw_pose(width: int, height: int, body: np.ndarray, hands: np.ndarray) -> np.ndarray:
-    """One pose frame, (height, width, 3) uint8 RGB on black, drawn as upstream draws it."""
+    """One pose frame, (height, width, 3) uint8 RGB on black, drawn as upstream draws it, to the
+    pixel: the same float arithmetic (in float64), the same truncations to int.
+    body: (20, 3) x, y, score; hands: (2, 21, 3) left then right hand, drawn in that order."""
+    body, hands = np.asarray(body, np.float64), np.asarray(hands, np.float64)
     canvas = np.zeros((height, width, 3), np.uint8)
     stick = max(int(min(height, width) / 200) - 1, 1)
     seen = body[:, 2] >= MIN_SCORE
     for k, (a, b) in enumerate(BODY_LIMBS):
         if seen[a] and seen[b]:
             (x1, y1), (x2, y2) = body[a, :2], body[b, :2]
-            mx, my = (x1 + x2) / 2, (y1 + y2) / 2
-            length = float(np.hypot(x2 - x1, y2 - y1))
-            angle = float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
-            polygon = cv2.ellipse2Poly((int(mx), int(my)), (int(length / 2), stick), int(angle), 0, 360, 1)
+            length = ((y1 - y2) ** 2 + (x1 - x2) ** 2) ** 0.5
+            # Upstream's angle points from the second point to the first; the ellipse is the same
+            # either way, but int() truncates the two angles (180 degrees apart) differently.
+            angle = math.degrees(math.atan2(y1 - y2, x1 - x2))
+            centre = (int((x1 + x2) / 2), int((y1 + y2) / 2))
+            polygon = cv2.ellipse2Poly(centre, (int(length / 2), stick), int(angle), 0, 360, 1)
             cv2.fillConvexPoly(canvas, polygon, [int(c * 0.6) for c in BODY_COLOURS[k]])
     for k in np.flatnonzero(seen):
         cv2.circle(canvas, (int(body[k, 0]), int(body[k, 1])), stick, BODY_COLOURS[k], -1)
     hand_width = max(stick // 2, 1)
     for hand in hands:
-        ok = (hand[:, 2] >= MIN_SCORE) & (hand[:, 0] > 0.01) & (hand[:, 1] > 0.01)
+        scored = hand[:, 2] >= MIN_SCORE
+        # Points at the image's edge are "not found" (upstream tests the truncated pixel against 0.01).
+        placed = (hand[:, :2].astype(np.int64) > 0).all(axis=1)
         for k, (a, b) in enumerate(HAND_EDGES):
-            if ok[a] and ok[b]:
-                colour = [int(255 * c) for c in colorsys.hsv_to_rgb(k / len(HAND_EDGES), 1.0, 1.0)]
+            if scored[a] and scored[b] and placed[a] and placed[b]:
+                # Float colours, as upstream passes them: OpenCV rounds each channel to the nearest level.
+                colour = tuple(255.0 * c for c in colorsys.hsv_to_rgb(k / len(HAND_EDGES), 1.0, 1.0))
                 cv2.line(canvas, (int(hand[a, 0]), int(hand[a, 1])), (int(hand[b, 0]), int(hand[b, 1])), colour, hand_width)
-        for x, y, _ in hand[ok]:
+        for x, y, _ in hand[scored & placed]:
             cv2.circle(canvas, (int(x), int(y)), hand_width, HAND_JOINT_COLOUR, -1)
     return canvas
 
