@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from farm import cli
+from farm.backends.puppet import PuppetBackend
 from farm.backends.wan_animate import WanAnimateBackend
 from farm.backends.wan_animate.backend import folder_hash
 from farm.backends.wan_animate.inputs import draw_pose, face_boxes, render_size, transfer_pose
@@ -15,8 +16,10 @@ from farm.config import load_config
 from farm.media.decode import read_frames
 from farm.media.encode import VideoWriter
 from farm.runtime.campaign import run_campaign
+from farm.shot.plan import plan_shot
 from farm.shot.render import render_shot
 from farm.shot.types import Shot
+from farm.windows import plan_windows
 from tests.test_render import MEDIA, drawing_shot
 from tests.wan_tiny import save_tiny_wan
 
@@ -99,6 +102,27 @@ def test_a_window_length_off_the_4k_plus_1_rule_is_refused_with_the_length_to_us
     assert result.status == "failed" and "window.length" in result.error and "use 33" in result.error
 
 
+def test_wan_chains_by_default_joining_chains_over_the_window_overlap_and_the_puppet_stays_parallel(tiny_wan, shared_data,
+                                                                                                    tmp_path):
+    """window.mode=null is the backend's own mode, resolved before the plan (so the manifest says
+    which). Inside a chain Wan windows overlap by the frame they continue from; a chain after the
+    first starts from nothing, and joins the chain before over window.overlap (default 8) frames."""
+    cfg = load_config(["backend=wan_animate", f"backend.model={tiny_wan}", "window.length=29", "window.chains=2",
+                       "output.pose_preview=false"])
+    assert cfg.window.mode is None
+    shot = Shot(motion=MEDIA / "gesture_asl_book.mkv", character=shared_data / "fullbody_photo_man.png")  # 109 frames
+    plan = plan_shot(shot, cfg, tmp_path / "wan", WanAnimateBackend.spec_for(device="cpu"))
+    assert plan.cfg.window.mode == "chained"
+    assert [(w.start, w.end) for w in plan.windows] == [(0, 29), (28, 57), (49, 78), (77, 106), (80, 109)]
+    assert plan.chains == [(0, 2), (2, 5)]  # the second chain joins the first over 8 frames, 57 - 49
+    assert [plan.previous_window(w) for w in plan.windows] == [None, plan.windows[0], None, *plan.windows[2:4]]
+    assert [plan.held_frames(w) for w in plan.windows] == [0, 1, 0, 1, 1]
+    puppet = plan_shot(drawing_shot(PLEASE, "char1"), load_config(["output.pose_preview=false"]), tmp_path / "puppet",
+                       PuppetBackend.spec)
+    assert puppet.cfg.window.mode == "parallel" and puppet.chains == [] and puppet.windows == plan_windows(73, 48, 8)
+    assert [puppet.previous_window(w) for w in puppet.windows] == [None, None]
+
+
 def test_replace_mode_without_a_person_in_the_video_is_refused(tiny_wan, shared_data, tmp_path):
     # The sky above the dancer: a real video with nobody in it.
     sky = tmp_path / "sky.mp4"
@@ -152,6 +176,208 @@ def test_chained_replace_continues_each_window_over_the_reference_background(tin
     assert result.manifest["config"]["window"]["mode"] == "chained"
 
 
+# --- What the model is given: renders recorded at the pipeline's door --------------------------
+
+class _Recorded:
+    """One shot rendered through a WanAnimateBackend whose windows and pipeline calls are recorded:
+    `requests` and `results` of each window (in order), and for each pipeline call its keyword
+    arguments, the frames it continued from (the pipeline's farm_previous) and its output."""
+
+    def __init__(self, shot, cfg, out, monkeypatch):
+        from farm.shot.tools import make_backend
+
+        self.requests, self.results, self.calls = [], [], []
+        backend = make_backend(cfg)
+        render = backend.render_window
+
+        def record_window(request):
+            self.requests.append(request)
+            self.results.append(render(request))
+            return self.results[-1]
+
+        pipeline = type(backend.pipe)
+        call = pipeline.__call__
+
+        def record_call(pipe, **kwargs):
+            previous = None if pipe.farm_previous is None else pipe.farm_previous.clone()
+            output = call(pipe, **kwargs)
+            self.calls.append({"kwargs": kwargs, "previous": previous, "frames": np.asarray(output.frames[0])})
+            return output
+
+        monkeypatch.setattr(backend, "render_window", record_window)
+        monkeypatch.setattr(pipeline, "__call__", record_call)
+        self.result = render_shot(shot, cfg, out, backend=backend)
+        assert self.result.status == "succeeded", self.result.error
+
+
+@pytest.fixture(scope="module")
+def animate_render(tiny_wan, shared_data, tmp_path_factory):
+    """The ASL clip (30 fps, 73 frames) in animate mode, with Wan's defaults: chained windows of 29."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _Recorded(_photo(shared_data), _cfg(tiny_wan), tmp_path_factory.mktemp("animate"), monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def dance_24fps(shared_data, tmp_path_factory):
+    """1.5 s of the dancer: 36 frames at 24 fps, with the dance's sound."""
+    from farm.media.encode import join_segments
+
+    folder = tmp_path_factory.mktemp("dance")
+    with VideoWriter(folder / "silent.mp4", fps=Fraction(24), width=512, height=758) as writer:
+        for frame in read_frames(shared_data / "dance_fullbody_outdoor.mp4", 0, 36):
+            writer.write(frame)
+    join_segments([folder / "silent.mp4"], folder / "dance.mp4", fps=Fraction(24), audio_from=shared_data / "dance_fullbody_outdoor.mp4")
+    return folder / "dance.mp4"
+
+
+@pytest.fixture(scope="module")
+def replace_render(tiny_wan, shared_data, dance_24fps, tmp_path_factory):
+    """The 24 fps dance in replace mode, with Wan's defaults (output.fps null)."""
+    shot = Shot(motion=dance_24fps, character=shared_data / "fullbody_photo_man.png")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        return _Recorded(shot, _cfg(tiny_wan, "match=video"), tmp_path_factory.mktemp("replace"), monkeypatch)
+
+
+def _media_info(path):
+    """(frames, fps, video seconds, audio seconds or None) of a video file, decoded."""
+    import av
+
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        fps = video.average_rate
+        frames = sum(1 for _ in container.decode(video))
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return frames, fps, frames / fps, None
+        audio = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio))
+        return frames, fps, frames / fps, samples / audio.codec_context.sample_rate
+
+
+def test_wan_renders_at_30_fps_for_the_sources_duration_with_its_sound(replace_render, dance_24fps):
+    """Upstream resamples every driving video to 30 fps (the model's training rate); the output keeps
+    the source's duration, so the sound stays in sync."""
+    frames, fps, seconds, sound = _media_info(replace_render.result.video)
+    source_frames, source_fps, source_seconds, _ = _media_info(dance_24fps)
+    assert (source_frames, source_fps) == (36, 24)
+    assert fps == 30 and frames == 45 and seconds == source_seconds == 1.5
+    assert sound == pytest.approx(1.5, abs=0.03)
+    assert replace_render.result.manifest["metrics"]["fps"] == 30.0
+
+
+def test_resampling_to_another_rate_shows_the_nearest_source_frame_and_the_puppet_keeps_the_sources():
+    from farm.media.probe import probe_video
+    from farm.shot.plan import _output_fps, _resample_index
+
+    # 24 -> 30 fps: output frame k is at source time k * 24 / 30 = 0, 0.8, 1.6, 2.4, 3.2, 4.0.
+    assert _resample_index(5, Fraction(24), Fraction(30)).tolist() == [0, 1, 2, 2, 3, 4]
+    probe = probe_video(MEDIA / "walk_two_people_toward_camera.gif")  # 12.03 fps
+    assert _output_fps(load_config([]), probe, PuppetBackend.spec) == Fraction(3500, 291)
+    assert _output_fps(load_config(["backend=wan_animate"]), probe, WanAnimateBackend.spec) == 30
+    assert _output_fps(load_config(["backend=wan_animate", "output.fps=24"]), probe, WanAnimateBackend.spec) == 24
+
+
+def test_replace_mode_gets_the_background_and_mask_and_animate_mode_neither(replace_render, animate_render):
+    for call in replace_render.calls:
+        args = call["kwargs"]
+        assert args["mode"] == "replace"
+        size = (args["width"], args["height"])
+        background, mask = args["background_video"], args["mask_video"]
+        assert len(background) == len(mask) == len(args["pose_video"]) == args["segment_frame_length"]
+        assert {image.size for image in background + mask} == {size}
+        mask = np.stack([np.asarray(image) for image in mask]) > 127
+        assert mask.mean(axis=(1, 2)).min() > 0.05  # the performer's place on every frame
+        background = np.stack([np.asarray(image) for image in background])
+        assert background[~mask].std() > 10 and np.abs(background[mask].astype(int)).mean() < 20  # the scene, the performer blacked out
+    for call in animate_render.calls:
+        assert call["kwargs"]["mode"] == "animate"
+        assert "background_video" not in call["kwargs"] and "mask_video" not in call["kwargs"]
+
+
+def test_the_default_prompts_are_sent_and_recorded(animate_render):
+    # "People in the video are doing actions." (Wan2.2's animate config), as upstream sends it
+    assert {call["kwargs"]["prompt"] for call in animate_render.calls} == {"视频中的人在做动作"}
+    from farm.backends.wan_animate.inputs import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+
+    assert DEFAULT_NEGATIVE_PROMPT.startswith("色调艳丽，过曝，静态，") and DEFAULT_NEGATIVE_PROMPT.endswith("背景人很多，倒着走")
+    for call in animate_render.calls:
+        assert (call["kwargs"]["prompt"], call["kwargs"]["negative_prompt"]) == (DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT)
+    manifest = animate_render.result.manifest
+    assert manifest["prompt"] == ""  # what the shot asked for
+    assert manifest["prompts"] == {"prompt": DEFAULT_PROMPT, "negative_prompt": DEFAULT_NEGATIVE_PROMPT}
+    assert all("prompts" not in window for window in manifest["windows"])
+
+
+def test_a_chained_window_continues_from_the_frames_of_the_one_before_at_render_size(animate_render):
+    """As the pipeline continues its own segments: from the decoder's frames at the render size,
+    not from the canvas-size checkpoint frames enlarged again."""
+    windows = animate_render.result.manifest["windows"]
+    assert animate_render.result.manifest["config"]["window"]["mode"] == "chained" and len(windows) == 3
+    assert animate_render.calls[0]["previous"] is None
+    for k in (1, 2):
+        call, before = animate_render.calls[k], animate_render.calls[k - 1]
+        height, width = call["kwargs"]["height"], call["kwargs"]["width"]
+        assert tuple(call["previous"].shape) == (1, 3, 1, height, width)
+        at = windows[k]["start"] - windows[k - 1]["start"]  # 28, then 16 for the last window, shifted back
+        expected = np.rint(before["frames"][at] * 255.0).astype(np.float32) / 127.5 - 1.0
+        assert np.abs(call["previous"][0, :, 0].permute(1, 2, 0).numpy() - expected).max() < 1e-6
+
+
+def test_the_stitch_keeps_the_frames_a_chained_window_continues_from(animate_render):
+    """What a chained window returns for its first frame is the model's re-make of the frame it
+    continues from (upstream drops it): the video shows the earlier window's frame there."""
+    video = read_frames(animate_render.result.video).astype(int)
+    first, second = animate_render.results[0].frames.astype(int), animate_render.results[1].frames.astype(int)
+    start = animate_render.requests[1].start  # 28: window 0's frame 28 is where window 1 starts from
+    remade = np.abs(second[0] - first[start]).mean()
+    assert remade > 5  # the re-make is another picture (a random tiny model)
+    assert np.abs(video[start] - first[start]).mean() < remade / 3  # the earlier window's frame (up to H.264)
+
+
+def test_reference_frames_are_shrunk_to_the_render_area_as_they_are_decoded(animate_render, replace_render):
+    """A window holds its reference frames at about the render area (4096 pixels here), not at the
+    video's size (640x480 and 512x758)."""
+    for recorded in (animate_render, replace_render):
+        for request in recorded.requests:
+            _, height, width, _ = request.reference.shape
+            assert width * height <= 4096 * 1.05 and width * height > 4096 * 0.9
+        aspect = recorded.requests[0].driving.width / recorded.requests[0].driving.height
+        assert width / height == pytest.approx(aspect, rel=0.03)
+
+
+def test_the_reference_image_is_padded_to_the_render_size_for_the_model(animate_render):
+    call = animate_render.calls[0]["kwargs"]
+    assert call["image"].size == (call["width"], call["height"])
+
+
+def test_clip_sees_the_whole_reference_image_not_a_centre_crop(tiny_wan):
+    """Upstream squashes the (padded) reference image to CLIP's input size; the processor's resize
+    and centre crop would show CLIP only the middle of a tall character."""
+    import torch
+    from PIL import Image
+
+    from farm.backends.wan_animate.backend import load_pipeline
+
+    pipe, _ = load_pipeline(str(tiny_wan), revision=None, local_files_only=True, dtype="fp32", device="cpu",
+                            cpu_offload=False, vae_tiling=False)
+    tall = np.zeros((160, 40, 3), np.uint8)
+    tall[:40, :, 0], tall[40:120, :, 1], tall[120:, :, 2] = 255, 255, 255  # red head, green body, blue feet
+    seen = []
+    hook = pipe.image_encoder.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["pixel_values"]),
+                                                       with_kwargs=True)
+    try:
+        pipe.encode_image(Image.fromarray(tall), torch.device("cpu"))
+    finally:
+        hook.remove()
+    processor = pipe.image_processor
+    pixels = seen[0][0] * torch.tensor(processor.image_std).view(3, 1, 1) + torch.tensor(processor.image_mean).view(3, 1, 1)
+    side = pipe.image_encoder.config.image_size
+    assert tuple(pixels.shape) == (3, side, side)
+    quarter = side // 4
+    top, bottom = pixels[:, : quarter - 1].mean(dim=(1, 2)), pixels[:, -quarter + 1 :].mean(dim=(1, 2))
+    assert top.argmax() == 0 and top[0] > 0.9 and bottom.argmax() == 2 and bottom[2] > 0.9
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_the_vae_runs_in_float32_and_the_text_encoder_never_in_float16(tiny_wan, dtype):
     """As upstream: the VAE decodes in float32 (low precision shows there as banding and colour
@@ -197,6 +423,42 @@ def test_the_weights_hash_is_kept_until_a_file_of_the_folder_changes(tiny_wan, t
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     changed = folder_hash(folder)
     assert changed != first and any(path == weights for path in opened)
+
+
+def test_the_replace_mask_follows_the_chosen_subject_where_segmentation_misses_or_takes_in_others(shared_data):
+    from farm.backends.wan_animate.inputs import person_masks, subject_boxes
+    from farm.pose.extract import extract_poses
+
+    # Two small people walking: selfie segmentation finds nobody; the mask is the subject's box.
+    walk = MEDIA / "walk_two_people_toward_camera.gif"
+    frames, driving = read_frames(walk, 0, 3), extract_poses(walk, start=0, stop=3)
+    masks = person_masks(frames, driving)
+    boxes = subject_boxes(driving, (frames.shape[2], frames.shape[1]))
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes):
+        assert mask[int(y1) + 1 : int(y2) - 1, int(x1) + 1 : int(x2) - 1].all()
+        assert mask.mean() < 0.2
+    # Two people shaking hands: segmentation takes in both; the mask stays on the tracked one.
+    shake = shared_data / "multi_two_people_handshake.mp4"
+    frames, driving = read_frames(shake, 0, 2), extract_poses(shake, start=0, stop=2)
+    masks = person_masks(frames, driving)
+    boxes = subject_boxes(driving, (frames.shape[2], frames.shape[1]))
+    for mask, (x1, _, x2, _) in zip(masks, boxes):
+        columns = np.flatnonzero(mask.any(axis=0))
+        assert columns.min() > x1 - 40 and columns.max() < x2 + 80  # (segmentation alone spans x 0-1057)
+
+
+def test_a_frame_where_nothing_finds_the_performer_takes_the_mask_of_its_neighbour():
+    from farm.backends.wan_animate.inputs import person_masks
+    from farm.pose.extract import extract_poses
+
+    frames, driving = read_frames(MEDIA / PLEASE, 30, 34), extract_poses(MEDIA / PLEASE, start=30, stop=34)
+    frames[1:3] = 128  # grey frames: segmentation finds nothing there
+    for part in (driving.body, driving.left_hand, driving.right_hand):
+        part[2] = 0  # and on frame 2 the pose is lost too
+    masks = person_masks(frames, driving)
+    assert masks.any(axis=(1, 2)).all()
+    assert masks[1].mean() > 0.1  # frame 1: the subject's pose box
+    assert np.array_equal(masks[2], masks[1])  # frame 2: the nearest frame's mask (the earlier on a tie)
 
 
 def test_the_pose_video_equals_upstreams_drawing_pixel_for_pixel():
