@@ -86,7 +86,7 @@ class WindowConfig:
     overlap: int | None = None
     blend: str = "linear"
     colour: str = "lab"
-    mode: str = "parallel"
+    mode: str | None = None  # None: the backend's own (BackendSpec.window_mode)
     chains: int = 1
 
 
@@ -314,7 +314,7 @@ def _check_values(cfg: FarmConfig) -> None:
     flat = _flatten(cfg.to_dict())
     # Backend keys exist only for the backend that has them.
     for key, allowed in CHOICES.items():
-        if key in flat and flat[key] not in allowed:
+        if flat.get(key) is not None and flat[key] not in allowed:
             raise FarmError(f"config {key}", f"{flat[key]!r} is not allowed", f"use one of {', '.join(allowed)}")
     for key, (low, high) in RANGES.items():
         value = flat.get(key)

@@ -163,10 +163,14 @@ class Stitcher:
         self._tail = self._fit.apply(tail) if self.colour == "lab" else tail
         self._tail_stats = lab_statistics(tail) if self.colour == "lab" else None
 
-    def add(self, window: Window, frames: np.ndarray, next_start: int | None, fit: ColourFit | None = None) -> Iterator[np.ndarray]:
+    def add(self, window: Window, frames: np.ndarray, next_start: int | None, fit: ColourFit | None = None,
+            held: int = 0) -> Iterator[np.ndarray]:
         """frames: (>= window.length, H, W, 3) uint8, extra frames are dropped.
         next_start: start of the next window, None for the last one.
-        fit: this window's colour fit (chain_fits); computed from the frames when not given."""
+        fit: this window's colour fit (chain_fits); computed from the frames when not given.
+        held: the first frames of a chained window are the model's re-make of the frames it
+        continues from (the pipeline drops them from its own later segments); on those the
+        previous window's frames are kept, and the blend runs over the rest of the overlap."""
         if window.start != self._emitted:
             raise ValueError(f"window {window.index} starts at {window.start}, expected {self._emitted}")
         frames = frames[: window.length]
@@ -179,12 +183,16 @@ class Stitcher:
             self._fit = fit
             frames = fit.apply(frames)
         if n:
-            # How visible this join is (QA), from both windows' frames where they overlap, as blended.
-            ours = [small(f) for f in frames[: n + 1]]
-            self.seams.append((window.index, join_seam([small(f) for f in self._tail], ours)))
-            w = blend_weights(n, self.blend)[:, None, None, None]
-            mixed = (1.0 - w) * self._tail.astype(np.float32) + w * frames[:n].astype(np.float32)
-            frames = np.concatenate([np.clip(np.rint(mixed), 0, 255).astype(np.uint8), frames[n:]])
+            kept = min(held, n)
+            # How visible this join is (QA), from both windows' frames where they overlap, as blended;
+            # past the kept frames, where the picture first changes from one window to the other.
+            first = max(kept - 1, 0)
+            ours = [small(f) for f in frames[first : n + 1]]
+            self.seams.append((window.index, join_seam([small(f) for f in self._tail[first:]], ours)))
+            w = blend_weights(n - kept, self.blend)[:, None, None, None]
+            mixed = (1.0 - w) * self._tail[kept:].astype(np.float32) + w * frames[kept:n].astype(np.float32)
+            blended = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+            frames = np.concatenate([self._tail[:kept], blended, frames[n:]])
         for frame in frames[:final]:
             self._emitted += 1
             yield frame

@@ -104,3 +104,48 @@ def plan_chains(windows: list[Window], chains: int) -> list[tuple[int, int]]:
     count = max(1, min(chains, len(windows)))
     bounds = [round(k * len(windows) / count) for k in range(count + 1)]
     return list(zip(bounds, bounds[1:]))
+
+
+
+def plan_chained_windows(total: int, length: int, condition: int, join: int, chains: int,
+                         frame_multiple: int = 1) -> tuple[list[Window], list[tuple[int, int]]]:
+    """Windows for window.mode=chained, and the chains [first, stop) they form.
+
+    Inside a chain each window overlaps the one before by the `condition` frames it continues
+    from. Each chain after the first starts from nothing while the chain before it renders, like a
+    parallel window, so its join is a blend of two independent generations: it starts `join`
+    frames before the chain before it ends, not `condition` (1 or 5 for Wan), over which such a
+    blend would be a cut. The windows are the fewest that cover `total` frames so, spread over the
+    chains as evenly as the count allows (fewer chains when there are too few windows); as in
+    plan_windows, only the very last window is shifted back to end at `total`.
+    """
+    if not 0 <= join < length:
+        raise FarmError("config window.overlap", f"{join} must be in [0, {length})", "lower window.overlap")
+    most = len(plan_windows(total, length, condition, frame_multiple))
+    for count in range(max(1, min(chains, most)), 0, -1):
+        planned = _chain_plan(total, length, condition, join, count, frame_multiple)
+        if planned is not None:
+            return planned
+    raise AssertionError("one chain always covers the frames")  # count 1 is plan_windows itself
+
+
+def _chain_plan(total: int, length: int, condition: int, join: int, count: int,
+                frame_multiple: int) -> tuple[list[Window], list[tuple[int, int]]] | None:
+    """`count` chains for plan_chained_windows, or None when fewer chains already cover `total`
+    (the last one would add no frame)."""
+    step = length - condition
+    short = total - count * length + (count - 1) * join  # frames that one window per chain leaves uncovered
+    needed = count + max(0, -(-short // step))
+    windows: list[Window] = []
+    bounds = []
+    start = 0
+    for k in range(count):
+        size = round((k + 1) * needed / count) - round(k * needed / count)
+        end = min(start + length + (size - 1) * step, total)
+        if end == total and k < count - 1:
+            return None
+        run = plan_windows(end - start, length, condition, frame_multiple)
+        bounds.append((len(windows), len(windows) + len(run)))
+        windows += [Window(len(windows) + i, start + w.start, start + w.end, w.render_length) for i, w in enumerate(run)]
+        start = end - join
+    return windows, bounds

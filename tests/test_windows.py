@@ -204,3 +204,42 @@ def test_segments_stitched_apart_give_the_frames_of_one_pass(video):
         stitcher.finish(segment.end)
     assert len(plan_segments(windows, 40, 10)) == 3
     assert np.array_equal(np.stack(parts), whole)
+
+
+def test_chains_join_over_the_join_overlap_and_their_windows_over_the_conditioning_frames():
+    from farm.windows import plan_chained_windows
+
+    # 243 frames of Wan windows (77 frames, continuing from 1) in three chains joined over 8 frames.
+    windows, chains = plan_chained_windows(243, 77, 1, 8, 3, frame_multiple=4)
+    assert [(w.start, w.end) for w in windows] == [(0, 77), (69, 146), (145, 222), (214, 243)]
+    assert chains == [(0, 1), (1, 3), (3, 4)]
+    heads = {first for first, _ in chains}
+    for before, window in zip(windows, windows[1:]):
+        assert before.end - window.start == (8 if window.index in heads else 1)
+    assert len(windows) == len(plan_windows(243, 77, 1, frame_multiple=4))  # no window more than one chain needs
+    assert windows[-1].render_length == 29 and windows[-1].length == 29
+
+
+def test_one_chain_is_the_plain_plan_and_a_join_overlap_past_the_window_is_refused():
+    from farm.windows import plan_chained_windows
+
+    windows, chains = plan_chained_windows(73, 29, 1, 8, 1, frame_multiple=4)
+    assert windows == plan_windows(73, 29, 1, frame_multiple=4) and chains == [(0, 3)]
+    with pytest.raises(FarmError, match="window.overlap"):
+        plan_chained_windows(73, 29, 1, 29, 2, frame_multiple=4)
+
+
+def test_the_stitch_keeps_the_frames_a_chained_window_continues_from():
+    """A chained window's first frames are the model's re-make of the frames it continues from:
+    the earlier window's own frames are kept there, and the blend runs over the rest of the overlap."""
+    windows = plan_windows(20, 12, 4)  # [0, 12) and [8, 20): 4 frames of overlap
+    first = np.full((12, 2, 2, 3), 100, np.uint8)
+    second = np.full((12, 2, 2, 3), 200, np.uint8)
+    stitcher = Stitcher(20)
+    out = list(stitcher.add(windows[0], first, windows[1].start))
+    out += list(stitcher.add(windows[1], second, None, held=2))
+    stitcher.finish()
+    levels = [int(f[0, 0, 0]) for f in out]
+    assert levels[:10] == [100] * 10  # the held frames 8 and 9 are the first window's
+    assert levels[10:12] == [133, 167]  # blended over the 2 frames left, as a 2-frame overlap
+    assert levels[12:] == [200] * 8

@@ -21,6 +21,12 @@ class BackendSpec:
     max_side: largest output side in pixels the backend supports.
     needs_reference: windows come with the reference video's frames and the driving pose
     (WindowRequest.reference, .driving), for models conditioned on the performer's face or scene.
+    reference_area: pixels per frame the backend uses those frames at; larger frames are shrunk to
+    it (at their own aspect) as they are decoded, so a 4K video costs a window no more memory than
+    the render size. None: as decoded.
+    native_fps: the frame rate the model was trained at, the output's when output.fps is null
+    (None: the reference video's own).
+    window_mode: window.mode when the config leaves it null (parallel or chained).
     """
 
     name: str
@@ -33,6 +39,9 @@ class BackendSpec:
     num_gpus: float = 0.0
     max_side: int = 4096
     needs_reference: bool = False
+    reference_area: int | None = None
+    native_fps: float | None = None
+    window_mode: str = "parallel"
 
 
 @dataclass
@@ -43,8 +52,13 @@ class WindowRequest:
     targets: (end - start, 15, 3) float32 target joints in canvas pixels, confidence last.
     layers: (end - start, 4) int order of the limbs per frame, back to front, as indices into
     ("right_arm", "left_arm", "right_leg", "left_leg"); the torso and head are drawn first.
-    previous: (condition_frames, H, W, 3) uint8, the last frames of the window before this one in
-    its chain (window.mode=chained), to continue from; None for parallel windows and chain heads.
+    previous: (condition_frames, h, w, 3) uint8, the frames of the window before this one in its
+    chain (window.mode=chained) where this one starts, to continue from: at the size that window
+    was rendered at when it handed them over (WindowResult.handoff), else at the canvas size; None
+    for parallel windows and chain heads.
+    handoff_at: where, in this window, the next window of its chain starts (None: no next window);
+    a backend that renders at another size than the canvas returns its `condition_frames` frames
+    from there at that size (WindowResult.handoff).
     reference: (end - start, h, w, 3) uint8 frames of the reference video behind each output frame,
     and driving: the performer's pose on them (a PoseSequence, source pixels), for backends whose
     spec says needs_reference; None otherwise.
@@ -59,6 +73,7 @@ class WindowRequest:
     seed: int = 0
     options: dict = field(default_factory=dict)
     previous: np.ndarray | None = None
+    handoff_at: int | None = None
     reference: np.ndarray | None = None
     driving: Any = None
 
@@ -66,10 +81,16 @@ class WindowRequest:
 @dataclass
 class WindowResult:
     """frames: (n, H, W, 3) uint8 RGB. drawn_joints: (n, 15, 2) where the backend put each joint,
-    when it knows (the puppet does: it skins the rig with the same transforms as the mesh)."""
+    when it knows (the puppet does: it skins the rig with the same transforms as the mesh).
+    handoff: (condition_frames, h, w, 3) uint8, the frames from request.handoff_at at the size the
+    model rendered them, for the next window of the chain to continue from without a round trip
+    through the canvas size. prompts: what the model was given as prompt and negative prompt, when
+    the backend fills in its own defaults, for the manifest."""
 
     frames: np.ndarray
     drawn_joints: np.ndarray | None = None
+    handoff: np.ndarray | None = None
+    prompts: dict | None = None
 
 
 class Backend(Protocol):

@@ -39,10 +39,13 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             frames = join_segments(parts, take / VIDEO, fps=plan.fps, audio_from=plan.audio)
             if frames != len(plan.targets):
                 raise RuntimeError(f"the joined video has {frames} frames, expected {len(plan.targets)}")
-        record["windows"] = [{k: v for k, v in log.items() if k not in ("lab", "model")} for log in window_logs]
+        record["windows"] = [{k: v for k, v in log.items() if k not in ("lab", "model", "prompts")} for log in window_logs]
         models = [log["model"] for log in window_logs if "model" in log]
         if models:
             record["model"] = models[0]
+        prompts = [log["prompts"] for log in window_logs if "prompts" in log]
+        if prompts:  # what the model was given ("prompt" is what the shot asked for, maybe nothing)
+            record["prompts"] = prompts[0]
         record["segments"] = segment_logs
 
         # 10. Pose artifacts: parquet tables and the preview video.

@@ -2,7 +2,9 @@
 and `ShotPlan`, everything the window, segment and finish stages need, with the paths of their files."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from farm.shot.tools import cache_root, pose_options, stage_root, storage_for
 from farm.shot.types import SEGMENTS, TAKE, WINDOWS, Reporter, Shot, Silent, progress_callback, timed
 from farm.storage import Storage
 from farm.types import Canvas, Character, check_shot_id
-from farm.windows import Segment, Window, plan_chains, plan_segments, plan_windows
+from farm.windows import Segment, Window, plan_chained_windows, plan_segments, plan_windows
 
 
 @dataclass
@@ -32,7 +34,9 @@ class ShotPlan:
 
     targets: (T, 15, 3) retargeted joints on the canvas; layers: (T, 4) limb order; behind: (T,)
     limbs behind the torso; index: (T,) source frame of each output frame; record: the manifest so
-    far; timings: seconds per stage so far.
+    far; timings: seconds per stage so far. chains: window.mode=chained, the runs [first, stop) of
+    windows that each continue from the one before (empty for parallel windows); condition_frames:
+    how many frames of the window before a chained window continues from.
     """
 
     shot: Shot
@@ -55,6 +59,8 @@ class ShotPlan:
     index: np.ndarray
     motion: Path  # the motion video, local to the node that planned the shot
     detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
+    chains: list[tuple[int, int]] = field(default_factory=list)
+    condition_frames: int = 1
     run: str = field(default_factory=lambda: secrets.token_hex(6))  # this render's take: folder/.take-<run>/
 
     @property
@@ -73,10 +79,20 @@ class ShotPlan:
     def previous_window(self, window: Window) -> Window | None:
         """The window this one continues from (window.mode=chained), None when it starts a chain or
         windows are independent."""
-        if self.cfg.window.mode != "chained":
-            return None
-        heads = {first for first, _ in plan_chains(self.windows, self.cfg.window.chains)}
-        return None if window.index in heads else self.windows[window.index - 1]
+        if any(first < window.index < stop for first, stop in self.chains):
+            return self.windows[window.index - 1]
+        return None
+
+    def next_window(self, window: Window) -> Window | None:
+        """The window that continues from this one (window.mode=chained), if any."""
+        if any(first <= window.index < stop - 1 for first, stop in self.chains):
+            return self.windows[window.index + 1]
+        return None
+
+    def held_frames(self, window: Window) -> int:
+        """Frames at the start of the window that re-make the window before it (chained): the
+        stitch keeps the earlier window's frames there."""
+        return self.condition_frames if self.previous_window(window) is not None else 0
 
     @property
     def segments(self) -> list[Segment]:
@@ -115,6 +131,20 @@ class ShotPlan:
     def window_frames(self, window: Window) -> np.ndarray:
         with np.load(self.local_window(window)) as stored:
             return stored["frames"]
+
+    def continuation(self, window: Window) -> np.ndarray | None:
+        """The frames a chained window continues from: the `condition_frames` frames of the window
+        before it where it starts, as that window handed them over at the size it rendered them
+        (checkpoint key "handoff"), else from its canvas-size frames. None when it continues from
+        nothing."""
+        before = self.previous_window(window)
+        if before is None:
+            return None
+        with np.load(self.local_window(before)) as stored:
+            if "handoff" in stored.files:
+                return stored["handoff"]
+            at = window.start - before.start  # (the last window, shifted back to end the shot, overlaps more)
+            return stored["frames"][at : at + max(1, self.condition_frames)]
 
     def local_segment(self, segment: Segment, suffix: str = ".mp4") -> Path:
         """The segment's file on this machine, downloaded from the store if another node made it."""
@@ -160,6 +190,7 @@ def plan_shot(
     (the Ray runtime counts on another worker while the poses are extracted).
     """
     reporter = reporter or Silent()
+    cfg = _with_backend_defaults(cfg, spec)
     record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
     timings: dict[str, float] = {}
     check_shot_id(shot.shot_id)
@@ -212,7 +243,7 @@ def plan_shot(
         # 5. Retarget onto the character, at the output frame rate.
         from farm.pose.retarget import limb_layers, retarget
 
-        fps = _output_fps(cfg, motion_probe)
+        fps = _output_fps(cfg, motion_probe, spec)
         index = _resample_index(len(driving), Fraction(motion_probe.fps_fraction), fps)
         with timed(timings, "retarget"):
             moved = retarget(
@@ -225,7 +256,7 @@ def plan_shot(
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
 
         # 6. Window plan.
-        windows = _plan_windows(cfg, spec, len(index))
+        windows, chains = _plan_windows(cfg, spec, len(index))
     except Exception as exc:  # noqa: BLE001 - one bad shot must never stop a campaign
         return fail_shot(shot, folder, record | {"shot_id": shot_id}, timings, exc, uri=uri, cfg=cfg)
     audio = local.motion if cfg.output.keep_audio and motion_probe.has_audio else None
@@ -233,23 +264,30 @@ def plan_shot(
         shot=shot, cfg=cfg, shot_id=shot_id, content_key=key, folder=folder, uri=uri, record=record, timings=timings,
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
         windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion,
-        detector_sees=record["character"]["pose_detectable"],
+        detector_sees=record["character"]["pose_detectable"], chains=chains, condition_frames=spec.condition_frames,
     )
 
 
-def _plan_windows(cfg: FarmConfig, spec: BackendSpec, frames: int) -> list[Window]:
-    """The shot's windows under the config's window settings and the backend's rules."""
-    chained = cfg.window.mode == "chained"
-    default_overlap = spec.condition_frames if chained else spec.window_overlap
-    overlap = cfg.window.overlap if cfg.window.overlap is not None else default_overlap
-    if chained and not spec.can_chain:
+def _with_backend_defaults(cfg: FarmConfig, spec: BackendSpec) -> FarmConfig:
+    """The config with what it leaves to the backend filled in (window.mode), so that the plan,
+    the content key and the manifest all see the mode the shot is rendered in."""
+    if cfg.window.mode is not None:
+        return cfg
+    return dataclasses.replace(cfg, window=dataclasses.replace(cfg.window, mode=spec.window_mode))
+
+
+def _plan_windows(cfg: FarmConfig, spec: BackendSpec, frames: int) -> tuple[list[Window], list[tuple[int, int]]]:
+    """The shot's windows under the config's window settings and the backend's rules, and the
+    chains they form (none for parallel windows). window.overlap is the overlap of parallel
+    windows, or in chained mode that of the joins between chains (plan_chained_windows)."""
+    length = cfg.window.length or spec.window_length
+    overlap = cfg.window.overlap if cfg.window.overlap is not None else spec.window_overlap
+    if cfg.window.mode != "chained":
+        return plan_windows(frames, length, overlap, spec.frame_multiple), []
+    if not spec.can_chain:
         raise FarmError("config window.mode", f"backend {spec.name} cannot continue a window from the one before it",
                         "use window.mode=parallel, or a backend that can chain")
-    if chained and overlap != spec.condition_frames:
-        raise FarmError("config window.overlap", f"is {overlap}; a chained window starts on the {spec.condition_frames} "
-                        "frame(s) it continues from, so it must overlap the one before by as many",
-                        f"set window.overlap={spec.condition_frames}")
-    return plan_windows(frames, cfg.window.length or spec.window_length, overlap, spec.frame_multiple)
+    return plan_chained_windows(frames, length, spec.condition_frames, overlap, cfg.window.chains, spec.frame_multiple)
 
 
 def _count_here(video: Path) -> Callable[[], tuple[int, str]]:
@@ -271,15 +309,20 @@ def _versions(spec: BackendSpec) -> dict:
     return found
 
 
-def _output_fps(cfg: FarmConfig, probe: VideoProbe) -> Fraction:
-    if cfg.output.fps is None:
+def _output_fps(cfg: FarmConfig, probe: VideoProbe, spec: BackendSpec) -> Fraction:
+    """output.fps, else the rate the backend's model was trained at (Wan-Animate: 30, as its
+    preprocessing resamples every video), else the reference video's."""
+    fps = cfg.output.fps if cfg.output.fps is not None else spec.native_fps
+    if fps is None:
         return Fraction(probe.fps_fraction)
-    return Fraction(cfg.output.fps).limit_denominator(1001)
+    return Fraction(fps).limit_denominator(1001)
 
 
 def _resample_index(frames: int, src_fps: Fraction, out_fps: Fraction) -> np.ndarray:
-    """Source frame shown at each output frame; the output lasts as long as the source."""
+    """Source frame shown at each output frame: the nearest in time (as upstream's
+    get_frame_indices rounds; halves round up); the output lasts as long as the source."""
     if src_fps == out_fps:
         return np.arange(frames)
     total = max(1, round(frames * out_fps / src_fps))
-    return np.minimum((np.arange(total) * src_fps / out_fps).astype(np.int64), frames - 1)
+    nearest = [math.floor(k * src_fps / out_fps + Fraction(1, 2)) for k in range(total)]
+    return np.minimum(np.array(nearest, np.int64), frames - 1)

@@ -37,7 +37,8 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
                      crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer, meter:
         for w in range(segment.first, segment.stop):
             next_start = windows[w + 1].start if w + 1 < len(windows) else None
-            for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits[w]):
+            held = plan.held_frames(windows[w])
+            for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits[w], held=held):
                 writer.write(frame)
                 meter.add(frame)  # QA measures the frames as they are encoded, segments side by side
         stitcher.finish(segment.end)

@@ -22,12 +22,11 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
         return {**window.to_dict(), "reused": True}
     started = time.perf_counter()
     request = plan.request(window)
-    before = plan.previous_window(window)
-    if before is not None:  # chained: continue from the window before, on the frames where this one starts
-        at = window.start - before.start  # (the last window, shifted back to end the shot, overlaps more)
-        request.previous = plan.window_frames(before)[at : at + max(1, backend.spec.condition_frames)]
+    request.previous = plan.continuation(window)  # chained: the frames of the window before where this one starts
+    after = plan.next_window(window)
+    request.handoff_at = None if after is None else after.start - window.start
     if backend.spec.needs_reference:
-        request.reference, request.driving = _reference_for(plan, window)
+        request.reference, request.driving = _reference_for(plan, window, backend.spec.reference_area)
     result = backend.render_window(request)
     error = None
     if result.drawn_joints is not None:
@@ -37,6 +36,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     stored = {"frames": frames}
     if result.drawn_joints is not None:  # where the backend drew the rig: QA measures it when the detector cannot
         stored["joints"] = result.drawn_joints[: window.length].astype(np.float32)
+    if after is not None and result.handoff is not None:  # what the next window of the chain continues from
+        stored["handoff"] = result.handoff
     if plan.cfg.window.colour == "lab":  # what the stitch fits colours with, measured here in parallel
         stored["lab"] = overlap_statistics(plan.windows, window.index, frames)
     write_atomically(path, lambda out: np.savez(out, **stored), str(path))
@@ -48,17 +49,39 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     }
     if "lab" in stored:
         log["lab"] = stored["lab"].tolist()
+    if result.prompts is not None:
+        log["prompts"] = result.prompts
     if hasattr(backend, "describe"):  # the model's id, revision or content hash, dtype, device
         log["model"] = backend.describe()
     return log
 
 
-def _reference_for(plan: ShotPlan, window: Window) -> tuple[np.ndarray, PoseSequence]:
-    """The reference video's frames behind the window's output frames, and the driving pose on them."""
+def _reference_for(plan: ShotPlan, window: Window, area: int | None) -> tuple[np.ndarray, PoseSequence]:
+    """The reference video's frames behind the window's output frames, shrunk to about `area`
+    pixels as each is decoded when they are larger (one small copy of the window's frames, however
+    large the video), and the driving pose on them (in the source's pixels)."""
     from farm.media.decode import iter_frames
 
     index = plan.index[window.start : window.end]
     first, last = int(index.min()), int(index.max())
-    decoded = list(iter_frames(plan.local_motion(), first, last + 1))
+    size = _shrunk_size(plan.driving.width, plan.driving.height, area)
+    decoded = [_shrink(frame, size) for frame in iter_frames(plan.local_motion(), first, last + 1)]
     frames = np.stack([decoded[i - first] for i in index])
     return frames, plan.driving_at(index)
+
+
+def _shrunk_size(width: int, height: int, area: int | None) -> tuple[int, int]:
+    """(w, h) at the aspect width / height with about `area` pixels, or (width, height) when that
+    is no larger."""
+    if area is None or width * height <= area:
+        return width, height
+    scale = (area / (width * height)) ** 0.5
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _shrink(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if (frame.shape[1], frame.shape[0]) == size:
+        return frame
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
