@@ -27,7 +27,7 @@ from farm.errors import FarmError
 from farm.records import CampaignRecord, Progress, read_campaign
 from farm.shot.outcome import ShotResult
 from farm.shot.render import render_shot
-from farm.shot.tools import cache_root, stage_root, storage_for
+from farm.shot.tools import backend_spec, cache_root, stage_root, storage_for
 from farm.shot.types import Reporter, Shot
 from farm.storage import Storage
 from farm.storage.lease import LEASE, Lease
@@ -127,6 +127,10 @@ def _config_for(item: CampaignShot, campaign: Campaign, operator: list[str], con
         except FarmError as exc:
             raise FarmError(f"{item.where or campaign.path}: {exc.subject}", exc.problem, exc.fix) from None
     cfg = configs[given]
+    if item.variant > 1 and backend_spec(cfg).deterministic:
+        raise FarmError(f"{item.where or campaign.path}: variants",
+                        f"the {cfg.backend.name} backend is deterministic: every variant would be the same video",
+                        "remove `variants`, or render with a backend that samples (e.g. backend=wan_animate)")
     return dataclasses.replace(cfg, seed=cfg.seed + item.seed_offset)
 
 

@@ -6,6 +6,7 @@ Exit status: 0 all good; 2 bad input or configuration (one line on stderr, no tr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from fractions import Fraction
@@ -26,7 +27,8 @@ from rich.text import Text
 
 from farm.errors import FarmError
 
-console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # progress and diagnostics
+results = Console(highlight=False, soft_wrap=True)  # what a command made: stdout (quiet with --json)
 
 
 class RichReporter:
@@ -63,6 +65,8 @@ def _progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        redirect_stdout=False,  # results go to stdout as they come, progress stays on stderr
+        redirect_stderr=False,
     )
 
 
@@ -79,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--character-mask", help="mask image: white on the character, black elsewhere")
     render.add_argument("--id", help="shot id (default: derived from inputs and config)")
     render.add_argument("--force", action="store_true", help="render again even if this exact shot is already finished")
+    render.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
     render.add_argument("overrides", nargs="*", help="config overrides, e.g. match=video output.size=720")
 
     pose = sub.add_parser("pose", help="extract the performer's pose from a video (Parquet, OpenPose JSON, preview)")
@@ -94,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--force", action="store_true", help="render again shots that are already finished")
     submit.add_argument("--check", action="store_true", help="check the campaign and every shot's settings; render nothing")
+    submit.add_argument("--json", action="store_true", help="print each campaign's record as JSON on stdout (for scripts)")
     submit.add_argument("overrides", nargs="*", help="config overrides applied to every shot")
 
     report = sub.add_parser("report", help="rebuild the HTML reports of a campaign (each shot's and the campaign page)")
@@ -111,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, QA, error")
     status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
+    status.add_argument("--json", action="store_true", help="print campaign.json on stdout (for scripts)")
     status.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
     config = sub.add_parser("config", help="print the fully resolved configuration")
@@ -147,6 +154,7 @@ def run(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    results.quiet = bool(getattr(args, "json", False))  # --json: stdout holds the JSON alone
     try:
         commands = {
             "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
@@ -176,6 +184,8 @@ def cmd_render(args) -> int:
             mask=args.character_mask, prompt=args.prompt, shot_id=args.id, force=args.force,
             reporter=RichReporter(progress, "shot"),
         )
+    if args.json:
+        _json(_shot_json(result))
     return _report(result)
 
 
@@ -240,11 +250,13 @@ def _submit(campaign, args) -> int:
 
     if args.check:
         items = api.check(campaign, args.overrides)
-        console.print(f"campaign {escape(campaign.name)}: {len(items)} shot(s) ready, nothing rendered")
+        results.print(f"campaign {escape(campaign.name)}: {len(items)} shot(s) ready, nothing rendered")
         return 0
     with CampaignProgress() as progress:
         result = api.submit(campaign, args.out, overrides=args.overrides, force=args.force, progress=progress)
     _summary(result)
+    if args.json:
+        _json({**result.doc, "uri": result.uri, "report": result.report, "warnings": result.warnings})
     return 3 if result.counts["shots_failed"] else 0
 
 
@@ -265,16 +277,16 @@ def _summary(result) -> None:
     counts = result.counts
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(
+    results.print(
         f"campaign {escape(result.name)}: {counts['shots_succeeded']} rendered, {counts['shots_reused']} already done, "
         f"{counts['shots_failed']} failed; windows rendered {counts['windows_rendered']}, reused {counts['windows_reused']}"
         f"{' (nothing to render)' if counts['windows_rendered'] == 0 and counts['shots_failed'] == 0 else ''}; "
         f"output in {escape(result.uri)}"
     )
     if counts["shots_flagged"]:
-        console.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
+        results.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
     if result.report:
-        console.print(f"report: {escape(result.report)}")
+        results.print(f"report: {escape(result.report)}")
 
 
 def _comparisons(result) -> None:
@@ -287,7 +299,7 @@ def _comparisons(result) -> None:
         if made.startswith("error: "):
             console.print(f"[yellow]warning:[/yellow] no comparison for {escape(base)}: {escape(made.removeprefix('error: '))}")
         else:
-            console.print(f"comparison {escape(base)}: {escape(made)}")
+            results.print(f"comparison {escape(base)}: {escape(made)}")
         table = Table(title=f"{escape(base)}: metrics per setting")
         for column in ("setting", "state", "PCK", "OKS", "jitter", "drift", "seam", "QA"):
             table.add_column(column)
@@ -295,7 +307,7 @@ def _comparisons(result) -> None:
             row = rows.get(shot_id, {})
             table.add_row(Text(label), row.get("status", ""), *(_num(row.get(k)) for k in
                           ("pose_pck", "pose_oks", "jitter", "appearance_drift", "seam_score")), _qa_word(row))
-        console.print(table)
+        results.print(table)
 
 
 def _qa_word(row: dict) -> str:
@@ -317,12 +329,12 @@ def cmd_report(args) -> int:
     made, report = api.rebuild_reports(args.campaign, overrides=args.overrides)
     for shot_id, uri in made.items():
         if uri is None:
-            console.print(f"{escape(shot_id)}: no report (failed, or no QA record)")
+            results.print(f"{escape(shot_id)}: no report (failed, or no QA record)")
         elif uri.startswith("error: "):
             console.print(f"[yellow]warning:[/yellow] {escape(shot_id)}: no report: {escape(uri.removeprefix('error: '))}")
         else:
-            console.print(f"{escape(shot_id)}: {escape(uri)}")
-    console.print(f"report: {escape(report)}")
+            results.print(f"{escape(shot_id)}: {escape(uri)}")
+    results.print(f"report: {escape(report)}")
     return 0
 
 
@@ -332,6 +344,9 @@ def cmd_status(args) -> int:
     from farm import api
 
     doc = api.status(args.campaign, overrides=args.overrides)
+    if args.json:
+        _json(doc)
+        return 0
     table = Table(title=f"campaign {escape(str(doc['name']))} ({escape(str(doc['status']))})")
     for column in ("shot", "state", "windows", "frames", "seconds", "QA", "error"):
         table.add_column(column)
@@ -343,8 +358,8 @@ def cmd_status(args) -> int:
         table.add_row(*(Text(str(cell)) for cell in (row["shot_id"], row["status"], windows, row["frames"] or "", row["seconds"], qa,
                                                       row["error"] or "")))
     counts = doc["counts"]
-    Console(highlight=False, soft_wrap=True).print(table)
-    print(
+    results.print(table)
+    results.print(
         f"{counts['shots_done']}/{counts['shots_total']} shots done: {counts['shots_succeeded']} rendered, "
         f"{counts['shots_reused']} reused, {counts['shots_failed']} failed, {counts.get('shots_flagged', 0)} need a re-render"
     )
@@ -372,12 +387,12 @@ def cmd_pose(args) -> int:
     stem = Path(args.video).stem
     write_parquet(poses, out / f"{stem}.parquet")
     write_pose_preview(out / f"{stem}_pose.mp4", poses, Fraction(probe.fps_fraction))
-    console.print(f"poses: {escape(str(out / f'{stem}.parquet'))} ({len(poses)} frames); preview: {escape(str(out / f'{stem}_pose.mp4'))}")
+    results.print(f"poses: {escape(str(out / f'{stem}.parquet'))} ({len(poses)} frames); preview: {escape(str(out / f'{stem}_pose.mp4'))}")
     if args.openpose_json:
         from farm.pose.openpose import write_openpose_json
 
         files = write_openpose_json(poses, out / f"{stem}_openpose")
-        console.print(f"OpenPose JSON: {len(files)} files in {escape(str(out / f'{stem}_openpose'))}")
+        results.print(f"OpenPose JSON: {len(files)} files in {escape(str(out / f'{stem}_openpose'))}")
     return 0
 
 
@@ -400,12 +415,30 @@ def _say(result, *, report: bool = False) -> None:
     verb = "already rendered" if result.status == "reused" else "rendered"
     qa = result.manifest.get("qa") or {}
     flag = " [yellow](needs a re-render)[/yellow]" if qa.get("needs_rerender") else ""
-    console.print(f"[green]{verb}[/green] {escape(str(result.video_uri))}{flag}")
+    results.print(f"[green]{verb}[/green] {escape(str(result.video_uri))}{flag}")
     if report:
         for reason in qa.get("reasons") or []:
-            console.print(f"  QA: {escape(reason)}")
+            results.print(f"  QA: {escape(reason)}")
         if result.manifest.get("report"):
-            console.print(f"report: {escape(Storage.join(result.uri, result.manifest['report']))}")
+            results.print(f"report: {escape(Storage.join(result.uri, result.manifest['report']))}")
+
+
+def _shot_json(result) -> dict:
+    """What `farm render --json` prints: where the shot's files are, its state and its QA."""
+    from farm.storage import Storage
+
+    manifest = result.manifest or {}
+    metrics = {k: v for k, v in (manifest.get("metrics") or {}).items() if k != "windows"}
+    return {
+        "shot_id": result.shot_id, "status": result.status, "error": result.error, "uri": result.uri,
+        "video": result.video_uri, "manifest": Storage.join(result.uri, "manifest.json"),
+        "report": Storage.join(result.uri, manifest["report"]) if manifest.get("report") else None,
+        "qa": manifest.get("qa"), "metrics": metrics,
+    }
+
+
+def _json(doc) -> None:
+    sys.stdout.write(json.dumps(doc, default=str) + "\n")
 
 
 def _report(result) -> int:

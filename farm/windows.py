@@ -56,6 +56,16 @@ def plan_windows(total: int, length: int, overlap: int, frame_multiple: int = 1)
     return [Window(i, s, s + length, length) for i, s in enumerate(starts)]
 
 
+def new_frames(windows: list[Window]) -> list[int]:
+    """Output frames each window adds to those of the windows before it (windows in order of start):
+    what progress counts, so a shot's windows add up to its frames, overlaps counted once."""
+    counted, end = [], 0
+    for window in windows:
+        counted.append(max(0, window.end - max(window.start, end)))
+        end = max(end, window.end)
+    return counted
+
+
 def overlap_overhead(windows: list[Window], total: int) -> float:
     """(frames generated - total) / total: the redundant compute spent on overlaps and rounding."""
     return (sum(w.render_length for w in windows) - total) / total

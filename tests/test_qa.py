@@ -215,7 +215,7 @@ def test_shot_report_is_self_contained_and_records_the_shot(tmp_path, capsys):
     code = cli.run(["render", str(VIDEO), str(MEDIA / "childdrawing_char1.png"), "--character-skeleton",
                     str(MEDIA / "childdrawing_char1_skeleton.yaml"), "--id", "please", "-o", str(out), "output.size=128"])
     assert code == 0
-    assert f"report: {out / 'please' / 'report.html'}" in capsys.readouterr().err
+    assert f"report: {out / 'please' / 'report.html'}" in capsys.readouterr().out  # results on stdout
     folder = out / "please"
     manifest = json.loads((folder / "manifest.json").read_text())
     page = (folder / "report.html").read_text()

@@ -151,14 +151,14 @@ shots:
 """
     )
     assert cli.run(["submit", str(campaign), "-o", str(tmp_path / "out")]) == 3
-    stderr = capsys.readouterr().err
+    printed = capsys.readouterr().out  # results on stdout
     shots = tmp_path / "out" / "mixed" / "shots"
     status = {p.name: json.loads((p / "manifest.json").read_text())["status"] for p in shots.iterdir()}
     assert status == {"good-one": "succeeded", "bad-one": "failed", "good-two": "succeeded"}
     bad = json.loads((shots / "bad-one" / "manifest.json").read_text())
     assert "broken.mp4" in bad["error"]["message"] and "bad-one" in bad["error"]["message"]
     assert (shots / "good-two" / "video.mp4").exists() and not (shots / "bad-one" / "video.mp4").exists()
-    assert "2 rendered, 0 already done, 1 failed" in stderr
+    assert "2 rendered, 0 already done, 1 failed" in printed
     table = pq.read_table(tmp_path / "out" / "mixed" / "campaign.parquet").to_pylist()
     assert {r["shot_id"]: r["status"] for r in table} == status
     assert "broken.mp4" in next(r["error"] for r in table if r["shot_id"] == "bad-one")

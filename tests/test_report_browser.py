@@ -52,9 +52,9 @@ def test_campaign_report_in_headless_chromium(tmp_path, browser, capsys):
     )
     out = tmp_path / "out"
     assert cli.run(["submit", _campaign(tmp_path, shots), "-o", str(out)]) == 3  # one shot failed
-    err = capsys.readouterr().err
+    printed = capsys.readouterr().out  # results on stdout
     page = out / "c" / "report.html"
-    assert f"report: {page}" in err and "1 shot(s) need a re-render" in err
+    assert f"report: {page}" in printed and "1 shot(s) need a re-render" in printed
     _assert_self_contained(page.read_text())
     doc = json.loads((out / "c" / "campaign.json").read_text())
     assert doc["counts"]["shots_flagged"] == 1

@@ -46,7 +46,7 @@ def test_rerun_of_a_finished_campaign_renders_nothing(tmp_path, capsys):
     assert cli.run(["submit", campaign, "-o", out]) == 0
     again = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())["counts"]
     assert again["windows_rendered"] == 0 and again["shots_reused"] == 2 and again["windows_reused"] == 3
-    assert "nothing to render" in capsys.readouterr().err
+    assert "nothing to render" in capsys.readouterr().out
     assert cli.run(["status", str(tmp_path / "out" / "c")]) == 0
     assert "2/2 shots done: 0 rendered, 2 reused, 0 failed" in capsys.readouterr().out
 
@@ -129,11 +129,11 @@ shots:
     assert len(read_frames(video)) == 73
     # The reports are in the bucket; `farm report` rebuilds them from the bucket alone.
     assert {f"{shot}/report.html", f"{shot}/thumb.jpg", f"{shot}/qa.parquet", f"{out}/cloud/report.html"} <= keys
-    assert f"report: {out}/cloud/report.html" in capsys.readouterr().err
+    assert f"report: {out}/cloud/report.html" in capsys.readouterr().out
     for key in (f"{shot}/report.html", f"{out}/cloud/report.html"):
         store.delete(key)
     assert cli.run(["report", f"{out}/cloud", f"storage.endpoint_url={s3_endpoint}"]) == 0
-    assert f"please: {shot}/report.html" in capsys.readouterr().err
+    assert f"please: {shot}/report.html" in capsys.readouterr().out
     page = store.get_bytes(f"{out}/cloud/report.html").decode()
     assert 'data-shot="please"' in page and "data:image/jpeg;base64," in page
     shot_page = store.get_bytes(f"{shot}/report.html").decode()

@@ -73,10 +73,10 @@ def test_sweep_renders_every_setting_in_one_batch_and_compares_them(tmp_path, ra
         assert manifest["config"]["match"] == {"mode": mode, "motion_weight": float(weight), "anchor": "auto"}
         assert row["pose_pck"] is not None and row["seam_score"] is not None
     # A comparison per shot: a 2x2 grid, every cell a different render, as long as the shot.
-    err = capsys.readouterr().err
+    printed = capsys.readouterr().out  # results on stdout
     for shot, frames in (("please", 73), ("walk", 35)):
         video = folder / "comparisons" / f"{shot}.mp4"
-        assert f"comparison {shot}: {video}" in err
+        assert f"comparison {shot}: {video}" in printed
         probe = probe_video(video)
         assert probe.frame_count == frames
         grid = read_frames(video, frames // 2, frames // 2 + 1)[0].astype(int)

@@ -27,6 +27,8 @@ class BackendSpec:
     native_fps: the frame rate the model was trained at, the output's when output.fps is null
     (None: the reference video's own).
     window_mode: window.mode when the config leaves it null (parallel or chained).
+    deterministic: the same request always renders the same frames, whatever the seed (takes with
+    other seeds, a campaign's `variants`, would all be the same video).
     """
 
     name: str
@@ -42,6 +44,7 @@ class BackendSpec:
     reference_area: int | None = None
     native_fps: float | None = None
     window_mode: str = "parallel"
+    deterministic: bool = False
 
 
 @dataclass

@@ -39,6 +39,7 @@ from farm.shot.segment import encode_segment
 from farm.shot.tools import backend_spec, make_backend
 from farm.shot.types import Reporter, Shot
 from farm.shot.window import render_window
+from farm.windows import new_frames
 
 # Pose extraction of a video longer than this is split into chunks of this many frames.
 POSE_CHUNK_FRAMES = 300
@@ -230,6 +231,7 @@ class _ShotRun:
         self.logs: dict[int, dict] = {}  # window -> its log
         self.pending = 0  # windows not rendered yet
         self.held: dict[int, int] = {}  # chained: window -> the window waiting for it
+        self.new: list[int] = []  # output frames each window adds (progress)
         self.segments: dict[int, dict] = {}  # segment -> its log
         self.followers: list[_ShotRun] = []  # identical shots that take this one's result
         self.result: ShotResult | None = None
@@ -255,11 +257,12 @@ class _ShotRun:
             owner.follow(self)
             return
         self.plan, self.state = value, "rendering"
-        self.run.progress.frames(sum(w.length for w in value.windows))  # frames generated, overlaps included
+        self.new = new_frames(value.windows)  # progress counts output frames, overlaps once
+        self.run.progress.frames(sum(self.new))
         for w, window in enumerate(value.windows):
             if value.has_window(window):  # a checkpoint from an interrupted run
                 self.logs[w] = {**window.to_dict(), "reused": True}
-                self.run.progress.frames_done(window.length)
+                self.run.progress.frames_done(self.new[w])
                 continue
             self.pending += 1
             before = value.previous_window(window)
@@ -276,7 +279,7 @@ class _ShotRun:
             return
         self.logs[w] = value
         self.pending -= 1
-        self.run.progress.frames_done(self.plan.windows[w].length)
+        self.run.progress.frames_done(self.new[w])
         if w in self.held:  # chained: the next window of the chain can go now
             self.run.window(self, self.held.pop(w))
         if self.pending == 0:

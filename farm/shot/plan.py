@@ -210,7 +210,8 @@ def plan_shot(
         if not force and manifest is not None:
             return ShotResult(shot_id, "reused", folder, reuse_verdict(manifest, cfg), uri=uri)
         claim(folder, store, uri)  # someone else's folder is refused, untouched
-        record.update(shot_id=shot_id, content_key=key, inputs=inputs, rights=shot.rights, config=cfg.to_dict())
+        config = cfg.to_dict() | {"prompt": shot.prompt or cfg.prompt}  # the prompt the shot is rendered with
+        record.update(shot_id=shot_id, content_key=key, inputs=inputs, rights=shot.rights, config=config)
         record.update(versions=_versions(spec), seeds=[cfg.seed])
 
         # 2. Character: image, mask, rest skeleton (before the long pose stage: its errors come early).

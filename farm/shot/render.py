@@ -21,6 +21,7 @@ from farm.shot.tools import make_backend, storage_for
 from farm.shot.types import Reporter, Shot, Silent, timed
 from farm.shot.window import render_window
 from farm.storage.lease import Lease
+from farm.windows import new_frames
 
 
 def render_shot(
@@ -55,9 +56,9 @@ def render_shot(
                 backend.prepare(planned.character, planned.canvas)
             reporter.stage("render", len(planned.targets))
             logs = []
-            for window in planned.windows:
+            for window, new in zip(planned.windows, new_frames(planned.windows)):
                 logs.append(render_window(backend, planned, window))
-                reporter.advance(window.length)
+                reporter.advance(new)  # output frames: overlaps count once
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest
             return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc, uri=planned.uri, cfg=cfg)
 

@@ -102,7 +102,7 @@ class PuppetBackend:
     """
 
     spec = BackendSpec(name="puppet", version="1", window_length=48, window_overlap=8,
-                       frame_multiple=1, can_chain=False, num_gpus=0)
+                       frame_multiple=1, can_chain=False, num_gpus=0, deterministic=True)
 
     def __init__(self, *, grid_divisions: int = 40, deformer: str = "lbs") -> None:
         if deformer not in DEFORMERS:
