@@ -259,6 +259,7 @@ def render_batch(
     with Lease(store, out):  # one run at a time writes a campaign folder
         connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
         record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
+        record.queue([shot.shot_id or Path(str(shot.motion)).name for shot, _ in items])
         record.write()
         finished, results = False, []
         try:
@@ -302,9 +303,13 @@ class _Recorded(Progress):
     def frames_done(self, n: int) -> None:
         self.inner.frames_done(n)
 
-    def shot_done(self, result: ShotResult) -> None:
-        self.record.add(result, self.extras.get(result.shot_id))
-        self.inner.shot_done(result)
+    def shot_state(self, position: int, state: str, windows_done: int = 0, windows: int | None = None) -> None:
+        self.record.state(position, state, windows_done, windows)
+        self.inner.shot_state(position, state, windows_done, windows)
+
+    def shot_done(self, result: ShotResult, position: int | None = None) -> None:
+        self.record.add(result, self.extras.get(result.shot_id), position)
+        self.inner.shot_done(result, position)
 
 
 def _campaign_report(doc: dict, out: str, folder: Path, store: Storage, warnings: list[str]) -> str | None:

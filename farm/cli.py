@@ -215,7 +215,10 @@ class CampaignProgress:
     def frames_done(self, n: int) -> None:
         self.progress.advance(self.frames_task, n)
 
-    def shot_done(self, result) -> None:
+    def shot_state(self, position: int, state: str, windows_done: int = 0, windows: int | None = None) -> None:
+        pass  # the bars say enough; campaign.json and `farm status` have every shot's state
+
+    def shot_done(self, result, position: int | None = None) -> None:
         self.progress.advance(self.shots_task, 1)
         _say(result)
 
@@ -357,6 +360,9 @@ def cmd_status(args) -> int:
             qa = "needs re-render: " + "; ".join(row.get("qa_reasons") or [])
         table.add_row(*(Text(str(cell)) for cell in (row["shot_id"], row["status"], windows, row["frames"] or "", row["seconds"], qa,
                                                       row["error"] or "")))
+    for shot in doc.get("pending") or []:  # not done: what it was doing when the record was written
+        windows = f"{shot['windows_done']}/{shot['windows']} rendered" if shot.get("windows") else ""
+        table.add_row(*(Text(str(cell)) for cell in (shot["shot"], shot["state"], windows, "", "", "", "")))
     counts = doc["counts"]
     results.print(table)
     results.print(

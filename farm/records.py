@@ -99,9 +99,25 @@ class CampaignRecord:
     uri: str = ""
     rows: list[dict] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # The shots not done yet, by their place in the campaign: {shot, state, windows_done, windows}.
+    pending: dict[int, dict] = field(default_factory=dict)
+    every: float = 2.0  # seconds between rewrites of campaign.json while only states change
+    _written: float = 0.0
 
-    def add(self, result: ShotResult, extra: dict | None = None) -> None:
+    def queue(self, shots: list[str]) -> None:
+        """Every shot of the run, queued, before any starts: `farm status` lists them all from the start."""
+        self.pending = {i: {"shot": shot, "state": "queued", "windows_done": 0, "windows": None} for i, shot in enumerate(shots)}
+
+    def state(self, position: int, state: str, windows_done: int = 0, windows: int | None = None) -> None:
+        """A shot moved on (planning, rendering, encoding, finishing); written at most every `every` seconds."""
+        if position in self.pending:
+            self.pending[position].update(state=state, windows_done=windows_done, windows=windows)
+        if time.monotonic() - self._written >= self.every:
+            self.write()
+
+    def add(self, result: ShotResult, extra: dict | None = None, position: int | None = None) -> None:
         """A finished shot; extra: more of its columns (a sweep's sweep_of and settings)."""
+        self.pending.pop(position, None)
         self.rows.append({**shot_row(result), "sweep_of": None, "settings": None, **(extra or {})})
         self.write()
 
@@ -129,8 +145,10 @@ class CampaignRecord:
             "finished": _iso(time.time()) if finished else None,
             "counts": self.counts(),
             "shots": self.rows,
+            "pending": list(self.pending.values()),  # not done (yet): their last state
         }
         write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
+        self._written = time.monotonic()
         if finished:
             table = pa.Table.from_pylist(self.rows, schema=COLUMNS)
             target = self.folder / CAMPAIGN_PARQUET
@@ -148,7 +166,8 @@ class Progress:
     def shots(self, total: int) -> None: ...
     def frames(self, added_total: int) -> None: ...
     def frames_done(self, n: int) -> None: ...
-    def shot_done(self, result: ShotResult) -> None: ...
+    def shot_state(self, position: int, state: str, windows_done: int = 0, windows: int | None = None) -> None: ...
+    def shot_done(self, result: ShotResult, position: int | None = None) -> None: ...
 
 
 def read_campaign(uri: str, store: Storage) -> dict:

@@ -84,3 +84,31 @@ def test_campaign_progress_counts_output_frames_and_status_speaks_json(tmp_path,
     assert counted.total == counted.done == 73  # two windows of 48 overlapping by 8: 73 output frames, not 88
     assert cli.run(["status", result.uri, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["shots_succeeded"] == 1
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_campaign_json_lists_every_shot_from_the_start_and_keeps_what_is_known_when_interrupted(tmp_path, monkeypatch, capsys):
+    from farm.runtime import campaign as runtime
+
+    seen = []
+    real = runtime._ShotRun.window_done
+
+    def window_done(self, w, value):  # look at the record as a window comes in, then stop the run there
+        seen.append(json.loads((tmp_path / "out" / "c" / "campaign.json").read_text()))
+        real(self, w, value)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime._ShotRun, "window_done", window_done)
+    shots = SHOT + SHOT.replace("id: please", "id: again").replace(str(PLEASE), str(MEDIA / "gesture_asl_book.mkv"))
+    assert cli.run(["submit", str(_campaign(tmp_path, shots)), "-o", str(tmp_path / "out")]) == 130
+    first = seen[0]
+    assert first["status"] == "running" and {s["shot"] for s in first["pending"]} == {"please", "again"}
+    assert {s["state"] for s in first["pending"]} <= {"queued", "planning", "rendering"}
+    after = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())
+    assert after["status"] == "interrupted" and after["counts"]["shots_total"] == 2
+    assert {s["shot"] for s in after["pending"]} == {"please", "again"}
+    rendering = [s for s in after["pending"] if s["state"] == "rendering"]
+    assert rendering and rendering[0]["windows_done"] == 1 and rendering[0]["windows"] == 2
+    capsys.readouterr()
+    assert cli.run(["status", str(tmp_path / "out" / "c")]) == 0
+    assert "1/2 rendered" in capsys.readouterr().out

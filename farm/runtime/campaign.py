@@ -223,9 +223,9 @@ class _ShotRun:
     planning -> rendering (windows pending) -> encoding (segments) -> finishing -> done | failed.
     One method per event; each starts the shot's next work through the campaign run."""
 
-    def __init__(self, run: _Run, shot: Shot, cfg: FarmConfig) -> None:
-        self.run, self.shot, self.cfg = run, shot, cfg
-        self.state = "planning"
+    def __init__(self, run: _Run, shot: Shot, cfg: FarmConfig, position: int) -> None:
+        self.run, self.shot, self.cfg, self.position = run, shot, cfg, position
+        self.state = "queued"
         self.plan: ShotPlan | None = None
         self.plan_ref: ray.ObjectRef | None = None  # the plan in the object store, for the workers
         self.logs: dict[int, dict] = {}  # window -> its log
@@ -241,6 +241,7 @@ class _ShotRun:
         return self.result is not None
 
     def start(self) -> None:
+        self._move("planning")
         name = f"plan {self.shot.shot_id or Path(str(self.shot.motion)).name}"
         self.plan_ref = self.run.task(_plan, name, self, self.planned, self.shot, self.cfg, self.run.out_root, self.run.force)
 
@@ -256,7 +257,8 @@ class _ShotRun:
         if owner is not self:  # the same inputs and config as another shot of this run
             owner.follow(self)
             return
-        self.plan, self.state = value, "rendering"
+        self.plan = value
+        self._move("rendering")
         self.new = new_frames(value.windows)  # progress counts output frames, overlaps once
         self.run.progress.frames(sum(self.new))
         for w, window in enumerate(value.windows):
@@ -279,6 +281,7 @@ class _ShotRun:
             return
         self.logs[w] = value
         self.pending -= 1
+        self._move("rendering")
         self.run.progress.frames_done(self.new[w])
         if w in self.held:  # chained: the next window of the chain can go now
             self.run.window(self, self.held.pop(w))
@@ -291,7 +294,7 @@ class _ShotRun:
             return
         self.segments[k] = value
         if len(self.segments) == len(self.plan.segments):
-            self.state = "finishing"
+            self._move("finishing")
             logs = [self.logs[w] for w in range(len(self.plan.windows))]
             segments = [self.segments[s] for s in range(len(self.plan.segments))]
             self.run.task(_finish, f"finish {self.plan.shot_id}", self, self.finished, self.plan_ref, logs, segments)
@@ -309,7 +312,7 @@ class _ShotRun:
         if self.result is None:
             self.result, self.state = result, "failed" if result.status == "failed" else "done"
             self.plan = self.plan_ref = None  # let go of the plan (character image, poses) as soon as the shot is done
-            self.run.progress.shot_done(result)
+            self.run.progress.shot_done(result, self.position)
         for other in self.followers:
             status = "failed" if result.status == "failed" else "reused"
             other.end(ShotResult(result.shot_id, status, result.folder, result.manifest, result.error, result.uri))
@@ -317,12 +320,18 @@ class _ShotRun:
 
     def _encode(self) -> None:
         """Every window is in: stitch and encode the shot's segments in parallel (then finish joins them)."""
-        self.state = "encoding"
+        self._move("encoding")
         logs = [self.logs[w] for w in range(len(self.plan.windows))]
         for segment in self.plan.segments:
             name = f"segment {self.plan.shot_id} {segment.index}"
             done = partial(self.segment_done, segment.index)
             self.run.task(_segment, name, self, done, self.plan_ref, segment.index, logs[: segment.stop])
+
+    def _move(self, state: str) -> None:
+        """The shot's new state, told to the campaign record (with its windows done so far)."""
+        self.state = state
+        windows = len(self.plan.windows) if self.plan is not None else None
+        self.run.progress.shot_state(self.position, state, len(self.logs), windows)
 
     def _failure(self, exc: BaseException) -> ShotResult:
         plan = self.plan
@@ -345,7 +354,7 @@ def run_campaign(
     progress = progress or Progress()
     progress.shots(len(items))
     run = _Run(out_root, force, max_retries, progress)
-    shots = [_ShotRun(run, shot, cfg) for shot, cfg in items]
+    shots = [_ShotRun(run, shot, cfg, position) for position, (shot, cfg) in enumerate(items)]
     for shot in shots:
         if isinstance(shot.cfg, FarmError):
             shot.end(record_failure(shot.shot, None, out_root, shot.cfg))
