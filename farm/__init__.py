@@ -12,7 +12,7 @@ enforces this table):
     2  storage, media, windows            storage imports nothing above errors
     3  pose                               extract, smooth, retarget, draw; never backends
     4  config, character, qa, backends    the stages' building blocks
-    5  stitch, manifest, report           stitching windows; the shot's record and its HTML page
+    5  stitch, manifest, report, provenance  stitching; the shot's record, its HTML page, its provenance
     6  shot                               one shot, stage by stage; never Ray (runtime)
     7  records, campaign, sweep           the campaign's record, campaign files, sweep grids
     8  runtime                            everything that knows about Ray

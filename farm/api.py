@@ -87,6 +87,7 @@ def render(
     """Render one shot in this process into OUT/<shot_id>/ (`farm render`). Inputs are local paths,
     file:// or s3:// URIs; a finished identical shot is reused unless `force`."""
     cfg = load_config(list(overrides))
+    check_signing(cfg)
     shot = Shot(motion=motion, character=character, skeleton=skeleton, mask=mask, prompt=prompt, shot_id=shot_id,
                 rights=dict(rights or {}))
     return render_shot(shot, cfg, out, reporter=reporter, force=force)
@@ -112,7 +113,7 @@ def check(campaign: str | Path | Campaign, overrides: list[str] | tuple[str, ...
     the first error names the file, the line or row, and the key."""
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
-    load_config(list(overrides))  # the operator's own overrides first: a typo there is theirs, not a shot's
+    check_signing(load_config(list(overrides)))  # the operator's own settings first: a typo there is theirs, not a shot's
     configs: dict[tuple, FarmConfig] = {}
     return [(item.shot, _config_for(item, campaign, list(overrides), configs)) for item in campaign.shots]
 
@@ -127,11 +128,36 @@ def _config_for(item: CampaignShot, campaign: Campaign, operator: list[str], con
         except FarmError as exc:
             raise FarmError(f"{item.where or campaign.path}: {exc.subject}", exc.problem, exc.fix) from None
     cfg = configs[given]
+    if campaign.rights_required and not cfg.provenance.rights_required:  # a campaign may ask for more than the operator
+        cfg = dataclasses.replace(cfg, provenance=dataclasses.replace(cfg.provenance, rights_required=True))
     if item.variant > 1 and backend_spec(cfg).deterministic:
         raise FarmError(f"{item.where or campaign.path}: variants",
                         f"the {cfg.backend.name} backend is deterministic: every variant would be the same video",
                         "remove `variants`, or render with a backend that samples (e.g. backend=wan_animate)")
     return dataclasses.replace(cfg, seed=cfg.seed + item.seed_offset)
+
+
+def check_signing(cfg: FarmConfig) -> None:
+    """With provenance.sign=true, the certificate and key are read and checked once, here, before
+    any shot starts: a wrong path or a key of another certificate is one error, not a failed campaign."""
+    if cfg.provenance.sign:
+        from farm.provenance.credentials import load_signing
+
+        load_signing(cfg.provenance)
+
+
+def refused(items: list[tuple[Shot, FarmConfig]]) -> dict[str, str]:
+    """The shots the rights gate will refuse (shot id or motion -> the reason), for `submit --check`."""
+    from farm.provenance.rights import check_rights
+
+    found = {}
+    for shot, cfg in items:
+        if cfg.provenance.rights_required:
+            try:
+                check_rights(shot.rights)
+            except FarmError as exc:
+                found[shot.shot_id or str(shot.motion)] = exc.problem
+    return found
 
 
 def campaign_files(folder: str | Path) -> list[Path]:
@@ -163,7 +189,7 @@ def plan_sweep(campaign: str | Path | Campaign, overrides: list[str], *, name: s
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
     fixed, settings = expand(list(overrides))
-    load_config(fixed)  # the operator's own overrides first: a typo there is theirs, not a shot's
+    check_signing(load_config(fixed))  # the operator's own overrides first: a typo there is theirs, not a shot's
     items, extras, groups, configs = [], {}, {}, {}
     taken = {item.shot.shot_id for item in campaign.shots if item.shot.shot_id}
     for n, item in enumerate(campaign.shots):
@@ -207,6 +233,15 @@ def sweep(
     result = SweepResult(**{f.name: getattr(batch, f.name) for f in dataclasses.fields(CampaignResult)}, groups=plan.groups)
     result.comparisons = {base: _comparison(result, base, variants) for base, variants in plan.groups.items()}
     return result
+
+
+def verify(video: str | Path, *, records: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()):
+    """What a video says about where it comes from (`farm verify`): its C2PA credentials, checked
+    against the roots of provenance.trust when given, and its watermark, looked up in the records
+    under `records` (default: the video's folder). Returns a farm.provenance.verify.Verification."""
+    from farm.provenance.verify import verify_video
+
+    return verify_video(video, trust=load_config(list(overrides)).provenance.trust, records=records)
 
 
 def status(campaign_uri: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> dict:

@@ -13,12 +13,21 @@
         overrides: [match=video]                             # optional, per shot
         variants: 2                                          # optional: renders with seeds seed+0..N-1
         rights: {motion_source: ..., character_source: ..., license: ..., consent: ...}
+    rights: {required: true}             # optional: refuse shots whose rights lack a source or consent
+
+A shot's rights take motion_source, character_source, license, license_file (a licence document:
+a path relative to this file, file:// or s3:// — copied into the shot folder and hashed — or an
+http(s) URL, recorded), consent (or motion_consent and character_consent) and usage (the final
+usage notes). With `rights: {required: true}` (or the operator's provenance.rights_required=true)
+a shot whose rights lack a source or a consent for either input is refused before any work and
+recorded as failed with the reason; the other shots render.
 
 A shot list (`shots_file`, or a .csv / .parquet file given as the campaign itself, which then takes
 its name from the file name and has no defaults) has one shot per row and the columns motion and
 character (required), id, skeleton, mask, prompt, overrides (space-separated, e.g.
 `match=video output.size=256`), variants, rights.motion_source, rights.character_source,
-rights.license and rights.consent. Empty cells are absent values; relative paths are relative to
+rights.license, rights.license_file, rights.consent, rights.motion_consent, rights.character_consent
+and rights.usage. Empty cells are absent values; relative paths are relative to
 the list file.
 
 A shot with `variants: N` becomes N campaign shots (Kling's generation count), variant 1..N with
@@ -40,17 +49,19 @@ import yaml
 
 from farm.config import check_override
 from farm.errors import FarmError
+from farm.provenance.rights import RIGHTS_KEYS, is_url
 from farm.shot.types import Shot
 from farm.types import SHOT_ID
 
-_CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file")
+_CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file", "rights")
 _SHOT_KEYS = ("id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "variants", "rights")
-_RIGHTS_KEYS = ("motion_source", "character_source", "license", "consent")
+_RIGHTS_KEYS = RIGHTS_KEYS
 _LIST_COLUMNS = tuple(k for k in _SHOT_KEYS if k != "rights") + tuple(f"rights.{k}" for k in _RIGHTS_KEYS)
 _LIST_SUFFIXES = (".csv", ".parquet")
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _URI_SCHEMES = ("s3", "file")
-_INPUT_NOUNS = {"motion": "motion video", "character": "character image", "skeleton": "skeleton file", "mask": "mask image"}
+_INPUT_NOUNS = {"motion": "motion video", "character": "character image", "skeleton": "skeleton file", "mask": "mask image",
+                "license_file": "licence file"}
 _ID_RULE = "use letters, digits, '-', '_' or '.' (at most 64, starting with a letter or digit)"
 
 
@@ -68,10 +79,14 @@ class CampaignShot:
 
 @dataclass
 class Campaign:
+    """rights_required: the campaign asks that every shot's rights name a source and a consent for
+    both inputs (it can only ask for more than the operator's provenance.rights_required, never less)."""
+
     name: str
     path: Path
     defaults: list[str]
     shots: list[CampaignShot]
+    rights_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,16 +111,16 @@ def load_campaign(path: str | Path) -> Campaign:
     if path.suffix.lower() in _LIST_SUFFIXES:
         if not SHOT_ID.match(path.stem):
             raise FarmError(str(path), f"file name {path.stem!r} is not a valid campaign name", f"rename the file: {_ID_RULE}")
-        name, defaults, entries = path.stem, [], _list_entries(path)
+        name, defaults, entries, required = path.stem, [], _list_entries(path), False
     else:
-        name, defaults, entries = _yaml_campaign(path)
-    return Campaign(name=name, path=path, defaults=defaults, shots=_expand(entries))
+        name, defaults, entries, required = _yaml_campaign(path)
+    return Campaign(name=name, path=path, defaults=defaults, shots=_expand(entries), rights_required=required)
 
 
 # YAML campaigns ------------------------------------------------------------------------------------
 
 
-def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry]]:
+def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry], bool]:
     doc, root = _read_yaml(path)
 
     def where(*keys: str | int) -> str:
@@ -133,7 +148,18 @@ def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry]]:
         entries += _list_entries(_shots_file(doc["shots_file"], path.parent, where("shots_file")))
     if not entries:
         raise FarmError(where("shots"), "no shots", "add at least one shot with motion and character")
-    return name, defaults, entries
+    return name, defaults, entries, _rights_required(doc.get("rights"), where)
+
+
+def _rights_required(value: object, where: Callable[..., str]) -> bool:
+    """The campaign's `rights: {required: true|false}`."""
+    if value is None:
+        return False
+    if not isinstance(value, dict) or any(key != "required" for key in value):
+        raise FarmError(where("rights"), "must be a mapping with the one field `required`", "write rights: {required: true}")
+    if not isinstance(value.get("required", False), bool):
+        raise FarmError(where("rights", "required"), f"{value['required']!r} is not true or false", "write rights: {required: true}")
+    return value.get("required", False)
 
 
 def _read_yaml(path: Path) -> tuple[object, yaml.Node | None]:
@@ -317,7 +343,7 @@ def _shot(entry: _Entry) -> tuple[Shot, list[str], int]:
     shot = Shot(
         motion=_input(fields, "motion", entry), character=_input(fields, "character", entry),
         skeleton=_input(fields, "skeleton", entry), mask=_input(fields, "mask", entry),
-        prompt=prompt or "", shot_id=shot_id, rights=_rights(fields.get("rights"), where),
+        prompt=prompt or "", shot_id=shot_id, rights=_rights(fields.get("rights"), entry),
     )
     return shot, _overrides(fields.get("overrides"), where("overrides")), _variants(fields.get("variants"), where("variants"))
 
@@ -338,9 +364,11 @@ def _input(fields: dict, key: str, entry: _Entry) -> Path | str | None:
     return path if path.is_absolute() else entry.base / path
 
 
-def _rights(value: object, where: Callable[[str], str]) -> dict[str, str | bool | int | float]:
+def _rights(value: object, entry: _Entry) -> dict[str, str | bool | int | float]:
     """The rights as given: text, yes/no, numbers and dates are what people write in YAML (a date
-    is recorded as ISO 8601 text, the manifest being JSON)."""
+    is recorded as ISO 8601 text, the manifest being JSON). A license_file path is made absolute
+    against the entry's folder, like the inputs; URIs and URLs are kept as written."""
+    where = entry.where
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -356,6 +384,8 @@ def _rights(value: object, where: Callable[[str], str]) -> dict[str, str | bool 
         elif not isinstance(given, (str, bool, int, float)):
             raise FarmError(where(f"rights.{key}"), f"{given!r} is not a value", "give text, yes/no, a number or a date")
         rights[key] = given
+    if "license_file" in rights and not is_url(rights["license_file"]):
+        rights["license_file"] = str(_input(rights, "license_file", entry))
     return rights
 
 

@@ -1,7 +1,8 @@
-"""`farm` command line: render one shot, extract poses, run a campaign, show the config.
+"""`farm` command line: render one shot, extract poses, run a campaign, verify a video, show the config.
 
 Exit status: 0 all good; 2 bad input or configuration (one line on stderr, no traceback);
-1 an internal error; 3 a campaign in which some shots failed.
+1 an internal error; 3 a campaign in which some shots failed; `farm verify`: 4 credentials that do
+not validate (or a signer the given roots do not trust), 5 no credentials and no watermark.
 """
 from __future__ import annotations
 
@@ -82,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--character-skeleton", help="skeleton file: AnimatedDrawings char_cfg.yaml or farm-skeleton/1 YAML")
     render.add_argument("--character-mask", help="mask image: white on the character, black elsewhere")
     render.add_argument("--id", help="shot id (default: derived from inputs and config)")
+    render.add_argument("--rights", action="append", default=[], metavar="KEY=VALUE",
+                        help="a right of the inputs, as in a campaign (motion_source, character_source, license, license_file, "
+                             "consent, motion_consent, character_consent, usage); repeat for each")
     render.add_argument("--force", action="store_true", help="render again even if this exact shot is already finished")
     render.add_argument("--json", action="store_true", help="print the result as JSON on stdout (for scripts)")
     render.add_argument("overrides", nargs="*", help="config overrides, e.g. match=video output.size=720")
@@ -119,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
     status.add_argument("--json", action="store_true", help="print campaign.json on stdout (for scripts)")
     status.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
+
+    verify = sub.add_parser("verify", help="read a video's content credentials and watermark: who signed it, from what, which shot")
+    verify.add_argument("video")
+    verify.add_argument("--records", help="farm output folder in which to look up the watermark's shot (default: the video's folder)")
+    verify.add_argument("overrides", nargs="*", help="config overrides, e.g. provenance.trust=roots.pem")
 
     config = sub.add_parser("config", help="print the fully resolved configuration")
     config.add_argument("overrides", nargs="*")
@@ -158,7 +167,7 @@ def run(argv: list[str]) -> int:
     try:
         commands = {
             "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
-            "report": cmd_report,
+            "report": cmd_report, "verify": cmd_verify,
             "config": cmd_config,
         }
         return commands[args.command](args)
@@ -181,12 +190,24 @@ def cmd_render(args) -> int:
     with _progress() as progress:
         result = api.render(
             args.motion, args.character, out=args.out, overrides=args.overrides, skeleton=args.character_skeleton,
-            mask=args.character_mask, prompt=args.prompt, shot_id=args.id, force=args.force,
+            mask=args.character_mask, prompt=args.prompt, shot_id=args.id, force=args.force, rights=_rights(args.rights),
             reporter=RichReporter(progress, "shot"),
         )
     if args.json:
         _json(_shot_json(result))
     return _report(result)
+
+
+def _rights(given: list[str]) -> dict:
+    from farm.provenance.rights import RIGHTS_KEYS
+
+    rights = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        if not sep or key not in RIGHTS_KEYS:
+            raise FarmError(f"--rights {item}", "is not KEY=VALUE with a known key", f"use one of {', '.join(RIGHTS_KEYS)}")
+        rights[key] = value
+    return rights
 
 
 class CampaignProgress:
@@ -253,7 +274,11 @@ def _submit(campaign, args) -> int:
 
     if args.check:
         items = api.check(campaign, args.overrides)
-        results.print(f"campaign {escape(campaign.name)}: {len(items)} shot(s) ready, nothing rendered")
+        refused = api.refused(items)
+        for shot, reason in refused.items():
+            console.print(f"[yellow]warning:[/yellow] shot {escape(shot)}: {escape(reason)}")
+        results.print(f"campaign {escape(campaign.name)}: {len(items) - len(refused)} shot(s) ready"
+                      f"{f', {len(refused)} refused by the rights gate' if refused else ''}, nothing rendered")
         return 0
     with CampaignProgress() as progress:
         result = api.submit(campaign, args.out, overrides=args.overrides, force=args.force, progress=progress)
@@ -339,6 +364,18 @@ def cmd_report(args) -> int:
             results.print(f"{escape(shot_id)}: {escape(uri)}")
     results.print(f"report: {escape(report)}")
     return 0
+
+
+def cmd_verify(args) -> int:
+    from farm import api
+
+    result = api.verify(args.video, records=args.records, overrides=args.overrides)
+    for line in result.lines():
+        print(line)
+    if result.ok:
+        return 0
+    console.print(f"[red]not verified:[/red] {escape(result.problem or '')}")
+    return 4 if result.credentials is not None else 5
 
 
 def cmd_status(args) -> int:

@@ -144,6 +144,20 @@ class QAConfig:
 
 
 @dataclass
+class ProvenanceConfig:
+    """Operator-only (DESIGN §12): the signing key, what a verify trusts, the rights gate."""
+
+    watermark: bool = True
+    sign: bool = False
+    cert: str | None = None
+    key: str | None = None
+    signer: str | None = None  # "package.module:function", bytes -> signature (KMS/HSM)
+    tsa_url: str | None = None
+    trust: str | None = None
+    rights_required: bool = False
+
+
+@dataclass
 class FarmConfig:
     backend: Any = None  # one of BACKEND_SCHEMAS, chosen by backend.name
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -153,6 +167,7 @@ class FarmConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     qa: QAConfig = field(default_factory=QAConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
     prompt: str = ""
     seed: int = 0
 
@@ -215,9 +230,9 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 
 # DESIGN §12, the trust boundary. Campaign files and shot rows are other people's data, run with the
 # operator's credentials: they may set render keys only. Everything else (runtime.*, storage.*,
-# qa.*, and the backend keys that choose what is loaded, from where and on which device) comes
-# from the operator: the command line or the environment.
-CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa")
+# qa.* limits, provenance.* (signing key, trust, rights gate), and the backend keys that choose what
+# is loaded, from where and on which device) comes from the operator: the command line or the environment.
+CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa", "provenance")
 CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "match", "match.*", "window.*", "output.*", "pose.*", "backend.*",
                  # QA's judgement of a shot, not the farm's limits: a campaign may be stricter or looser
                  "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_pose_detected", "qa.max_jitter",
@@ -325,9 +340,24 @@ def _check_values(cfg: FarmConfig) -> None:
             raise FarmError(f"config {key}", f"{value} is out of range", f"use a value in {bounds}")
     if cfg.window.length is not None and cfg.window.overlap is not None and cfg.window.overlap >= cfg.window.length:
         raise FarmError("config window.overlap", "must be smaller than window.length", "lower window.overlap")
+    _check_signing(cfg.provenance)
     if cfg.window.length is not None and cfg.window.length > cfg.qa.max_window_length:
         raise FarmError("config window.length", f"{cfg.window.length} is above the farm's limit of {cfg.qa.max_window_length} frames",
                         "use a shorter window (the operator sets the limit with qa.max_window_length)")
+
+
+def _check_signing(provenance: ProvenanceConfig) -> None:
+    """Signing needs a certificate and one way to sign with its key (the files themselves are read
+    by farm.provenance.credentials.load_signer before a shot starts)."""
+    if not provenance.sign:
+        return
+    how = "give the certificate chain and key: provenance.cert=chain.pem provenance.key=key.pem, or set provenance.sign=false"
+    if not provenance.cert:
+        raise FarmError("config provenance.cert", "provenance.sign=true needs the signing certificate", how)
+    if not provenance.key and not provenance.signer:
+        raise FarmError("config provenance.key", "provenance.sign=true needs the certificate's key (or provenance.signer)", how)
+    if provenance.key and provenance.signer:
+        raise FarmError("config provenance.signer", "both provenance.key and provenance.signer are set", "sign with one of them")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

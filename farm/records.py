@@ -45,6 +45,10 @@ COLUMNS = pa.schema(
         ("needs_rerender", pa.bool_()),
         ("qa_reasons", pa.list_(pa.string())),
         ("video", pa.string()),
+        # Provenance: the watermark code the frames carry (to find the shot from a copy of its
+        # video) and whether the video is signed with C2PA content credentials.
+        ("watermark", pa.string()),
+        ("signed", pa.bool_()),
         ("manifest", pa.string()),
         ("report", pa.string()),
         # Sweeps (farm sweep): the shot this render is a variant of, and its settings.
@@ -82,6 +86,8 @@ def shot_row(result: ShotResult) -> dict:
         "needs_rerender": qa.get("needs_rerender", False),
         "qa_reasons": qa.get("reasons", []),
         "video": result.video_uri,
+        "watermark": ((m.get("provenance") or {}).get("watermark") or {}).get("code"),
+        "signed": bool(((m.get("provenance") or {}).get("c2pa") or {}).get("signed")),
         "manifest": Storage.join(result.uri or str(result.folder), "manifest.json"),
         "report": Storage.join(result.uri or str(result.folder), m["report"]) if m.get("report") else None,
     }

@@ -111,7 +111,8 @@ def test_rights_take_only_the_four_known_fields_as_written(folder):
               owner: me
     """)
     assert error_of(path) == (
-        f"{path} line 7: shots[0].rights.owner: unknown field — rights take motion_source, character_source, license, consent"
+        f"{path} line 7: shots[0].rights.owner: unknown field — rights take motion_source, character_source, license, "
+        "license_file, consent, motion_consent, character_consent, usage"
     )
     path = write_yaml(folder, f"""
         name: rights

@@ -17,7 +17,7 @@ LAYERS = {
     "storage": 2, "media": 2, "windows": 2,
     "pose": 3,
     "config": 4, "character": 4, "qa": 4, "backends": 4,
-    "stitch": 5, "manifest": 5, "report": 5,
+    "stitch": 5, "manifest": 5, "report": 5, "provenance": 5,
     "shot": 6,
     "records": 7, "campaign": 7, "sweep": 7,
     "runtime": 8,

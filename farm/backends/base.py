@@ -29,6 +29,8 @@ class BackendSpec:
     window_mode: window.mode when the config leaves it null (parallel or chained).
     deterministic: the same request always renders the same frames, whatever the seed (takes with
     other seeds, a campaign's `variants`, would all be the same video).
+    source_type: what its frames are, as an IPTC digital source type (the C2PA label of the video):
+    trainedAlgorithmicMedia for a model that makes every pixel.
     """
 
     name: str
@@ -45,6 +47,7 @@ class BackendSpec:
     native_fps: float | None = None
     window_mode: str = "parallel"
     deterministic: bool = False
+    source_type: str = "trainedAlgorithmicMedia"
 
 
 @dataclass

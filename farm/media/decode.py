@@ -130,3 +130,21 @@ def _decoded_frames(path: Path, container: av.container.InputContainer, stream: 
         yield from container.decode(stream)
     except av.FFmpegError as error:
         raise MediaError(path, f"not a readable video: {error.strerror}", VIDEO_FIX) from error
+
+
+def iter_luma(path: str | Path) -> Iterator[np.ndarray]:
+    """Yield every frame's luma as an (H, W) float64 array on the full 0..255 scale: the Y plane as
+    coded (no trip through RGB, whose conversion matrix a decoder may choose differently from the
+    encoder), stretched from limited range when the stream is limited range. 8-bit 4:2:0 is read
+    directly; other formats are converted to it first."""
+    path = Path(path)
+    with open_video(path) as (container, stream):
+        stream.thread_type = "AUTO"
+        for frame in _decoded_frames(path, container, stream, None):
+            # A full-range stream (yuvj*, or color_range 2 = JPEG) keeps 0..255.
+            full = frame.format.name.startswith("yuvj") or int(frame.color_range or 0) == 2
+            if frame.format.name not in ("yuv420p", "yuvj420p"):
+                frame = frame.reformat(format="yuv420p")
+            plane = frame.planes[0]
+            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width].astype(np.float64)
+            yield y if full else (y - 16.0) * (255.0 / 219.0)

@@ -3,6 +3,7 @@ the quality, write the report, and commit the manifest."""
 from __future__ import annotations
 
 import shutil
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -10,8 +11,8 @@ from farm.errors import FarmError
 from farm.shot.outcome import ShotResult, artifacts, commit, fail_shot
 from farm.shot.plan import ShotPlan
 from farm.shot.segment import encode_segment
-from farm.shot.tools import storage_for
-from farm.shot.types import PREVIEW, QA_SUFFIX, QA_TABLE, REPORT, VIDEO, WORK, timed
+from farm.shot.tools import backend_spec, storage_for
+from farm.shot.types import LICENSE_DIR, PREVIEW, QA_SUFFIX, QA_TABLE, REPORT, VIDEO, WORK, timed
 from farm.storage import Storage
 from farm.windows import overlap_overhead
 
@@ -47,6 +48,12 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
         if prompts:  # what the model was given ("prompt" is what the shot asked for, maybe nothing)
             record["prompts"] = prompts[0]
         record["segments"] = segment_logs
+
+        # 9b. Provenance: the licence document beside the video, then the signed C2PA credentials
+        #     in it (before its hash goes into the record's artifacts).
+        with timed(timings, "provenance"):
+            _copy_license(plan)
+            record["provenance"]["c2pa"] = _credentials(plan)
 
         # 10. Pose artifacts: parquet tables and the preview video.
         with timed(timings, "artifacts"):
@@ -111,6 +118,33 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             except FarmError:
                 pass
     return result
+
+
+def _copy_license(plan: ShotPlan) -> None:
+    """rights.license_file, when it is a file, into the take as rights/<its name> (hashed with the
+    artifacts; its source and hash are also among the record's inputs)."""
+    source = plan.local_license()
+    if source is not None:
+        (plan.take / LICENSE_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(source, plan.take / LICENSE_DIR / PurePosixPath(str(plan.shot.rights["license_file"])).name)
+
+
+def _credentials(plan: ShotPlan) -> dict:
+    """Sign the take's video (provenance.sign) and say so for the record; unsigned, say why."""
+    provenance = plan.cfg.provenance
+    if not provenance.sign:
+        return {"signed": False, "reason": "provenance.sign=false: the video carries no C2PA content credentials"}
+    from farm.provenance.credentials import ASSERTION, load_signing, manifest_definition, record_digest, sign_video
+    from farm.provenance.watermark import code_hex
+
+    spec = backend_spec(plan.cfg)
+    signing = load_signing(provenance)
+    watermark = None if plan.watermark is None else code_hex(plan.watermark)
+    definition = manifest_definition(plan.record, source_type=spec.source_type, backend=f"{spec.name}/{spec.version}",
+                                     watermark=watermark)
+    sign_video(plan.take / VIDEO, definition, signing, tsa_url=provenance.tsa_url)
+    return {"signed": True, "signer": signing.signer, "alg": signing.alg, "digital_source_type": spec.source_type,
+            "assertion": ASSERTION, "record_sha256": record_digest(plan.record), "timestamped": bool(provenance.tsa_url)}
 
 
 def _quality(plan: ShotPlan):

@@ -12,6 +12,7 @@ from farm.backends.base import BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.media.probe import VideoProbe, probe_image, probe_video, sha256_file
+from farm.provenance.rights import is_url
 from farm.shot.tools import cache_root
 from farm.shot.types import Shot
 from farm.storage import Storage
@@ -25,6 +26,7 @@ class LocalInputs:
     character: Path
     skeleton: Path | None
     mask: Path | None
+    license: Path | None = None  # rights.license_file, when it is a file (a URL is only recorded)
 
 
 def fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> LocalInputs:
@@ -41,12 +43,21 @@ def fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> LocalInputs:
         except FarmError as exc:
             if exc.problem == "file not found" and name in ("skeleton", "mask"):
                 raise FarmError(exc.subject, f"{name} file not found", f"check the --character-{name} path") from None
+            if exc.problem == "file not found" and name == "license_file":
+                raise FarmError(f"rights.license_file {value}", "file not found", "check the licence file's path") from None
             raise
 
     return LocalInputs(
         motion=fetch(shot.motion, "motion"), character=fetch(shot.character, "character"),
         skeleton=fetch(shot.skeleton, "skeleton"), mask=fetch(shot.mask, "mask"),
+        license=fetch(license_file(shot), "license_file"),
     )
+
+
+def license_file(shot: Shot) -> str | None:
+    """The shot's licence document as a path or storage URI; None when there is none or it is a URL."""
+    value = shot.rights.get("license_file")
+    return None if value is None or is_url(value) else str(value)
 
 
 def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict, VideoProbe]:
@@ -65,6 +76,8 @@ def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict,
     for name in ("skeleton", "mask"):
         if getattr(local, name) is not None:
             inputs[name] = _input_record(getattr(local, name), None, getattr(shot, name))
+    if local.license is not None:
+        inputs["license_file"] = _input_record(local.license, None, license_file(shot))
     return inputs, motion
 
 
@@ -96,13 +109,16 @@ def content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) ->
     """Hash of everything that makes the shot: input bytes, prompt, rights, config, backend. Not the
     config of where it is stored, how the cluster runs or what QA checks (qa.*, storage.*,
     runtime.*): a new threshold or endpoint must not re-render finished shots (a reused shot's
-    verdict is worked out again under the thresholds of the run, see outcome.reuse_verdict)."""
-    config = {k: v for k, v in cfg.to_dict().items() if k not in ("qa", "storage", "runtime")}
+    verdict is worked out again under the thresholds of the run, see outcome.reuse_verdict). Of
+    provenance.*, what changes the video's bytes: the watermark and whether it is signed (not the
+    key's path, what a verify trusts or the rights gate)."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("qa", "storage", "runtime", "provenance")}
     key = {
         "inputs": {name: item["sha256"] for name, item in inputs.items()},
         "prompt": shot.prompt,
         "rights": shot.rights,
         "config": config,
+        "provenance": {"watermark": cfg.provenance.watermark, "sign": cfg.provenance.sign},
         "backend": [spec.name, spec.version],
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()

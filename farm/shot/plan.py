@@ -19,6 +19,8 @@ from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions
 from farm.media.probe import VideoProbe
 from farm.pose.extract import PoseOptions, PoseSequence
+from farm.provenance.rights import check_rights
+from farm.provenance.watermark import MIN_SIDE, SCHEME, code_hex, watermark_code
 from farm.shot.inputs import as_given, content_key, fallback_id, fetch_inputs, probe_inputs
 from farm.shot.outcome import ShotResult, claim, fail_shot, finished, reuse_verdict
 from farm.shot.tools import cache_root, pose_options, stage_root, storage_for
@@ -58,6 +60,7 @@ class ShotPlan:
     driving: PoseSequence
     index: np.ndarray
     motion: Path  # the motion video, local to the node that planned the shot
+    license: Path | None = None  # rights.license_file, local to the node that planned the shot
     detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
     chains: list[tuple[int, int]] = field(default_factory=list)
     condition_frames: int = 1
@@ -156,6 +159,17 @@ class ShotPlan:
             return self.motion
         return storage_for(self.cfg).fetch(str(self.shot.motion), cache_root(self.cfg) / "inputs")
 
+    def local_license(self) -> Path | None:
+        """The licence document on this machine (fetched into the input cache on another node)."""
+        if self.license is None or self.license.exists():
+            return self.license
+        return storage_for(self.cfg).fetch(str(self.shot.rights["license_file"]), cache_root(self.cfg) / "inputs")
+
+    @property
+    def watermark(self) -> int | None:
+        """The code every frame carries, None when the frames are left unmarked (see _provenance)."""
+        return None if _unmarked(self.cfg, self.canvas) else watermark_code(self.shot_id)
+
     def driving_at(self, index: np.ndarray) -> PoseSequence:
         """The driving pose on the source frames `index` (one per output frame)."""
         at = index - self.driving.start
@@ -191,13 +205,17 @@ def plan_shot(
     """
     reporter = reporter or Silent()
     cfg = _with_backend_defaults(cfg, spec)
-    record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt}
+    record: dict = {"schema_version": SCHEMA_VERSION, "status": "running", "prompt": shot.prompt or cfg.prompt, "rights": shot.rights}
     timings: dict[str, float] = {}
     check_shot_id(shot.shot_id)
     store, stage = storage_for(cfg), stage_root(out_root, cfg)
     shot_id = shot.shot_id or fallback_id(shot, cfg)
     folder, uri = stage / shot_id, Storage.join(str(out_root), shot_id)
     try:
+        # 0. The rights gate, before any work (provenance.rights_required, or the campaign's rights.required).
+        if cfg.provenance.rights_required:
+            check_rights(shot.rights)
+
         # 1. Check inputs: fetch (s3:// inputs are cached locally), probe, hash, and derive the
         #    content-addressed shot id.
         with timed(timings, "probe"):
@@ -255,6 +273,7 @@ def plan_shot(
             )
             layers, behind = limb_layers(driving.body[index])
         record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
+        record["provenance"] = _provenance(shot_id, cfg, moved.canvas)
 
         # 6. Window plan.
         windows, chains = _plan_windows(cfg, spec, len(index))
@@ -264,7 +283,7 @@ def plan_shot(
     return ShotPlan(
         shot=shot, cfg=cfg, shot_id=shot_id, content_key=key, folder=folder, uri=uri, record=record, timings=timings,
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
-        windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion,
+        windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion, license=local.license,
         detector_sees=record["character"]["pose_detectable"], chains=chains, condition_frames=spec.condition_frames,
     )
 
@@ -275,6 +294,23 @@ def _with_backend_defaults(cfg: FarmConfig, spec: BackendSpec) -> FarmConfig:
     if cfg.window.mode is not None:
         return cfg
     return dataclasses.replace(cfg, window=dataclasses.replace(cfg.window, mode=spec.window_mode))
+
+
+def _provenance(shot_id: str, cfg: FarmConfig, canvas: Canvas) -> dict:
+    """The record's provenance so far: the watermark's code (the mapping code -> shot), or why the
+    frames carry none, and the rights gate; the finish adds whether and by whom the video is signed."""
+    reason = _unmarked(cfg, canvas)
+    watermark = {"code": None, "reason": reason} if reason else {"code": code_hex(watermark_code(shot_id)), "scheme": SCHEME}
+    return {"watermark": watermark, "rights_required": cfg.provenance.rights_required}
+
+
+def _unmarked(cfg: FarmConfig, canvas: Canvas) -> str | None:
+    """Why the frames carry no watermark, None when they do."""
+    if not cfg.provenance.watermark:
+        return "provenance.watermark=false"
+    if min(canvas.width, canvas.height) < MIN_SIDE:
+        return f"the frame's short side is under {MIN_SIDE} px, too small for the mark to survive encoding"
+    return None
 
 
 def _plan_windows(cfg: FarmConfig, spec: BackendSpec, frames: int) -> tuple[list[Window], list[tuple[int, int]]]:

@@ -18,13 +18,15 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     to the segment's file; uploaded for s3:// outputs. Returns the segment's log entry.
 
     x264 runs on one thread: its output depends on its thread count, and a shot's video must not
-    depend on the machine (segments of a long video encode side by side on the farm instead)."""
+    depend on the machine (segments of a long video encode side by side on the farm instead).
+    Every frame carries the shot's watermark (provenance.watermark) before it is measured and encoded."""
     from farm.media.encode import VideoWriter
+    from farm.provenance.watermark import embed
     from farm.qa.measure import Appearance, FrameMeter
     from farm.stitch import Stitcher
 
     started = time.perf_counter()
-    cfg, windows = plan.cfg, plan.windows
+    cfg, windows, code = plan.cfg, plan.windows, plan.watermark
     fits = _colour_fits(plan, window_logs[: segment.stop]) if cfg.window.colour == "lab" else [None] * segment.stop
     stitcher = Stitcher(len(plan.targets), cfg.window.blend, cfg.window.colour, start=segment.start)
     if segment.first > 0:
@@ -39,6 +41,8 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
             next_start = windows[w + 1].start if w + 1 < len(windows) else None
             held = plan.held_frames(windows[w])
             for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits[w], held=held):
+                if code is not None:
+                    frame = embed(frame, code)
                 writer.write(frame)
                 meter.add(frame)  # QA measures the frames as they are encoded, segments side by side
         stitcher.finish(segment.end)

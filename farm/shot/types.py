@@ -14,6 +14,7 @@ WINDOWS = "windows"
 SEGMENTS = "segments"
 QA_TABLE = "qa.parquet"
 REPORT = "report.html"
+LICENSE_DIR = "rights"  # the shot's licence document (rights.license_file), copied beside its video
 QA_SUFFIX = ".qa.npz"  # next to each segment: what QA measured on its frames
 WORK = (WINDOWS, SEGMENTS)  # working files of a shot: kept until its manifest is committed, never published
 FAILED = "failed.json"  # the record of a failed render, beside the last good take it did not replace

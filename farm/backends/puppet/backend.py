@@ -101,8 +101,13 @@ class PuppetBackend:
     The same request gives the same bytes.
     """
 
+    # Its pixels are the character image's own, moved and composited by a rig that a trained model
+    # (mediapipe's pose landmarker) drives: the character is shown doing what it never did, so the
+    # label says a trained model took part (compositeWithTrainedAlgorithmicMedia), not merely that
+    # pictures were combined (composite), which readers do not show as AI-made.
     spec = BackendSpec(name="puppet", version="1", window_length=48, window_overlap=8,
-                       frame_multiple=1, can_chain=False, num_gpus=0, deterministic=True)
+                       frame_multiple=1, can_chain=False, num_gpus=0, deterministic=True,
+                       source_type="compositeWithTrainedAlgorithmicMedia")
 
     def __init__(self, *, grid_divisions: int = 40, deformer: str = "lbs") -> None:
         if deformer not in DEFORMERS:
