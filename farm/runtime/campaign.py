@@ -34,7 +34,8 @@ from farm.qa.preflight import count_people
 from farm.records import Progress
 from farm.shot.finish import finish_shot
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
-from farm.shot.plan import ShotPlan, plan_shot
+from farm.shot.plan import plan_shot
+from farm.shot.planned import ShotPlan
 from farm.shot.segment import encode_segment
 from farm.shot.tools import backend_spec, make_backend
 from farm.shot.types import Reporter, Shot

@@ -9,7 +9,7 @@ import numpy as np
 
 from farm.errors import FarmError
 from farm.shot.outcome import ShotResult, artifacts, commit, fail_shot
-from farm.shot.plan import ShotPlan
+from farm.shot.planned import ShotPlan
 from farm.shot.segment import encode_segment
 from farm.shot.tools import backend_spec, storage_for
 from farm.shot.types import LICENSE_DIR, PREVIEW, QA_SUFFIX, QA_TABLE, REPORT, VIDEO, WORK, timed

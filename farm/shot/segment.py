@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from farm.shot.plan import ShotPlan
+from farm.shot.planned import ShotPlan
 from farm.shot.tools import storage_for
 from farm.shot.types import QA_SUFFIX
 from farm.storage.local import write_atomically

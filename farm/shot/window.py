@@ -7,7 +7,7 @@ import numpy as np
 
 from farm.backends.base import Backend
 from farm.pose.extract import PoseSequence
-from farm.shot.plan import ShotPlan
+from farm.shot.planned import ShotPlan
 from farm.shot.tools import storage_for
 from farm.stitch import overlap_statistics
 from farm.storage.local import write_atomically
