@@ -81,7 +81,7 @@ def embed(frame: np.ndarray, code: int) -> np.ndarray:
         coefficients = dct[layout.slot_index]
         change = np.zeros_like(dct)
         change[layout.slot_index] = _quantise(coefficients, bits, layout.dither) - coefficients
-        residual = (up_rows @ _block_idct(change) @ up_cols.T).astype(np.float32)
+        residual = _product(_product(up_rows, _block_idct(change)), up_cols.T).astype(np.float32)
         marked = np.clip(marked + residual[..., None], 0.0, 255.0, out=marked)
     return np.rint(marked).astype(np.uint8)
 
@@ -98,7 +98,7 @@ def read_code(luma_plane: np.ndarray) -> int | None:
 def luma(rgb: np.ndarray) -> np.ndarray:
     """BT.709 luma of (H, W, 3) RGB, full range, as the farm's encoder computes it (float32 for
     float32 or integer input)."""
-    return rgb.astype(np.float32, copy=False) @ _BT709.astype(np.float32)
+    return np.einsum("hwc,c->hw", rgb.astype(np.float32, copy=False), _BT709.astype(np.float32), optimize=False)
 
 
 def grid_shape(height: int, width: int) -> tuple[int, int]:
@@ -295,7 +295,7 @@ def _upsampler(cells: int, pixels: int) -> np.ndarray:
 
 def _cells(plane: np.ndarray, layout: _Layout) -> np.ndarray:
     height, width = plane.shape
-    return _area(layout.rows, height) @ plane @ _area(layout.cols, width).T
+    return _product(_product(_area(layout.rows, height), plane), _area(layout.cols, width).T)
 
 
 def _block_dct(cells: np.ndarray) -> np.ndarray:
@@ -326,3 +326,10 @@ def _soft_bits(values: np.ndarray, layout: _Layout) -> np.ndarray:
     soft = np.cos(2 * np.pi * (values - layout.dither) / STEP)
     copies = np.bincount(layout.bit_of_slot, minlength=_CODED_BITS)
     return np.bincount(layout.bit_of_slot, weights=soft, minlength=_CODED_BITS) / np.maximum(copies, 1)
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b without BLAS: a threaded BLAS sums in an order that depends on its thread count, and a
+    frame's pixels must not depend on the process that marks it (a Ray worker runs one thread, a
+    local render many)."""
+    return np.einsum("ij,jk->ik", a, b, optimize=False)
