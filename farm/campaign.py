@@ -104,17 +104,22 @@ class _Entry:
     where: Callable[[str], str]
 
 
-def load_campaign(path: str | Path) -> Campaign:
+def load_campaign(path: str | Path, *, name: str | None = None) -> Campaign:
+    """name: the campaign's name as the operator gives it (`farm submit --name`), instead of the
+    YAML's `name` or a shot list's file name (a `shots.csv` would otherwise write OUT/shots/shots/)."""
     path = Path(path)
     if not path.is_file():
         raise FarmError(str(path), "campaign file not found", "check the path")
+    if name is not None and not SHOT_ID.match(name):
+        raise FarmError(f"--name {name!r}", "not a valid campaign name", _ID_RULE)
     if path.suffix.lower() in _LIST_SUFFIXES:
-        if not SHOT_ID.match(path.stem):
-            raise FarmError(str(path), f"file name {path.stem!r} is not a valid campaign name", f"rename the file: {_ID_RULE}")
-        name, defaults, entries, required = path.stem, [], _list_entries(path), False
+        if name is None and not SHOT_ID.match(path.stem):
+            raise FarmError(str(path), f"file name {path.stem!r} is not a valid campaign name",
+                            f"rename the file or give the campaign a name with --name: {_ID_RULE}")
+        own, defaults, entries, required = path.stem, [], _list_entries(path), False
     else:
-        name, defaults, entries, required = _yaml_campaign(path)
-    return Campaign(name=name, path=path, defaults=defaults, shots=_expand(entries), rights_required=required)
+        own, defaults, entries, required = _yaml_campaign(path)
+    return Campaign(name=name or own, path=path, defaults=defaults, shots=_expand(entries), rights_required=required)
 
 
 # YAML campaigns ------------------------------------------------------------------------------------

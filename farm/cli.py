@@ -101,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "-o", "--out", default="out", help="output folder or s3:// prefix (default ./out); shots go to OUT/<campaign>/shots/"
     )
+    submit.add_argument("--name", help="the campaign's name, its folder OUT/<name> (default: the YAML's name, a shot list's file name)")
     submit.add_argument("--force", action="store_true", help="render again shots that are already finished")
     submit.add_argument("--check", action="store_true", help="check the campaign and every shot's settings; render nothing")
     submit.add_argument("--json", action="store_true", help="print each campaign's record as JSON on stdout (for scripts)")
@@ -252,7 +253,10 @@ def cmd_submit(args) -> int:
 
     folder = Path(args.campaign)
     if not folder.is_dir():
-        return _submit(load_campaign(folder), args)
+        return _submit(load_campaign(folder, name=args.name), args)
+    if args.name:
+        raise FarmError(f"--name {args.name!r}", "names one campaign, but a folder holds several (each has its own name)",
+                        "leave out --name, or submit one campaign file")
     unreadable, failed, names = False, False, {}
     for path in api.campaign_files(folder):
         try:

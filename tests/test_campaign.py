@@ -280,3 +280,20 @@ def test_campaign_file_problems_are_named(folder):
     assert "is not a valid campaign name" in error_of(folder / "bad name.csv")
     (folder / "broken.parquet").write_text("not parquet")
     assert "not a readable Parquet file" in error_of(folder / "broken.parquet")
+
+
+def test_a_shot_list_is_named_by_submit_name_not_only_by_its_file(folder, capsys):
+    from farm import cli
+
+    write_csv(folder, f"motion,character,id\n{MOTION},{CHARACTER},solo\n")
+    assert load_campaign(folder / "shots.csv").name == "shots"  # OUT/shots/shots/solo without a name
+    assert load_campaign(folder / "shots.csv", name="spring-ads").name == "spring-ads"
+    assert cli.run(["submit", str(folder / "shots.csv"), "--name", "spring-ads", "--check"]) == 0
+    assert "campaign spring-ads: 1 shot(s) ready" in capsys.readouterr().out
+    # A name the output folder cannot take, or one name for a folder of campaigns, is refused before anything runs.
+    assert cli.run(["submit", str(folder / "shots.csv"), "--name", "../up", "--check"]) == 2
+    assert "--name '../up': not a valid campaign name" in capsys.readouterr().err
+    assert cli.run(["submit", str(folder), "--name", "spring-ads"]) == 2
+    assert "names one campaign, but a folder holds several" in capsys.readouterr().err
+    (folder / "bad name.csv").write_text(f"motion,character\n{MOTION},{CHARACTER}\n")
+    assert load_campaign(folder / "bad name.csv", name="good-name").name == "good-name"

@@ -1,6 +1,7 @@
 """Quality metrics on cases with known answers, re-render flags, and the HTML reports."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -139,6 +140,21 @@ def test_windows_that_disagree_make_a_seam(performer):
                            coco17_from_body(poses.body))
     reasons = verdict(quality.summary, quality.windows, load_config([]).qa)
     assert any(r.startswith("seam_score 3.2 > 1.5") and "worst in window 2 (frames 32-56)" in r for r in reasons)
+
+
+def test_a_jitter_reason_names_the_window_that_shakes(performer):
+    frames, poses = performer
+    windows = plan_windows(len(frames), 25, 9)
+    # The frames of window 1 (16-40) shake sideways by 40 px every other frame; the others are the video.
+    shaken = frames.copy()
+    for t in range(windows[1].start + 2, windows[2].start, 2):
+        shaken[t] = np.roll(frames[t], 40, axis=1)
+    quality = shot_quality([_meter(shaken, poses.rig())], windows, coco17_from_body(poses.body))
+    jitter = {w["index"]: w["jitter"] for w in quality.windows}
+    assert jitter[1] > 2 * max(jitter[0], jitter[2], jitter[3]), jitter
+    qa = dataclasses.replace(load_config([]).qa, max_jitter=quality.summary["jitter"] / 2)
+    (reason,) = [r for r in verdict(quality.summary, quality.windows, qa) if r.startswith("jitter")]
+    assert f"worst in window 1 (frames {windows[1].start}-{windows[1].end - 1})" in reason
 
 
 class _ShiftedWindow(PuppetBackend):

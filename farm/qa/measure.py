@@ -225,6 +225,7 @@ def shot_quality(
         per_window.append({
             "index": w.index, "start": w.start, "end": w.end,
             "pose_pck": _round(m.nanmean(pck[own])), "pose_oks": _round(m.nanmean(oks[own])),
+            "jitter": _round(m.nanmean(accel[own])),
             "appearance_drift": _round(m.nanmean(hist[own])), "appearance_ssim": _round(m.nanmean(ssim[own])),
             "seam_score": _round(seams.get(w.index)),
         })
