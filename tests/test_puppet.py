@@ -16,7 +16,7 @@ from farm.backends.puppet.backend import build_puppet
 from farm.backends.puppet.raster import NOWHERE, fit_background, rasterize_layer, remove_character, source_affines
 from farm.backends.puppet.skinning import bone_transforms, skin
 from farm.errors import FarmError
-from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINT_INDEX, PARENTS
+from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINT_INDEX, JOINTS, PARENTS
 from farm.types import Canvas, Character
 
 RIGHT_ARM_FIRST = np.array([0, 1, 2, 3])  # right_arm at the back of the limbs
@@ -353,3 +353,24 @@ def test_half_body_character_without_legs_renders(char1):
     result = render(top, image_canvas(top), targets_of(motion(top.joints)))
     assert result.frames.shape[0] == 16 and result.frames.std() > 10
     assert np.isfinite(result.drawn_joints).all()
+
+
+@pytest.mark.parametrize("degrees", [40, 70])
+def test_limbs_turning_at_the_shoulders_and_hips_leave_no_notch(char1, candycorn, degrees):
+    """Near a limb's root joint, every pixel of the character is still drawn by some layer when the
+    limb turns (the joint caps): none shows the bare painted-out background."""
+    for character in (char1, candycorn):
+        canvas = image_canvas(character)
+        height, width = character.mask.shape
+        background = fit_background(remove_character(character.image, character.mask), canvas)[:height, :width]
+        pose = turned(character.joints, {"right_shoulder": degrees, "left_shoulder": -degrees,
+                                         "right_hip": degrees / 2, "left_hip": -degrees / 2})
+        frame = render(character, canvas, targets_of([pose])).frames[0][:height, :width]
+        bare = (frame == background).all(axis=2)
+        body = cv2.erode(character.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        rows, cols = np.mgrid[:height, :width]
+        for root, first in zip(LIMB_ROOTS, (JOINT_INDEX[n] for n in ("right_elbow", "left_elbow", "right_knee", "left_knee"))):
+            centre = character.joints[root, :2]
+            radius = 0.3 * np.linalg.norm(character.joints[first, :2] - centre)
+            near = body & ((cols - centre[0]) ** 2 + (rows - centre[1]) ** 2 <= radius**2)
+            assert (bare & near).sum() <= 0.02 * near.sum(), (JOINTS[root], int((bare & near).sum()), int(near.sum()))

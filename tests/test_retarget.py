@@ -130,3 +130,34 @@ def test_a_far_arm_in_profile_goes_behind_the_torso():
     body[0, [13, 15], 2] = -80.0  # left arm in front
     layers, behind = limb_layers(body)
     assert layers[0, 2] == 0 and behind.tolist() == [3]  # both legs and the far right arm
+
+
+def test_an_arm_swinging_through_the_far_side_of_its_rest_direction_does_not_pop_at_low_weight(char1):
+    # The right upper arm sweeps 120° around the shoulder, through the direction opposite its rest
+    # direction, where the turn from rest wraps from +180° to -180°.
+    driving = _performer(40)
+    shoulder, elbow, wrist = (JOINT_INDEX[n] for n in ("right_shoulder", "right_elbow", "right_wrist"))
+    rest = np.arctan2(*(char1[elbow, 1::-1] - char1[shoulder, 1::-1]))
+    for t in range(40):
+        a = rest + np.pi + np.deg2rad(-60 + 3 * t)
+        arm = driving[t, elbow, :2] - driving[t, shoulder, :2]
+        driving[t, elbow, :2] = driving[t, shoulder, :2] + np.linalg.norm(arm) * np.array([np.cos(a), np.sin(a)])
+        driving[t, wrist, :2] = driving[t, elbow, :2] + np.linalg.norm(arm) * np.array([np.cos(a), np.sin(a)])
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=0.3, anchor="auto", output_size=512)
+    step = np.abs(np.diff(np.unwrap(_angles(moved.targets)[:, elbow - 1])))
+    assert step.max() < np.deg2rad(0.3 * 3 + 0.5)  # 0.3 of the performer's 3° a frame; no jump of 0.3 * 360°
+
+
+def test_the_head_tilts_off_the_neck_at_most_as_far_as_a_neck_bends(char1):
+    # The performer looks down and away: the nose swings 80° off the neck line and back.
+    driving = _performer(30)
+    neck, head = JOINT_INDEX["neck"], JOINT_INDEX["head"]
+    for t in range(30):
+        a = np.arctan2(*(driving[t, head, 1::-1] - driving[t, neck, 1::-1])) + np.deg2rad(80 * np.sin(np.pi * t / 29))
+        r = np.linalg.norm(driving[t, head, :2] - driving[t, neck, :2])
+        driving[t, head, :2] = driving[t, neck, :2] + r * np.array([np.cos(a), np.sin(a)])
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    angles, rest = _angles(moved.targets), _angles(char1[None])[0]
+    tilt = np.rad2deg(np.angle(np.exp(1j * (angles[:, 1] - angles[:, 0] - (rest[1] - rest[0])))))
+    assert np.abs(tilt).max() == pytest.approx(35.0, abs=0.01)  # followed up to the limit, then held there
+    assert np.abs(tilt[:4]).max() < 35.0  # small tilts are the performer's own

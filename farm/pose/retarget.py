@@ -36,6 +36,10 @@ _ARMS = {"right_arm": (14, 16), "left_arm": (13, 15)}  # mediapipe elbow, wrist
 _LEGS = {"right_leg": (26, 28), "left_leg": (25, 27)}  # mediapipe knee, ankle
 LIMB_LAYERS = ("right_arm", "left_arm", "right_leg", "left_leg")
 _TORSO = [11, 12, 23, 24]  # mediapipe shoulders and hips
+# Bones (child joint - 1): pelvis -> neck and neck -> head; the head tilts off the torso by at most
+# HEAD_TILT (radians), about as far as a neck bends.
+_TORSO_BONE, _HEAD = JOINT_INDEX["neck"] - 1, JOINT_INDEX["head"] - 1
+HEAD_TILT = np.deg2rad(35.0)
 # A limb this many torso lengths farther from the camera than the torso is drawn behind it.
 BEHIND_TORSO = 0.5
 
@@ -84,7 +88,11 @@ def retarget(
     # 3. Bone directions and lengths per frame, cascaded outward from the pelvis.
     rest_angle = _angles(character[None])[0]
     angle = _held(_angles(driving), bone_seen, fallback=rest_angle)
-    angle = np.where(driven, rest_angle + motion_weight * _wrap(angle - rest_angle), rest_angle)
+    # The turn from rest is unwrapped over time: an arm swinging through the far side of its rest
+    # direction turns on smoothly instead of flipping from +180° to -180° (a pop when weighted).
+    turn = np.unwrap(_wrap(angle - rest_angle), axis=0)
+    angle = np.where(driven, rest_angle + motion_weight * turn, rest_angle)
+    angle[:, _HEAD] = _head_on_neck(angle, rest_angle)
     factor = _held(np.clip(lengths / np.where(ref > 0, ref, 1.0), *FORESHORTEN), bone_seen, fallback=np.ones(14))
     factor = np.where(driven, 1.0 + motion_weight * (factor - 1.0), 1.0)
     body = _cascade(angle, char_lengths * canvas.scale * factor)  # (T, 15, 2), pelvis at 0
@@ -207,6 +215,15 @@ def _choose_anchor(anchor: str, driving: np.ndarray, character: np.ndarray) -> s
     video_feet = (driving[:, ankles, 2] >= VISIBLE).all(axis=1).mean() >= 0.5
     character_feet = bool((character[ankles, 2] >= VISIBLE).all())
     return "feet" if video_feet and character_feet else "neck"
+
+
+def _head_on_neck(angle: np.ndarray, rest_angle: np.ndarray) -> np.ndarray:
+    """The head bone's angle (T,), tilted from its rest angle to the torso by at most HEAD_TILT:
+    mediapipe's nose swings far off the neck line when a performer looks down or turns away, which
+    on a drawing reads as a head snapped over. angle: (T, 14); rest_angle: (14,)."""
+    rest = rest_angle[_HEAD] - rest_angle[_TORSO_BONE]
+    tilt = np.clip(_wrap(angle[:, _HEAD] - angle[:, _TORSO_BONE] - rest), -HEAD_TILT, HEAD_TILT)
+    return angle[:, _TORSO_BONE] + rest + tilt
 
 
 def _angles(joints: np.ndarray) -> np.ndarray:

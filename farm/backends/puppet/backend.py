@@ -36,6 +36,7 @@ from farm.backends.puppet.skinning import (
     bone_transforms,
     drawn_joints,
     joint_anchors,
+    joint_caps,
     part_labels,
     skin,
 )
@@ -45,6 +46,9 @@ from farm.types import Canvas, Character
 
 DEFORMERS = ("lbs",)
 CANVAS_MODES = ("image", "video")
+# The layer index of the limbs' caps (skinning.joint_caps): drawn first, behind everything, they
+# fill the notch a limb leaves where it met the torso without covering the torso's own drawing.
+CAPS = len(LAYERS)
 # A mask smaller than this fraction of the image is a failed segmentation, not a character.
 MIN_MASK_FRACTION = 0.01
 # Prepared characters and canvases kept per worker; a shot re-prepares the same pair many times.
@@ -62,7 +66,7 @@ class Puppet:
 
     rest: (15, 2) rest joints, image px. vertices: (V, 2) image px. triangles: (T, 3), sorted by
     layer and, inside a layer, by bone down the chain (later = drawn in front); layer_slices[l] picks
-    layer l's triangles. binding: per-vertex bone weights (triangle_bone in the sorted order).
+    layer l's triangles (l = CAPS: the limbs' caps). binding: per-vertex bone weights (triangle_bone in the sorted order).
     texture_mask: (H, W) bool, the mask pixels the mesh covers. background: (H, W, 3) uint8, the
     image with the character painted out.
     """
@@ -157,7 +161,7 @@ class PuppetBackend:
         frames = np.empty((len(targets), canvas.height, canvas.width, 3), np.uint8)
         for i, order in enumerate(orders):
             frames[i] = stage.background
-            for layer in order:
+            for layer in (CAPS, *order):
                 part = puppet.layer_slices[layer]
                 keep = drawable[i, part]
                 maps = rasterize_layer(vertices[i][puppet.triangles[part][keep]], to_source[i, part][keep],
@@ -173,14 +177,16 @@ def build_puppet(character: Character, grid_divisions: int) -> Puppet:
     rest = character.joints[:, :2].astype(np.float64)
     region = mesh_region(mask)
     pins = {layer: rest[JOINT_LAYER == layer] for layer in range(len(LAYERS))}
-    mesh = build_part_meshes(region, part_labels(region, rest), grid_divisions, pins)
+    labels = part_labels(region, rest)
+    mesh = build_part_meshes(region, labels, grid_divisions, pins, joint_caps(labels, rest))
     vertices, triangles = mesh.vertices, mesh.triangles
     binding = bind_parts(vertices, mesh.vertex_layer, triangles, region, rest)
 
-    # Triangles grouped by layer; inside a layer down the chain, so a forearm covers its upper arm.
-    layer = binding.triangle_layer
+    # Triangles grouped by layer, the caps last as a layer of their own; inside a layer down the
+    # chain, so a forearm covers its upper arm.
+    layer = np.where(mesh.triangle_cap, CAPS, binding.triangle_layer)
     order = np.lexsort((np.arange(len(layer)), binding.triangle_bone, layer))
-    bounds = np.searchsorted(layer[order], np.arange(len(LAYERS) + 1))
+    bounds = np.searchsorted(layer[order], np.arange(CAPS + 2))
     return Puppet(
         rest=rest,
         vertices=vertices,

@@ -27,7 +27,8 @@ INTERIOR_CLEARANCE = 0.4
 @dataclass(frozen=True)
 class PartMesh:
     """One mesh per body part, cut along the part borders. vertices: (V, 2) image px; triangles:
-    (T, 3); vertex_layer: (V,) and triangle_layer: (T,) the part each belongs to; region: (H, W)
+    (T, 3); vertex_layer: (V,) and triangle_layer: (T,) the part each belongs to (or whose cap it
+    is); region: (H, W)
     bool, the character's mask grown by MESH_MARGIN_PX (see mesh_region); the mesh lies in it."""
 
     vertices: np.ndarray
@@ -35,24 +36,28 @@ class PartMesh:
     vertex_layer: np.ndarray
     triangle_layer: np.ndarray
     region: np.ndarray
+    triangle_cap: np.ndarray  # (T,) bool: the triangle is one of a part's caps (see build_part_meshes)
 
 
 def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: int = 40,
-                      pins: dict[int, np.ndarray] | None = None) -> PartMesh:
+                      pins: dict[int, np.ndarray] | None = None,
+                      caps: dict[int, np.ndarray] | None = None) -> PartMesh:
     """Triangulate every part of `labels` ((H, W) int, -1 outside `region`) on its own, each grown
     by MESH_MARGIN_PX into its neighbours, so parts overlap slightly and show no crack at rest but
     can move apart without stretching a triangle across the border.
 
     pins: per part, points ((N, 2) px) that become mesh vertices where they lie in the part — the
-    rig joints, so the mesh bends exactly at them."""
-    pins = pins or {}
+    rig joints, so the mesh bends exactly at them. caps: per part, (H, W) bool pixels meshed once
+    more on their own, as a separate sheet that moves with the part (skinning.joint_caps)."""
+    pins, caps = pins or {}, caps or {}
     spacing = max(region.shape) / grid_divisions
     size = 2 * MESH_MARGIN_PX + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    vertices, triangles, vertex_layer, triangle_layer = [], [], [], []
+    vertices, triangles, vertex_layer, triangle_layer, triangle_cap = [], [], [], [], []
     offset = 0
-    for layer in range(int(labels.max()) + 1):
-        part = labels == layer
+    sheets = [(layer, labels == layer, False) for layer in range(int(labels.max()) + 1)]
+    sheets += [(layer, cap, True) for layer, cap in sorted(caps.items())]
+    for layer, part, is_cap in sheets:
         if not part.any():
             continue
         grown = cv2.dilate(part.astype(np.uint8), kernel).astype(bool) & region
@@ -61,12 +66,13 @@ def build_part_meshes(region: np.ndarray, labels: np.ndarray, grid_divisions: in
         triangles.append(tris + offset)
         vertex_layer.append(np.full(len(points), layer))
         triangle_layer.append(np.full(len(tris), layer))
+        triangle_cap.append(np.full(len(tris), is_cap))
         offset += len(points)
     if not triangles or offset == 0 or sum(len(t) for t in triangles) == 0:
         raise FarmError("character mask", "leaves no triangle inside the character",
                         "give a mask with --character-mask that covers the whole character")
     return PartMesh(np.concatenate(vertices), np.concatenate(triangles), np.concatenate(vertex_layer),
-                    np.concatenate(triangle_layer), region)
+                    np.concatenate(triangle_layer), region, np.concatenate(triangle_cap))
 
 
 def _triangulate(region: np.ndarray, spacing: float, pins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

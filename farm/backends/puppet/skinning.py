@@ -99,6 +99,32 @@ def part_labels(region: np.ndarray, joints: np.ndarray, step: int = 3, smooth_px
     return labels
 
 
+def joint_caps(labels: np.ndarray, joints: np.ndarray) -> dict[int, np.ndarray]:
+    """Per limb layer, a disk of the character around the limb's root joint (shoulder, hip) that the
+    limb carries as well, a ball joint drawn behind everything: turning about that joint, it still
+    covers the pixels of the disk, so no notch opens where the limb met the torso at rest. The disk
+    reaches the farthest pixel of the border between the limb and the torso, at most half the
+    limb's first bone; it takes torso and own-limb pixels only, never another limb's.
+
+    labels: (H, W) int from part_labels; joints: (15, >=2) rest joints, image px.
+    Returns {layer: (H, W) bool}; a limb that does not touch the torso gets no cap."""
+    torso = labels == 0
+    touching_torso = cv2.dilate(torso.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    rows, cols = np.mgrid[: labels.shape[0], : labels.shape[1]]
+    caps = {}
+    for layer in range(1, len(LAYERS)):
+        root, first = _PART_JOINTS[layer][:2]
+        border_rows, border_cols = np.nonzero((labels == layer) & touching_torso)
+        if len(border_rows) == 0:
+            continue
+        centre = joints[root, :2]
+        reach = np.hypot(border_cols - centre[0], border_rows - centre[1]).max()
+        radius = min(reach, 0.5 * np.linalg.norm(joints[first, :2] - centre))
+        disk = (cols - centre[0]) ** 2 + (rows - centre[1]) ** 2 <= radius**2
+        caps[layer] = disk & (torso | (labels == layer))
+    return caps
+
+
 def bind_parts(vertices: np.ndarray, vertex_layer: np.ndarray, triangles: np.ndarray, region: np.ndarray,
                joints: np.ndarray) -> Binding:
     """Weights of every mesh vertex over the bones of its own part (layer), from distances measured
