@@ -154,7 +154,8 @@ def detect_image_pose(rgb: np.ndarray) -> np.ndarray | None:
     """Body landmarks of the most prominent person in one still image.
 
     rgb: (H, W, 3) uint8. Returns (33, 4) float32 x, y (pixels), z, visibility, or None when
-    mediapipe finds no person (typical for drawings and cartoons).
+    mediapipe finds no person (typical for drawings and cartoons). One pass on the image as it is;
+    search_image_pose also looks at padded and cropped views, as for character images.
     """
     with image_pose_detector() as detect:
         return detect(rgb)
@@ -179,7 +180,7 @@ SEARCH_CROPS = (0.75, 0.5)
 # A later view replaces the best so far only with this much more summed rig confidence (about one
 # joint more seen), so a crop's made-up pose does not beat the whole image's on noise.
 SEARCH_MARGIN = 1.0
-# Padding around a view: mid grey, which neither model reads as a person or as a dark backdrop.
+# Padding around a view: a plain mid-grey backdrop.
 PAD_LEVEL = 127
 
 
@@ -191,7 +192,7 @@ def search_image_pose(rgb: np.ndarray) -> ImagePose | None:
     small in a wide scene). The views searched, in order: the whole image, the image padded to the
     model's square, then crops (SEARCH_CROPS) on a 3x3 grid. Each view's pose is scored by the
     summed confidence of the 15 rig joints it shows inside the view; poses that are not upright
-    (head above neck above pelvis, both shoulders seen) are dropped. The first view showing all 15
+    (head above neck above pelvis, both shoulders seen, legs hanging down) are dropped. The first view showing all 15
     joints ends the search, so a plain full-body photo costs one pass. None: no view shows a person.
     """
     height, width = rgb.shape[:2]
