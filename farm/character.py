@@ -1,6 +1,7 @@
 """The character: its image, its mask and its rest skeleton on the rig of `farm.rig`.
 
-Skeleton: detected with mediapipe on photo-like images, or read from a skeleton file — the
+Skeleton: detected with mediapipe on photo-like images (searching views of the image as a person
+detector would, see farm.pose.extract.search_image_pose), or read from a skeleton file — the
 AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
 
     format: farm-skeleton/1
@@ -11,14 +12,19 @@ AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
       neck: [247, 232]
       ...
 
-Mask, first that applies: a mask file (white = character), the image's alpha channel, threshold +
-flood fill when the image is a drawing on plain paper, mediapipe whole-body (else selfie)
-segmentation otherwise. A mask that swallows the background is refused with a request for a file.
+Mask: a mask file (white = character) when given; otherwise the first automatic mask that
+separates the character: the image's alpha channel (unless it is padding around a rectangular
+picture), threshold + flood fill when the image is a drawing on plain paper, mediapipe whole-body
+segmentation (on the picture, then on the view the person was found in), selfie segmentation. A
+mask that swallows the background or finds nothing is passed over; when none is left the error
+names each method tried and why it was rejected, and asks for a mask file.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -29,6 +35,9 @@ from farm.media.probe import load_image, sha256_file
 from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINTS, from_mediapipe
 from farm.types import Character
 
+if TYPE_CHECKING:
+    from farm.pose.extract import ImagePose
+
 SKELETON_FORMAT = "farm-skeleton/1"
 MIN_MASK_SHARE = 0.01
 # Holes in a mask smaller than this share of the character's area are filled.
@@ -38,6 +47,9 @@ MAX_FILLED_HOLE = 0.005
 MAX_BORDER_SHARE = 0.5
 # Paper: the darkest channel along the image edge is at least this bright on average and this even.
 PAPER_MIN_LEVEL, PAPER_MAX_SPREAD = 100.0, 30.0
+# Alpha whose opaque part fills this much of its bounding box is a picture padded with transparency
+# (a photo on a wider canvas), not a cut-out: no person's outline fills a rectangle.
+PADDING_FILL = 0.98
 
 
 @dataclass
@@ -46,6 +58,9 @@ class CharacterInfo:
     mask_method: str  # "mask_file" | "alpha" | "pose_segmentation" | "selfie_segmentation" | "threshold"
     width: int
     height: int
+    # The view of the image the skeleton was detected in ("full image", "padded square",
+    # "crop 0.5 bottom-centre"); None for a skeleton file.
+    detection: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -62,27 +77,32 @@ def load_character(
     """sha256: the image file's hash when the caller has it already."""
     rgb, alpha = load_image(image_path, max_side=max_side)
     height, width = rgb.shape[:2]
+    found = None
     if skeleton_path is not None:
         joints, source = read_skeleton(skeleton_path, (width, height)), "skeleton_file"
     else:
-        joints, source = detect_skeleton(rgb, image_path), "detected"
-    mask, method = character_mask(rgb, alpha, mask_path, photo=source == "detected")
-    _check_mask(mask, method, image_path, mask_path)
+        found = detect_skeleton(rgb, image_path)
+        joints, source = from_mediapipe(found.body[:, [0, 1, 3]]), "detected"
+    mask, method = character_mask(
+        rgb, alpha, mask_path, photo=found is not None, person_box=found.box if found else None, subject=image_path
+    )
     character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256 or sha256_file(image_path))
-    return character, CharacterInfo(source, method, width, height)
+    return character, CharacterInfo(source, method, width, height, detection=found.view if found else None)
 
 
-def detect_skeleton(rgb: np.ndarray, image_path: str | Path) -> np.ndarray:
-    from farm.pose.extract import detect_image_pose
+def detect_skeleton(rgb: np.ndarray, image_path: str | Path) -> ImagePose:
+    """The person in a photo-like character image, and the view of the image they were found in."""
+    from farm.pose.extract import search_image_pose
 
-    body = detect_image_pose(rgb)
-    if body is None:
+    found = search_image_pose(rgb)
+    if found is None:
         raise FarmError(
             str(image_path),
-            "no person found in the character image (drawings and non-human characters are not detected)",
+            "no person found in the character image, whole, padded square or in crops "
+            "(drawings and non-human characters are not detected)",
             "pass --character-skeleton FILE (AnimatedDrawings char_cfg.yaml or farm-skeleton/1 YAML, see README)",
         )
-    return from_mediapipe(body[:, [0, 1, 3]])
+    return found
 
 
 def read_skeleton(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
@@ -150,32 +170,126 @@ def _size_factor(doc: dict, image_size: tuple[int, int], path: Path) -> float:
     return image_size[0] / width
 
 
-def character_mask(rgb: np.ndarray, alpha: np.ndarray | None, mask_path, *, photo: bool) -> tuple[np.ndarray, str]:
-    """photo: mediapipe found a person in the image, so its segmentation is the best guess."""
-    height, width = rgb.shape[:2]
+def character_mask(
+    rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    mask_path,
+    *,
+    photo: bool,
+    person_box: tuple[int, int, int, int] | None = None,
+    subject: str | Path = "character image",
+) -> tuple[np.ndarray, str]:
+    """photo: mediapipe found a person in the image, so its segmentation is the best guess;
+    person_box: the view (x, y, w, h) it was found in. subject: the image, for errors."""
     if mask_path is not None:
-        mask_rgb, _ = load_image(mask_path)
-        if mask_rgb.shape[:2] != (height, width):
-            if abs(mask_rgb.shape[1] / mask_rgb.shape[0] - width / height) > 0.01:
-                raise FarmError(
-                    str(mask_path),
-                    f"mask is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} but the character image is {width}x{height}",
-                    "give the mask made for this image",
-                )
-            mask_rgb = cv2.resize(mask_rgb, (width, height), interpolation=cv2.INTER_NEAREST)
-        return mask_rgb.max(axis=2) > 127, "mask_file"
+        mask = _mask_file(mask_path, rgb.shape[:2])
+        if mask.mean() < MIN_MASK_SHARE:
+            raise FarmError(
+                str(mask_path),
+                f"the character mask (mask_file) covers only {100 * mask.mean():.2f}% of the image",
+                "pass --character-mask FILE (white on the character, black elsewhere)",
+            )
+        return mask, "mask_file"
+    picture = _picture_box(rgb, alpha)
+    rejected, small = [], False
+    for method, mask in _automatic_masks(rgb, alpha, photo, person_box, picture):
+        problem = mask if isinstance(mask, str) else _mask_problem(mask, picture)
+        if problem is None:
+            return mask, method
+        rejected.append(f"{method}: {problem}")
+        small |= problem.startswith("covers only")
+    crop = ", or crop the image closer around the character" if small else ""
+    raise FarmError(
+        str(subject),
+        f"could not separate the character from the background (tried {'; '.join(rejected)})",
+        f"pass --character-mask FILE (white on the character, black elsewhere){crop}",
+    )
+
+
+def _mask_file(mask_path, shape: tuple[int, int]) -> np.ndarray:
+    height, width = shape
+    mask_rgb, _ = load_image(mask_path)
+    if mask_rgb.shape[:2] != (height, width):
+        if abs(mask_rgb.shape[1] / mask_rgb.shape[0] - width / height) > 0.01:
+            raise FarmError(
+                str(mask_path),
+                f"mask is {mask_rgb.shape[1]}x{mask_rgb.shape[0]} but the character image is {width}x{height}",
+                "give the mask made for this image",
+            )
+        mask_rgb = cv2.resize(mask_rgb, (width, height), interpolation=cv2.INTER_NEAREST)
+    return mask_rgb.max(axis=2) > 127
+
+
+def _automatic_masks(rgb, alpha, photo: bool, person_box, picture) -> Iterator[tuple[str, np.ndarray | str]]:
+    """(method, mask) in order of trust, each made only when the ones before were rejected; a
+    string instead of a mask says why that method could not make one."""
+    # 1. The alpha channel, when it cuts the character out (padding around a picture does not)
     if alpha is not None:
-        return _clean(alpha > 127), "alpha"
-    # A drawing on plain paper is cut out by its outline; anything else (a painting, a render on a
-    # busy background) by mediapipe's person segmentation.
+        opaque = alpha > 127
+        fill = _box_fill(opaque)
+        if fill >= PADDING_FILL:
+            yield "alpha", f"it is padding, not a cut-out (the opaque part fills {100 * fill:.0f}% of a rectangle)"
+        else:
+            yield "alpha", _clean(opaque)
+    # 2. A drawing on plain paper is cut out by its outline
     if not photo and _plain_paper(rgb):
-        paper = _clean(_paper_mask(rgb))
-        if paper.any() and _border_share(paper) <= MAX_BORDER_SHARE:
-            return paper, "threshold"
-    body = _body_mask(rgb)
-    if body.mean() >= MIN_MASK_SHARE:
-        return _clean(body), "pose_segmentation"
-    return _clean(_selfie_mask(rgb)), "selfie_segmentation"
+        yield "threshold", _clean(_paper_mask(rgb))
+    # 3. mediapipe's person segmentation: on the picture, then on the view the person was found in
+    # (a stylized figure mediapipe finds only padded or cropped is also segmented only there)
+    views = [("the picture", picture)]
+    if person_box is not None and person_box != picture:
+        views.append(("the view the person was found in", person_box))
+    for where, box in views:
+        body = _body_mask(_view(rgb, box))
+        yield "pose_segmentation", f"found no person in {where}" if body is None else _clean(_in_box(body, box, rgb.shape[:2]))
+    yield "selfie_segmentation", _clean(_in_box(_selfie_mask(_view(rgb, picture)), picture, rgb.shape[:2]))
+
+
+def _picture_box(rgb: np.ndarray, alpha: np.ndarray | None) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the picture: the whole image, or the opaque rectangle when the alpha channel
+    only pads a picture with transparency (a photo on a wider canvas)."""
+    whole = (0, 0, rgb.shape[1], rgb.shape[0])
+    if alpha is None:
+        return whole
+    opaque = alpha > 127
+    if _box_fill(opaque) < PADDING_FILL:
+        return whole
+    return cv2.boundingRect(opaque.astype(np.uint8))
+
+
+def _box_fill(mask: np.ndarray) -> float:
+    """Share of the mask's bounding box that the mask covers."""
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    return float(mask.sum()) / max(w * h, 1)
+
+
+def _view(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    from farm.pose.extract import view_image
+
+    return view_image(rgb, box)
+
+
+def _in_box(view_mask: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A mask of the view `box` (which may reach past the image) placed on an image of `shape`."""
+    x, y, w, h = box
+    height, width = shape
+    mask = np.zeros(shape, bool)
+    top, left, bottom, right = max(y, 0), max(x, 0), min(y + h, height), min(x + w, width)
+    mask[top:bottom, left:right] = view_mask[top - y:bottom - y, left - x:right - x]
+    return mask
+
+
+def _mask_problem(mask: np.ndarray, picture: tuple[int, int, int, int]) -> str | None:
+    """Why an automatic mask does not separate the character, or None when it does. A character
+    cut out of its picture touches the picture's edge little (feet, or the bottom and part of the
+    sides for a half-body)."""
+    if mask.mean() < MIN_MASK_SHARE:
+        return f"covers only {100 * mask.mean():.2f}% of the image"
+    x, y, w, h = picture
+    border = _border_share(mask[y:y + h, x:x + w])
+    if border > MAX_BORDER_SHARE:
+        return f"covers {100 * border:.0f}% of the picture's border, so it has taken the background"
+    return None
 
 
 def _plain_paper(rgb: np.ndarray, band: int = 5) -> bool:
@@ -192,14 +306,14 @@ def _border_share(mask: np.ndarray) -> float:
     return float(border.mean())
 
 
-def _body_mask(rgb: np.ndarray) -> np.ndarray:
+def _body_mask(rgb: np.ndarray) -> np.ndarray | None:
     """mediapipe Pose's whole-body segmentation: it keeps the feet, which the selfie model
-    (trained on upper bodies) tends to lose."""
+    (trained on upper bodies) tends to lose. None when Pose finds no person."""
     import mediapipe as mp
 
     with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True) as pose:
         found = pose.process(rgb).segmentation_mask
-    return np.zeros(rgb.shape[:2], bool) if found is None else found > 0.5
+    return None if found is None else found > 0.5
 
 
 def _selfie_mask(rgb: np.ndarray) -> np.ndarray:
@@ -245,20 +359,3 @@ def _clean(mask: np.ndarray) -> np.ndarray:
     touching_border = np.unique(np.concatenate([hole_labels[0], hole_labels[-1], hole_labels[:, 0], hole_labels[:, -1]]))
     small = np.setdiff1d(small, touching_border)
     return part | np.isin(hole_labels, small)
-
-
-def _check_mask(mask: np.ndarray, method: str, image_path, mask_path) -> None:
-    subject = str(mask_path or image_path)
-    if mask.mean() < MIN_MASK_SHARE:
-        raise FarmError(
-            subject,
-            f"the character mask ({method}) covers only {100 * mask.mean():.2f}% of the image",
-            "pass --character-mask FILE (white on the character, black elsewhere)",
-        )
-    if method != "mask_file" and _border_share(mask) > MAX_BORDER_SHARE:
-        raise FarmError(
-            subject,
-            f"could not separate the character from the background (the {method} mask covers "
-            f"{100 * _border_share(mask):.0f}% of the image border)",
-            "pass --character-mask FILE (white on the character, black elsewhere)",
-        )

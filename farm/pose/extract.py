@@ -26,7 +26,7 @@ from farm.errors import FarmError
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
 from farm.pose.smooth import one_euro
-from farm.rig import VISIBLE, from_mediapipe
+from farm.rig import JOINT_INDEX, VISIBLE, from_mediapipe
 
 BODY_POINTS, HAND_POINTS, FACE_POINTS = 33, 21, 468
 
@@ -154,10 +154,113 @@ def detect_image_pose(rgb: np.ndarray) -> np.ndarray | None:
     """Body landmarks of the most prominent person in one still image.
 
     rgb: (H, W, 3) uint8. Returns (33, 4) float32 x, y (pixels), z, visibility, or None when
-    mediapipe finds no person (typical for drawings and cartoons).
+    mediapipe finds no person (typical for drawings and cartoons). One pass on the image as it is;
+    search_image_pose also looks at padded and cropped views, as for character images.
     """
     with image_pose_detector() as detect:
         return detect(rgb)
+
+
+@dataclass(frozen=True)
+class ImagePose:
+    """A person found in a still image by search_image_pose.
+
+    body: (33, 4) as detect_image_pose returns, in pixels of the whole image. box: (x, y, w, h),
+    the view of the image mediapipe found the person in; it reaches past the image where that view
+    was padded. view: that view in words ("full image", "padded square", "crop 0.5 top-left").
+    """
+
+    body: np.ndarray
+    box: tuple[int, int, int, int]
+    view: str
+
+
+# Crops searched, as a share of each side of the image, each on a 3x3 grid of positions.
+SEARCH_CROPS = (0.75, 0.5)
+# A later view replaces the best so far only with this much more summed rig confidence (about one
+# joint more seen), so a crop's made-up pose does not beat the whole image's on noise.
+SEARCH_MARGIN = 1.0
+# Padding around a view: a plain mid-grey backdrop.
+PAD_LEVEL = 127
+
+
+def search_image_pose(rgb: np.ndarray) -> ImagePose | None:
+    """Find the most prominent person in a still image as a person detector would.
+
+    mediapipe's pose detector sees the image shrunk onto a square and misses people that a view
+    of part of the image shows plainly (a figure filling a tall photo, a stylized one, someone
+    small in a wide scene). The views searched, in order: the whole image, the image padded to the
+    model's square, then crops (SEARCH_CROPS) on a 3x3 grid. Each view's pose is scored by the
+    summed confidence of the 15 rig joints it shows inside the view; poses that are not upright
+    (head above neck above pelvis, both shoulders seen, legs hanging down) are dropped. The first view showing all 15
+    joints ends the search, so a plain full-body photo costs one pass. None: no view shows a person.
+    """
+    height, width = rgb.shape[:2]
+    best, best_score = None, 0.0
+    with image_pose_detector() as detect:
+        for view, box in _search_views(width, height):
+            body = detect(view_image(rgb, box))
+            if body is None:
+                continue
+            body[:, 0] += box[0]
+            body[:, 1] += box[1]
+            confidence = _shown_confidence(body, box, width, height)
+            if confidence is None:
+                continue
+            if best is None or confidence.sum() > best_score + SEARCH_MARGIN:
+                best, best_score = ImagePose(body, box, view), float(confidence.sum())
+            if (confidence >= VISIBLE).all():
+                break
+    return best
+
+
+def _search_views(width: int, height: int) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
+    yield "full image", (0, 0, width, height)
+    if width != height:
+        side = max(width, height)
+        yield "padded square", ((width - side) // 2, (height - side) // 2, side, side)
+    rows, cols = ("top", "middle", "bottom"), ("left", "centre", "right")
+    for share in SEARCH_CROPS:
+        w, h = round(share * width), round(share * height)
+        for r, row in enumerate(rows):
+            for c, col in enumerate(cols):
+                where = "centre" if (row, col) == ("middle", "centre") else f"{row}-{col}"
+                yield f"crop {share} {where}", (c * (width - w) // 2, r * (height - h) // 2, w, h)
+
+
+def view_image(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The pixels of box, grey where it reaches past the image."""
+    import cv2
+
+    x, y, w, h = box
+    height, width = rgb.shape[:2]
+    inside = rgb[max(y, 0):min(y + h, height), max(x, 0):min(x + w, width)]
+    return cv2.copyMakeBorder(inside, max(-y, 0), max(y + h - height, 0), max(-x, 0), max(x + w - width, 0),
+                              cv2.BORDER_CONSTANT, value=(PAD_LEVEL,) * 3)
+
+
+def _shown_confidence(body: np.ndarray, box: tuple[int, int, int, int], width: int, height: int) -> np.ndarray | None:
+    """(15,) rig joint confidences, 0 for joints outside the view or the image; None when the pose
+    is not an upright person's (a view of a hand or a fold of cloth read as a body)."""
+    rig = from_mediapipe(body[:, [0, 1, 3]])
+    x, y = rig[:, 0], rig[:, 1]
+    left, top = max(box[0], 0), max(box[1], 0)
+    right, bottom = min(box[0] + box[2], width), min(box[1] + box[3], height)
+    inside = (x >= left) & (x < right) & (y >= top) & (y < bottom)
+    confidence = np.where(inside, rig[:, 2], 0.0)
+    seen = confidence >= VISIBLE
+    if not y[JOINT_INDEX["head"]] < y[JOINT_INDEX["neck"]] < y[JOINT_INDEX["pelvis"]]:
+        return None
+    if not (seen[JOINT_INDEX["left_shoulder"]] and seen[JOINT_INDEX["right_shoulder"]]):
+        return None
+    # Legs hang down: a knee seen above its hip, or a foot above its knee, is an arm or a
+    # fold of cloth taken for a leg.
+    for side in ("left", "right"):
+        hip, knee, ankle = (JOINT_INDEX[f"{side}_{part}"] for part in ("hip", "knee", "ankle"))
+        for upper, lower in ((hip, knee), (knee, ankle)):
+            if seen[upper] and seen[lower] and y[lower] <= y[upper]:
+                return None
+    return confidence
 
 
 @contextmanager
