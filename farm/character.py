@@ -1,6 +1,7 @@
 """The character: its image, its mask and its rest skeleton on the rig of `farm.rig`.
 
-Skeleton: detected with mediapipe on photo-like images, or read from a skeleton file — the
+Skeleton: proposed from the mask's shape for a drawing (`farm.propose`), detected with mediapipe
+on photo-like images, or read from a skeleton file — the
 AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
 
     format: farm-skeleton/1
@@ -26,6 +27,7 @@ import yaml
 
 from farm.errors import FarmError
 from farm.media.probe import load_image, sha256_file
+from farm.propose import propose_skeleton
 from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINTS, from_mediapipe
 from farm.types import Character
 
@@ -42,7 +44,7 @@ PAPER_MIN_LEVEL, PAPER_MAX_SPREAD = 100.0, 30.0
 
 @dataclass
 class CharacterInfo:
-    skeleton_source: str  # "detected" | "skeleton_file"
+    skeleton_source: str  # "detected" | "skeleton_file" | "proposed"
     mask_method: str  # "mask_file" | "alpha" | "pose_segmentation" | "selfie_segmentation" | "threshold"
     width: int
     height: int
@@ -65,11 +67,35 @@ def load_character(
     if skeleton_path is not None:
         joints, source = read_skeleton(skeleton_path, (width, height)), "skeleton_file"
     else:
-        joints, source = detect_skeleton(rgb, image_path), "detected"
+        joints, source = _propose_or_detect(rgb, alpha, mask_path, image_path)
     mask, method = character_mask(rgb, alpha, mask_path, photo=source == "detected")
     _check_mask(mask, method, image_path, mask_path)
     character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256 or sha256_file(image_path))
     return character, CharacterInfo(source, method, width, height)
+
+
+def _propose_or_detect(rgb: np.ndarray, alpha, mask_path, image_path) -> tuple[np.ndarray, str]:
+    """A drawing on plain paper gets the skeleton its mask's shape proposes: mediapipe sees bodies
+    in drawings that are not there (a candy corn's head on its belly). A shape that is no standing
+    humanoid falls back to mediapipe, and anything else is detected, proposed only when mediapipe
+    finds nobody; with neither, the proposal's refusal says why."""
+    drawing = _plain_paper(rgb)
+    try:
+        if not drawing:
+            return detect_skeleton(rgb, image_path), "detected"
+    except FarmError:
+        pass
+    mask, method = character_mask(rgb, alpha, mask_path, photo=False)
+    _check_mask(mask, method, image_path, mask_path)
+    try:
+        return propose_skeleton(mask, str(image_path)), "proposed"
+    except FarmError as refused:
+        if not drawing:
+            raise
+        try:
+            return detect_skeleton(rgb, image_path), "detected"
+        except FarmError:
+            raise refused from None
 
 
 def detect_skeleton(rgb: np.ndarray, image_path: str | Path) -> np.ndarray:
