@@ -109,7 +109,7 @@ class _Graph:
         self.pixels = np.argwhere(mask)
         index[mask] = np.arange(len(self.pixels))
         self.index = index
-        src, dst, step, near = [], [], [], []
+        src, dst, step = [], [], []
         for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
             a = index[: mask.shape[0] - dy, max(0, -dx) : mask.shape[1] - max(0, dx)]
             b = index[dy:, max(0, dx) : mask.shape[1] + min(0, dx)]
