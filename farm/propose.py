@@ -30,13 +30,13 @@ from farm.rig import BONES, JOINT_INDEX, JOINTS
 
 # The mask's longer side while proposing: enough for joints within a percent of the height.
 WORK_SIDE = 200
-# A branch shorter than this share of the character's height is a bump of the outline (a finger,
-# a spike of a crown), not a limb.
+# A branch that sticks out of the body less than this share of the character's height is a bump
+# of the outline (a finger, a spike of a crown), not a limb.
 MIN_BRANCH = 0.12
 # The torso is what an opening with a disk of this share of the deepest inscribed radius keeps.
 TORSO_OPENING = 0.75
 # A sixth branch at least this share of the fifth's length means more limbs than a humanoid has.
-EXTRA_LIMB = 0.7
+EXTRA_LIMB = 0.6
 # Hands that come this close (share of the height) to the feet's level are legs: a quadruped.
 HAND_ABOVE_FEET = 0.12
 # The wrist/ankle is the deepest point of the last part of the limb (the hand or foot).
@@ -56,18 +56,17 @@ def propose_skeleton(mask: np.ndarray, subject: str = "character") -> np.ndarray
     height = float(rows.max() - rows.min() + 1)
     torso = _torso(small, depth)
     centre = np.unravel_index(int(np.argmax(np.where(torso, depth, 0))), small.shape)
-    graph = _Graph(small, depth)
+    graph = _Graph(small, depth, centre)
     # 2. Extremities, longest branch first.
-    tips, lengths = graph.extremities(graph.node(centre), MIN_BRANCH * height, count=6)
+    tips, lengths = graph.extremities(MIN_BRANCH * height, count=6)
     head, hands, feet = _arrange(tips, lengths, graph, centre, height, subject)
     # 3. Limbs along the centre line.
-    paths = graph.centre_paths(graph.node(centre))
     joints = np.ones((len(JOINTS), 3), np.float32)
     limbs = {"wrist": hands, "ankle": feet}
     for end, pair in limbs.items():
         root, mid = ("shoulder", "elbow") if end == "wrist" else ("hip", "knee")
         for side, tip in pair.items():
-            line = paths(tip)
+            line = graph.centre_path(tip)
             base, middle, last = _limb(line, torso, depth)
             joints[JOINT_INDEX[f"{side}_{root}"], :2] = base
             joints[JOINT_INDEX[f"{side}_{mid}"], :2] = middle
@@ -103,7 +102,7 @@ def _torso(mask: np.ndarray, depth: np.ndarray) -> np.ndarray:
 class _Graph:
     """The mask's pixels, 8-connected: geodesic lengths, and centre-line paths."""
 
-    def __init__(self, mask: np.ndarray, depth: np.ndarray) -> None:
+    def __init__(self, mask: np.ndarray, depth: np.ndarray, start: tuple[int, int]) -> None:
         self.shape = mask.shape
         index = -np.ones(mask.shape, np.int64)
         self.pixels = np.argwhere(mask)
@@ -121,9 +120,12 @@ class _Graph:
         n = len(self.pixels)
         self.length = coo_matrix((self.step, (self.src, self.dst)), shape=(n, n)).tocsr()
         flat = depth[mask]
+        self.depth = flat
         # Centre line: a step costs more the nearer it runs to the outline.
         weight = self.step / np.minimum(flat[self.src], flat[self.dst]) ** 2
-        self.medial = coo_matrix((weight, (self.src, self.dst)), shape=(n, n)).tocsr()
+        medial = coo_matrix((weight, (self.src, self.dst)), shape=(n, n)).tocsr()
+        self.start = int(index[start])
+        self.towards_start = dijkstra(medial, directed=False, indices=self.start, return_predecessors=True)[1]
 
     def node(self, pixel) -> int:
         return int(self.index[tuple(pixel)])
@@ -131,35 +133,41 @@ class _Graph:
     def pixel(self, node: int) -> tuple[int, int]:
         return tuple(int(v) for v in self.pixels[node])
 
-    def extremities(self, start: int, min_length: float, count: int) -> tuple[list[int], list[float]]:
-        """Tips of up to `count` branches at least `min_length` long, longest first."""
-        found = [start]
+    def extremities(self, min_length: float, count: int) -> tuple[list[int], list[float]]:
+        """Tips of up to `count` branches that stick out at least `min_length`, longest first.
+
+        A branch's length is its tip's distance to what was found before, less how deep inside the
+        shape that nearest found point lies: the part that sticks out of the body, so a round blob
+        has no branches however large it is, and an arm's length does not count the torso's."""
+        found, on_tree = [self.start], {self.start}
         tips, lengths = [], []
         while len(tips) < count:
-            dist, pred, _ = dijkstra(self.length, directed=False, indices=found, min_only=True, return_predecessors=True)
-            dist[~np.isfinite(dist)] = -1
-            tip = int(np.argmax(dist))
-            if dist[tip] < min_length:
+            dist, nearest = dijkstra(self.length, directed=False, indices=found, min_only=True, return_predecessors=True)[::2]
+            reach = np.where(np.isfinite(dist), dist - self.depth[np.maximum(nearest, 0)], -1)
+            tip = int(np.argmax(reach))
+            if reach[tip] < min_length:
                 break
             tips.append(tip)
-            lengths.append(float(dist[tip]))
-            node = tip
-            while node >= 0 and node not in found:
+            lengths.append(float(reach[tip]))
+            # The branch's centre line joins what was found (the lines all lead to the start).
+            for node in self.centre_line(tip):
+                if node in on_tree:
+                    break
                 found.append(node)
-                node = int(pred[node])
-        return tips, lengths
+                on_tree.add(node)
+        order = np.argsort(lengths)[::-1]
+        return [tips[i] for i in order], [lengths[i] for i in order]
 
-    def centre_paths(self, start: int):
-        _, pred = dijkstra(self.medial, directed=False, indices=start, return_predecessors=True)
+    def centre_line(self, tip: int) -> list[int]:
+        """The nodes from `tip` to the start along the mask's centre line."""
+        nodes = [tip]
+        while self.towards_start[nodes[-1]] >= 0:
+            nodes.append(int(self.towards_start[nodes[-1]]))
+        return nodes
 
-        def path(tip: int) -> np.ndarray:
-            """(N, 2) x, y from the tip to the start."""
-            nodes = [tip]
-            while pred[nodes[-1]] >= 0:
-                nodes.append(int(pred[nodes[-1]]))
-            return self.pixels[nodes][:, ::-1].astype(np.float32)
-
-        return path
+    def centre_path(self, tip: int) -> np.ndarray:
+        """(N, 2) x, y from `tip` to the start along the mask's centre line."""
+        return self.pixels[self.centre_line(tip)][:, ::-1].astype(np.float32)
 
 
 def _arrange(tips, lengths, graph, centre, height, subject):
