@@ -134,8 +134,12 @@ def _parser() -> argparse.ArgumentParser:
         "skeleton", help="propose a drawing's skeleton from its shape: a farm-skeleton/1 YAML and an overlay PNG to check and edit"
     )
     skeleton.add_argument("image", help="character image (a drawing of a humanoid standing upright)")
-    skeleton.add_argument("--mask", "--character-mask", dest="mask", help="mask image: white on the character, black elsewhere (default: cut out of the paper)")
-    skeleton.add_argument("-o", "--out", help="the YAML to write (default ./<image stem>_skeleton.yaml); the overlay goes next to it (.png)")
+    skeleton.add_argument(
+        "--mask", "--character-mask", dest="mask", help="mask image: white on the character, black elsewhere (default: cut from the paper)"
+    )
+    skeleton.add_argument(
+        "-o", "--out", help="the YAML to write (default ./<image stem>_skeleton.yaml); the overlay goes next to it (.png)"
+    )
 
     config = sub.add_parser("config", help="print the fully resolved configuration")
     config.add_argument("overrides", nargs="*")

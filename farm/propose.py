@@ -39,18 +39,24 @@ TORSO_OPENING = 0.75
 EXTRA_LIMB = 0.6
 # Hands that come this close (share of the height) to the feet's level are legs: a quadruped.
 HAND_ABOVE_FEET = 0.12
-# The wrist/ankle is the deepest point of the last part of the limb (the hand or foot).
-END_PART = 0.3
+# The hand or foot is the thickest stretch of this last share of the limb; the wrist or ankle is
+# its inner end (the last point within HAND_WIDTH of its thickest).
+END_PART = 0.4
+HAND_WIDTH = 0.9
 
 FIX = "write a skeleton file (farm-skeleton/1, see README; `farm skeleton IMAGE` writes an editable proposal)"
 
 
 def propose_skeleton(mask: np.ndarray, subject: str = "character") -> np.ndarray:
     """The 15 rig joints (15, 3: x, y, confidence 1) in pixels of `mask` (H, W bool, True = character)."""
-    # 1. Work on a small copy; the torso and the body's centre.
-    scale = WORK_SIDE / max(mask.shape)
-    small = cv2.resize(mask.astype(np.uint8), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) > 0
-    small = _largest_part(small)
+    # 1. The character alone, on a small copy with a margin of background; the torso and the body's centre.
+    rows, cols = np.nonzero(mask)
+    if len(rows) == 0:
+        raise FarmError(subject, "the character mask is empty", "pass a mask that is white on the character")
+    y0, x0 = rows.min(), cols.min()
+    crop = mask[y0 : rows.max() + 1, x0 : cols.max() + 1].astype(np.uint8)
+    scale = WORK_SIDE / max(crop.shape)
+    small = np.pad(_largest_part(cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) > 0), 1)
     depth = cv2.distanceTransform(small.astype(np.uint8), cv2.DIST_L2, 5)
     rows, cols = np.nonzero(small)
     height = float(rows.max() - rows.min() + 1)
@@ -78,7 +84,7 @@ def propose_skeleton(mask: np.ndarray, subject: str = "character") -> np.ndarray
     top = np.array(graph.pixel(head)[::-1], np.float32)
     joints[JOINT_INDEX["head"], :2] = (neck + top) / 2
     # Pixel centres back to the full-size image.
-    joints[:, :2] = (joints[:, :2] + 0.5) / scale - 0.5
+    joints[:, :2] = (joints[:, :2] - 1 + 0.5) / scale - 0.5 + np.array([x0, y0], np.float32)
     return joints
 
 
@@ -224,7 +230,8 @@ def _limb(line: np.ndarray, torso: np.ndarray, depth: np.ndarray):
     limb_length = along[enter]
     end_part = along <= END_PART * limb_length
     thick = depth[ij[:, 0], ij[:, 1]]
-    end = int(np.argmax(np.where(end_part, thick, -1)))
+    hand = np.where(end_part, thick, -1)
+    end = int(np.flatnonzero(hand >= HAND_WIDTH * hand.max())[-1])
     middle = int(np.argmin(np.abs(along - (along[end] + along[enter]) / 2)))
     return line[enter], line[middle], line[end]
 
