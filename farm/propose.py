@@ -31,12 +31,11 @@ from farm.rig import BONES, JOINT_INDEX, JOINTS
 # The mask's longer side while proposing: enough for joints within a percent of the height.
 WORK_SIDE = 200
 # A branch that sticks out of the body less than this share of the character's height is a bump
-# of the outline (a finger, a spike of a crown), not a limb.
+# of the outline (a finger, a spike of a crown), not a limb; a sixth that sticks out more is one
+# limb too many for a humanoid.
 MIN_BRANCH = 0.12
 # The torso is what an opening with a disk of this share of the deepest inscribed radius keeps.
 TORSO_OPENING = 0.75
-# A sixth branch at least this share of the fifth's length means more limbs than a humanoid has.
-EXTRA_LIMB = 0.6
 # Hands that come this close (share of the height) to the feet's level are legs: a quadruped.
 HAND_ABOVE_FEET = 0.12
 # The hand or foot is the thickest stretch of this last share of the limb; the wrist or ankle is
@@ -122,14 +121,15 @@ class _Graph:
             src.append(a[both])
             dst.append(b[both])
             step.append(np.full(both.sum(), np.hypot(dy, dx)))
-        self.src, self.dst, self.step = np.concatenate(src), np.concatenate(dst), np.concatenate(step)
+        src, dst, step = np.concatenate(src), np.concatenate(dst), np.concatenate(step)
         n = len(self.pixels)
-        self.length = coo_matrix((self.step, (self.src, self.dst)), shape=(n, n)).tocsr()
-        flat = depth[mask]
-        self.depth = flat
+        # Both directions, and room for one extra node (see extremities).
+        both = (np.concatenate([src, dst]), np.concatenate([dst, src]))
+        self.length_with_root = coo_matrix((np.concatenate([step, step]), both), shape=(n + 1, n + 1)).tocsr()
+        self.depth = depth[mask]
         # Centre line: a step costs more the nearer it runs to the outline.
-        weight = self.step / np.minimum(flat[self.src], flat[self.dst]) ** 2
-        medial = coo_matrix((weight, (self.src, self.dst)), shape=(n, n)).tocsr()
+        weight = step / np.minimum(self.depth[src], self.depth[dst]) ** 2
+        medial = coo_matrix((weight, (src, dst)), shape=(n, n)).tocsr()
         self.start = int(index[start])
         self.towards_start = dijkstra(medial, directed=False, indices=self.start, return_predecessors=True)[1]
 
@@ -142,14 +142,17 @@ class _Graph:
     def extremities(self, min_length: float, count: int) -> tuple[list[int], list[float]]:
         """Tips of up to `count` branches that stick out at least `min_length`, longest first.
 
-        A branch's length is its tip's distance to what was found before, less how deep inside the
-        shape that nearest found point lies: the part that sticks out of the body, so a round blob
-        has no branches however large it is, and an arm's length does not count the torso's."""
+        A point sticks out of what was found by its geodesic distance to a found point less that
+        point's depth inside the shape, at the least: so a round blob has no branches however large
+        it is, and an arm's length does not count the torso's. The least over all found points is
+        one shortest-path run from an extra node tied to each found point by (deepest - its depth)."""
+        n, deepest = len(self.pixels), float(self.depth.max()) + 1  # +1: no tie of weight 0 (no edge)
         found, on_tree = [self.start], {self.start}
         tips, lengths = [], []
         while len(tips) < count:
-            dist, nearest = dijkstra(self.length, directed=False, indices=found, min_only=True, return_predecessors=True)[::2]
-            reach = np.where(np.isfinite(dist), dist - self.depth[np.maximum(nearest, 0)], -1)
+            ties = coo_matrix((deepest - self.depth[found], (np.full(len(found), n), found)), shape=(n + 1, n + 1))
+            dist = dijkstra((self.length_with_root + ties).tocsr(), directed=True, indices=n)[:n]
+            reach = np.where(np.isfinite(dist), dist - deepest, -1)
             tip = int(np.argmax(reach))
             if reach[tip] < min_length:
                 break
@@ -185,7 +188,7 @@ def _arrange(tips, lengths, graph, centre, height, subject):
             "of a standing humanoid, so no skeleton is proposed",
             FIX,
         )
-    if len(tips) > 5 and lengths[5] >= EXTRA_LIMB * lengths[4]:
+    if len(tips) > 5:
         raise FarmError(
             subject,
             "the drawing's shape has more than five limb-like extremities (a head, two hands and two feet "
@@ -253,5 +256,5 @@ def draw_skeleton(rgb: np.ndarray, mask: np.ndarray, joints: np.ndarray) -> np.n
     for name, (x, y) in point.items():
         cv2.circle(canvas, (x, y), 2 * width, (255, 255, 255), -1, cv2.LINE_AA)
         cv2.circle(canvas, (x, y), 2 * width, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(canvas, name, (x + 3 * width, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, name, (x + 3 * width, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, width // 2), cv2.LINE_AA)
     return canvas
