@@ -43,7 +43,7 @@ HAND_ABOVE_FEET = 0.12
 END_PART = 0.4
 HAND_WIDTH = 0.9
 
-FIX = "write a skeleton file (farm-skeleton/1, see README; `farm skeleton IMAGE` writes an editable proposal)"
+FIX = "pass --character-skeleton FILE (a farm-skeleton/1 YAML, see README, or an AnimatedDrawings char_cfg.yaml)"
 
 
 def propose_skeleton(mask: np.ndarray, subject: str = "character") -> np.ndarray:

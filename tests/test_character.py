@@ -81,7 +81,7 @@ def test_drawing_whose_shape_is_no_humanoid_is_a_clear_error(tmp_path):
     # A round mask: no head, hands or feet to propose a skeleton from, and mediapipe finds nobody.
     disk = tmp_path / "disk.png"
     cv2.imwrite(str(disk), cv2.circle(np.zeros((602, 508), np.uint8), (254, 301), 200, 255, -1))
-    with pytest.raises(FarmError, match="disk.png|childdrawing_char1.png.*0 limb-like extremities.*skeleton file"):
+    with pytest.raises(FarmError, match="childdrawing_char1.png.*0 limb-like extremities.*--character-skeleton"):
         load_character(MEDIA / "childdrawing_char1.png", mask_path=disk)
 
 

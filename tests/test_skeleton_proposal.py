@@ -67,7 +67,7 @@ def pig_mask(shared_data) -> np.ndarray:
 
 
 def test_a_quadruped_is_refused_with_the_reason_and_the_fix(shared_data):
-    with pytest.raises(FarmError, match="standing humanoid.*skeleton file"):
+    with pytest.raises(FarmError, match="standing humanoid.*--character-skeleton"):
         propose_skeleton(pig_mask(shared_data), "pig.png")
 
 
@@ -88,7 +88,7 @@ def test_farm_skeleton_refuses_a_quadruped_in_one_line(tmp_path, shared_data):
     mask = tmp_path / "pig_mask.png"
     cv2.imwrite(str(mask), pig_mask(shared_data).astype(np.uint8) * 255)
     done = run_farm("skeleton", shared_data / "childdrawing_pig_quadruped.png", "--mask", mask, "-o", tmp_path / "pig.yaml")
-    assert_one_line_error(done, "childdrawing_pig_quadruped.png", "standing humanoid", "farm skeleton")
+    assert_one_line_error(done, "childdrawing_pig_quadruped.png", "standing humanoid", "--character-skeleton")
     assert not (tmp_path / "pig.yaml").exists()
 
 
