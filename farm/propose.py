@@ -3,19 +3,20 @@
 No learned weights: the proposal reads the silhouette's geometry only, for a humanoid standing
 roughly upright (head up, two arms, two legs down).
 
-1. The torso is the mask's thick part: what survives an opening with a disk of half the mask's
-   largest inscribed radius; its deepest point is the body's centre.
-2. The five extremities (head, two hands, two feet) are the tips of the five longest branches of
-   the shape, found geodesically: the point farthest (inside the mask) from everything found so
-   far, whose path back is then added to what is found.
+1. The body's centre is the mask's deepest point (farthest from its outline); the torso is the
+   thick part around it, what an opening with a disk of 3/4 of that depth keeps.
+2. The five extremities (head, two hands, two feet) are the tips of the branches that stick out of
+   the body farthest, found one at a time: the point farthest (inside the mask) from what was found
+   so far, less how deep inside the shape that found point lies; its centre line is then found too.
 3. Each limb follows the mask's centre line (a shortest path that prefers pixels far from the
    outline) from its tip to the body's centre; the shoulder or hip is where that line enters the
-   torso, the wrist or ankle the centre of the hand or foot, the elbow or knee half way between.
+   torso, the wrist or ankle the inner end of the hand's or foot's thickest stretch, the elbow or
+   knee half way between.
 4. The neck is between the shoulders, the pelvis between the hips, the head half way from the
    neck to the top of the head.
 
-A shape that is not arranged as a standing humanoid (fewer than five extremities, a sixth as long
-as the others, limbs that would be hands reaching the ground like legs, feet not below the body)
+A shape that is not arranged as a standing humanoid (fewer or more than five extremities, limbs
+that would be hands reaching the ground like legs, a head not above the body or feet not below it)
 is refused rather than given a skeleton that would animate nonsense.
 """
 from __future__ import annotations
@@ -57,14 +58,14 @@ def propose_skeleton(mask: np.ndarray, subject: str = "character") -> np.ndarray
     scale = WORK_SIDE / max(crop.shape)
     small = np.pad(_largest_part(cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) > 0), 1)
     depth = cv2.distanceTransform(small.astype(np.uint8), cv2.DIST_L2, 5)
-    rows, cols = np.nonzero(small)
-    height = float(rows.max() - rows.min() + 1)
-    torso = _torso(small, depth)
-    centre = np.unravel_index(int(np.argmax(np.where(torso, depth, 0))), small.shape)
+    rows = np.flatnonzero(small.any(axis=1))
+    height = float(rows[-1] - rows[0] + 1)
+    centre = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    torso = _torso(small, depth, centre)
     graph = _Graph(small, depth, centre)
-    # 2. Extremities, longest branch first.
-    tips, lengths = graph.extremities(MIN_BRANCH * height, count=6)
-    head, hands, feet = _arrange(tips, lengths, graph, centre, height, subject)
+    # 2. Extremities, the farthest out first; a sixth is one too many.
+    tips = graph.extremities(MIN_BRANCH * height, count=6)
+    head, hands, feet = _arrange(tips, graph, centre, height, subject)
     # 3. Limbs along the centre line.
     joints = np.ones((len(JOINTS), 3), np.float32)
     limbs = {"wrist": hands, "ankle": feet}
@@ -88,31 +89,29 @@ def propose_skeleton(mask: np.ndarray, subject: str = "character") -> np.ndarray
 
 
 def _largest_part(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected part (a speck cut off by the downscaling is no limb)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if count <= 1:
         return mask
     return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
-def _torso(mask: np.ndarray, depth: np.ndarray) -> np.ndarray:
+def _torso(mask: np.ndarray, depth: np.ndarray, centre: tuple[int, int]) -> np.ndarray:
     radius = max(1, int(TORSO_OPENING * depth.max()))
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     opened = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disk) > 0
-    # The part that holds the deepest point; a head that survives the opening is not torso.
-    count, labels = cv2.connectedComponents(opened.astype(np.uint8), connectivity=8)
-    deepest = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return labels == labels[deepest]
+    # The part that holds the centre; a head that survives the opening is not torso.
+    _, labels = cv2.connectedComponents(opened.astype(np.uint8), connectivity=8)
+    return labels == labels[centre]
 
 
 class _Graph:
     """The mask's pixels, 8-connected: geodesic lengths, and centre-line paths."""
 
     def __init__(self, mask: np.ndarray, depth: np.ndarray, start: tuple[int, int]) -> None:
-        self.shape = mask.shape
         index = -np.ones(mask.shape, np.int64)
         self.pixels = np.argwhere(mask)
         index[mask] = np.arange(len(self.pixels))
-        self.index = index
         src, dst, step = [], [], []
         for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
             a = index[: mask.shape[0] - dy, max(0, -dx) : mask.shape[1] - max(0, dx)]
@@ -133,13 +132,10 @@ class _Graph:
         self.start = int(index[start])
         self.towards_start = dijkstra(medial, directed=False, indices=self.start, return_predecessors=True)[1]
 
-    def node(self, pixel) -> int:
-        return int(self.index[tuple(pixel)])
-
     def pixel(self, node: int) -> tuple[int, int]:
         return tuple(int(v) for v in self.pixels[node])
 
-    def extremities(self, min_length: float, count: int) -> tuple[list[int], list[float]]:
+    def extremities(self, min_length: float, count: int) -> list[int]:
         """Tips of up to `count` branches that stick out at least `min_length`, longest first.
 
         A point sticks out of what was found by its geodesic distance to a found point less that
@@ -164,8 +160,7 @@ class _Graph:
                     break
                 found.append(node)
                 on_tree.add(node)
-        order = np.argsort(lengths)[::-1]
-        return [tips[i] for i in order], [lengths[i] for i in order]
+        return [tips[i] for i in np.argsort(lengths)[::-1]]
 
     def centre_line(self, tip: int) -> list[int]:
         """The nodes from `tip` to the start along the mask's centre line."""
@@ -179,7 +174,7 @@ class _Graph:
         return self.pixels[self.centre_line(tip)][:, ::-1].astype(np.float32)
 
 
-def _arrange(tips, lengths, graph, centre, height, subject):
+def _arrange(tips: list[int], graph: _Graph, centre: tuple[int, int], height: float, subject: str):
     """Name the extremities: head (top), feet (the two lowest), hands (the other two)."""
     if len(tips) < 5:
         raise FarmError(
@@ -195,10 +190,9 @@ def _arrange(tips, lengths, graph, centre, height, subject):
             "are expected of a standing humanoid; an animal or a many-limbed figure is not proposed)",
             FIX,
         )
-    five = tips[:5]
-    xy = np.array([graph.pixel(t)[::-1] for t in five], np.float32)
+    xy = np.array([graph.pixel(t)[::-1] for t in tips], np.float32)
     order = np.argsort(xy[:, 1])
-    head, hand_a, hand_b, foot_a, foot_b = (five[i] for i in order)
+    head, hand_a, hand_b, foot_a, foot_b = (tips[i] for i in order)
     hands_y = max(xy[order[1], 1], xy[order[2], 1])
     feet_y = min(xy[order[3], 1], xy[order[4], 1])
     if feet_y - hands_y < HAND_ABOVE_FEET * height:
