@@ -10,7 +10,7 @@ enforces this table):
     0  errors, _version                   the one error type users see; the version
     1  types, rig                         shared value types, shot ids, the 15-joint rig
     2  storage, media, windows            storage imports nothing above errors
-    3  pose                               extract, smooth, retarget, draw; never backends
+    3  pose, propose                      extract, smooth, retarget, draw; a drawing's skeleton from its mask
     4  config, character, qa, backends    the stages' building blocks
     5  stitch, manifest, report, provenance  stitching; the shot's record, its HTML page, its provenance
     6  shot                               one shot, stage by stage; never Ray (runtime)

@@ -244,6 +244,48 @@ def verify(video: str | Path, *, records: str | Path | None = None, overrides: l
     return verify_video(video, trust=load_config(list(overrides)).provenance.trust, records=records)
 
 
+@dataclass
+class SkeletonFiles:
+    """What `skeleton` wrote: the farm-skeleton/1 YAML, the overlay PNG to check it by eye, and
+    where the joints came from ("proposed" from the mask's shape, or "detected" by mediapipe)."""
+
+    yaml: Path
+    overlay: Path
+    source: str
+
+
+def skeleton(image: str | Path, *, mask: str | Path | None = None, out: str | Path | None = None) -> SkeletonFiles:
+    """Write the skeleton a render of `image` without a skeleton file would use (`farm skeleton`),
+    for the user to check on the overlay and edit: out (default ./<image stem>_skeleton.yaml) and
+    the overlay next to it (same name, .png). A drawing that is not a standing humanoid raises
+    FarmError with the reason."""
+    import cv2
+    import yaml
+
+    from farm.character import SKELETON_FORMAT, load_character
+    from farm.propose import draw_skeleton
+    from farm.rig import JOINTS
+
+    # 1. The character as a render would load it.
+    character, info = load_character(image, mask_path=mask)
+    # 2. The YAML, in whole pixels, with a note on how it was made.
+    path = Path(out) if out is not None else Path(f"{Path(image).stem}_skeleton.yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joints = {name: [round(float(x)), round(float(y))] for name, (x, y) in zip(JOINTS, character.joints[:, :2])}
+    doc = {"format": SKELETON_FORMAT, "width": info.width, "height": info.height, "joints": joints}
+    note = (
+        f"# {info.skeleton_source} for {Path(image).name} by `farm skeleton`; check {path.with_suffix('.png').name},\n"
+        "# move any joint that is off (image pixels, x right, y down) and pass this file to --character-skeleton.\n"
+    )
+    path.write_text(note + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None))
+    # 3. The overlay.
+    overlay = path.with_suffix(".png")
+    drawn = draw_skeleton(character.image, character.mask, character.joints)
+    if not cv2.imwrite(str(overlay), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
+        raise FarmError(str(overlay), "could not write the overlay image", "check that the folder is writable")
+    return SkeletonFiles(path, overlay, info.skeleton_source)
+
+
 def status(campaign_uri: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """The campaign record (campaign.json) of OUT/<campaign>, local or s3:// (`farm status`)."""
     return read_campaign(str(campaign_uri), storage_for(load_config(list(overrides))))

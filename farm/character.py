@@ -1,7 +1,8 @@
 """The character: its image, its mask and its rest skeleton on the rig of `farm.rig`.
 
-Skeleton: detected with mediapipe on photo-like images (searching views of the image as a person
-detector would, see farm.pose.extract.search_image_pose), or read from a skeleton file — the
+Skeleton: proposed from the mask's shape for a drawing (`farm.propose`), detected with mediapipe
+on photo-like images (searching views of the image as a person detector would, see
+farm.pose.extract.search_image_pose), or read from a skeleton file — the
 AnimatedDrawings `char_cfg.yaml` format or our own `farm-skeleton/1` YAML:
 
     format: farm-skeleton/1
@@ -32,6 +33,7 @@ import yaml
 
 from farm.errors import FarmError
 from farm.media.probe import load_image, sha256_file
+from farm.propose import propose_skeleton
 from farm.rig import ANIMATED_DRAWINGS_NAMES, JOINTS, from_mediapipe
 from farm.types import Character
 
@@ -54,7 +56,7 @@ PADDING_FILL = 0.98
 
 @dataclass
 class CharacterInfo:
-    skeleton_source: str  # "detected" | "skeleton_file"
+    skeleton_source: str  # "detected" | "skeleton_file" | "proposed"
     mask_method: str  # "mask_file" | "alpha" | "pose_segmentation" | "selfie_segmentation" | "threshold"
     width: int
     height: int
@@ -81,13 +83,41 @@ def load_character(
     if skeleton_path is not None:
         joints, source = read_skeleton(skeleton_path, (width, height)), "skeleton_file"
     else:
-        found = detect_skeleton(rgb, image_path)
-        joints, source = from_mediapipe(found.body[:, [0, 1, 3]]), "detected"
+        joints, source, found = _propose_or_detect(rgb, alpha, mask_path, image_path)
     mask, method = character_mask(
         rgb, alpha, mask_path, photo=found is not None, person_box=found.box if found else None, subject=image_path
     )
     character = Character(image=rgb, mask=mask, joints=joints, source=source, sha256=sha256 or sha256_file(image_path))
     return character, CharacterInfo(source, method, width, height, detection=found.view if found else None)
+
+
+def _propose_or_detect(rgb: np.ndarray, alpha, mask_path, image_path) -> tuple[np.ndarray, str, ImagePose | None]:
+    """A drawing on plain paper gets the skeleton its mask's shape proposes: mediapipe sees bodies
+    in drawings that are not there (a candy corn's head on its belly). A shape that is no standing
+    humanoid falls back to mediapipe, and anything else is detected, proposed only when mediapipe
+    finds nobody; with neither, the proposal's refusal says why. Returns joints, the source, and
+    the detection (None when proposed)."""
+    drawing = _plain_paper(rgb)
+    if not drawing:
+        try:
+            return _detected(rgb, image_path)
+        except FarmError:
+            pass
+    mask, _ = character_mask(rgb, alpha, mask_path, photo=False, subject=image_path)
+    try:
+        return propose_skeleton(mask, str(image_path)), "proposed", None
+    except FarmError as refused:
+        if not drawing:
+            raise
+        try:
+            return _detected(rgb, image_path)
+        except FarmError:
+            raise refused from None
+
+
+def _detected(rgb: np.ndarray, image_path) -> tuple[np.ndarray, str, ImagePose]:
+    found = detect_skeleton(rgb, image_path)
+    return from_mediapipe(found.body[:, [0, 1, 3]]), "detected", found
 
 
 def detect_skeleton(rgb: np.ndarray, image_path: str | Path) -> ImagePose:

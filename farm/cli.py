@@ -1,4 +1,5 @@
-"""`farm` command line: render one shot, extract poses, run a campaign, verify a video, show the config.
+"""`farm` command line: render one shot, extract poses, run a campaign, verify a video, propose a
+drawing's skeleton, show the config.
 
 Exit status: 0 all good; 2 bad input or configuration (one line on stderr, no traceback);
 1 an internal error; 3 a campaign in which some shots failed; `farm verify`: 4 credentials that do
@@ -130,6 +131,17 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--records", help="farm output folder in which to look up the watermark's shot (default: the video's folder)")
     verify.add_argument("overrides", nargs="*", help="config overrides, e.g. provenance.trust=roots.pem")
 
+    skeleton = sub.add_parser(
+        "skeleton", help="propose a drawing's skeleton from its shape: a farm-skeleton/1 YAML and an overlay PNG to check and edit"
+    )
+    skeleton.add_argument("image", help="character image (a drawing of a humanoid standing upright)")
+    skeleton.add_argument(
+        "--mask", "--character-mask", dest="mask", help="mask image: white on the character, black elsewhere (default: cut from the paper)"
+    )
+    skeleton.add_argument(
+        "-o", "--out", help="the YAML to write (default ./<image stem>_skeleton.yaml); the overlay goes next to it (.png)"
+    )
+
     config = sub.add_parser("config", help="print the fully resolved configuration")
     config.add_argument("overrides", nargs="*")
     return parser
@@ -168,7 +180,7 @@ def run(argv: list[str]) -> int:
     try:
         commands = {
             "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
-            "report": cmd_report, "verify": cmd_verify,
+            "report": cmd_report, "verify": cmd_verify, "skeleton": cmd_skeleton,
             "config": cmd_config,
         }
         return commands[args.command](args)
@@ -440,6 +452,14 @@ def cmd_pose(args) -> int:
 
         files = write_openpose_json(poses, out / f"{stem}_openpose")
         results.print(f"OpenPose JSON: {len(files)} files in {escape(str(out / f'{stem}_openpose'))}")
+    return 0
+
+
+def cmd_skeleton(args) -> int:
+    from farm import api
+
+    made = api.skeleton(args.image, mask=args.mask, out=args.out)
+    results.print(f"skeleton ({made.source}): {escape(str(made.yaml))}; overlay: {escape(str(made.overlay))}")
     return 0
 
 

@@ -19,7 +19,7 @@ class Character:
 
     image: (H, W, 3) uint8 RGB. mask: (H, W) bool, True on the character.
     joints: (15, 3) float32 rest pose on the rig of `farm.rig` (x, y, confidence).
-    source: how the joints were obtained ("detected", "skeleton_file").
+    source: how the joints were obtained ("detected", "skeleton_file", "proposed").
     """
 
     image: np.ndarray

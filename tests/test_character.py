@@ -75,9 +75,14 @@ def test_photo_character_is_detected_and_segmented(shared_data):
     assert y["head"] < y["neck"] < y["pelvis"] < y["left_ankle"]
 
 
-def test_drawing_without_skeleton_is_a_clear_error():
-    with pytest.raises(FarmError, match="--character-skeleton"):
-        load_character(MEDIA / "childdrawing_char1.png")
+def test_drawing_whose_shape_is_no_humanoid_is_a_clear_error(tmp_path):
+    import cv2
+
+    # A round mask: no head, hands or feet to propose a skeleton from, and mediapipe finds nobody.
+    disk = tmp_path / "disk.png"
+    cv2.imwrite(str(disk), cv2.circle(np.zeros((602, 508), np.uint8), (254, 301), 200, 255, -1))
+    with pytest.raises(FarmError, match="childdrawing_char1.png.*0 limb-like extremities.*--character-skeleton"):
+        load_character(MEDIA / "childdrawing_char1.png", mask_path=disk)
 
 
 def test_empty_mask_file_is_refused(tmp_path):

@@ -80,9 +80,15 @@ def test_wrong_config_value_names_key_and_allowed_values(tmp_path):
     assert_one_line_error(done, "match.mode", "image, video")
 
 
-def test_drawing_without_skeleton_asks_for_one(tmp_path):
-    done = render(tmp_path, MEDIA / "gesture_asl_please.mkv", MEDIA / "childdrawing_char1.png")
-    assert_one_line_error(done, "childdrawing_char1.png", "--character-skeleton")
+def test_drawing_whose_shape_is_no_humanoid_asks_for_a_skeleton(tmp_path):
+    import cv2
+    import numpy as np
+
+    # A round mask: no head, hands or feet to propose a skeleton from, and mediapipe finds nobody.
+    disk = tmp_path / "disk.png"
+    cv2.imwrite(str(disk), cv2.circle(np.zeros((602, 508), np.uint8), (254, 301), 200, 255, -1))
+    done = render(tmp_path, MEDIA / "gesture_asl_please.mkv", MEDIA / "childdrawing_char1.png", "--character-mask", disk)
+    assert_one_line_error(done, "childdrawing_char1.png", "standing humanoid", "--character-skeleton")
     (manifest,) = (tmp_path / "out").glob("*/manifest.json")
     record = json.loads(manifest.read_text())
     assert record["status"] == "failed"

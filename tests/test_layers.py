@@ -15,7 +15,7 @@ LAYERS = {
     "errors": 0, "_version": 0,
     "types": 1, "rig": 1,
     "storage": 2, "media": 2, "windows": 2,
-    "pose": 3,
+    "pose": 3, "propose": 3,
     "config": 4, "character": 4, "qa": 4, "backends": 4,
     "stitch": 5, "manifest": 5, "report": 5, "provenance": 5,
     "shot": 6,
