@@ -28,7 +28,10 @@ KUBERNETES_VERSION = "1.32.0"
 KUBERAY_KINDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.yaml"}
 
 
-def kubectl_path(venv_bin: Path = Path(sysconfig.get_path("scripts"))) -> str | None:
+VENV_BIN = Path(sysconfig.get_path("scripts"))  # the bin of the venv pytest runs in
+
+
+def kubectl_path(venv_bin: Path = VENV_BIN) -> str | None:
     """kubectl in the venv's bin (where `make test` installs it on a machine without one; an
     unactivated venv's bin is not on PATH), else the machine's on PATH."""
     return shutil.which("kubectl", path=os.pathsep.join([str(venv_bin), os.environ.get("PATH", "")]))

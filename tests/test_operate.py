@@ -78,7 +78,8 @@ def test_window_cost_is_generator_seconds_times_held_resources_at_hourly_prices(
 def test_a_campaign_records_its_cost_and_sends_one_message_with_counts_and_report(tmp_path, receiver, capsys, ray_cluster):
     # One shot, its QA made strict by the campaign so it is flagged; the operator's alerts and price.
     campaign = _campaign(tmp_path, _drawing("please", "gesture_asl_please.mkv"), name="ops")
-    Path(campaign).write_text(Path(campaign).read_text().replace("output.pose_preview=false", "output.pose_preview=false, qa.max_jitter=0.0"))
+    text = Path(campaign).read_text()
+    Path(campaign).write_text(text.replace("output.pose_preview=false", "output.pose_preview=false, qa.max_jitter=0.0"))
     out = tmp_path / "out"
     assert cli.run(["submit", campaign, "-o", str(out), f"notify.urls=['{receiver.url}']", "cost.cpu_hour=3.6"]) == 0
     summary = capsys.readouterr().out

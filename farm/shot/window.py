@@ -46,7 +46,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     log = {
         **window.to_dict(), "reused": False, "worker": worker,
-        "seconds": round(seconds, 3), "gpus": backend.spec.num_gpus, "cpus": backend.spec.num_cpus, "rig_error_px_max": None if error is None else round(error, 3),
+        "seconds": round(seconds, 3), "gpus": backend.spec.num_gpus, "cpus": backend.spec.num_cpus,
+        "rig_error_px_max": None if error is None else round(error, 3),
     }
     if "lab" in stored:
         log["lab"] = stored["lab"].tolist()
