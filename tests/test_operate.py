@@ -98,6 +98,8 @@ def test_a_campaign_records_its_cost_and_sends_one_message_with_counts_and_repor
     assert (row["gpu_seconds"], row["cpu_seconds"], row["money"]) == (0.0, cpu_seconds, manifest["cost"]["money"])
     page = (out / "ops" / "report.html").read_text()
     assert f"cost: 0.0 GPU-seconds, {cpu_seconds} CPU-seconds, money {manifest['cost']['money']:.4f}" in page
+    shot_page = (out / "ops" / "shots" / "please" / "report.html").read_text()
+    assert f'id="cpu-seconds">{cpu_seconds}<' in shot_page and f'id="money">{manifest["cost"]["money"]:.4f}<' in shot_page
     assert f"{cpu_seconds:g} CPU-seconds" in summary
     # One message, after the record was final: a warning (the flagged shot), the counts, the report.
     assert len(receiver.received) == 1
