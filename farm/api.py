@@ -350,6 +350,8 @@ def render_batch(
             doc = record.write(finished=True, interrupted=not finished)
             warnings: list[str] = []
             report = _campaign_report(doc, out, record.folder, store, warnings)
+            if first is not None and first.notify.urls:  # last: the message points at the final record and page
+                warnings += _notify(first.notify.urls, doc, out, report)
     return CampaignResult(name, out, doc, results, report, warnings, record.folder, first)
 
 
@@ -400,6 +402,16 @@ def _campaign_report(doc: dict, out: str, folder: Path, store: Storage, warnings
     except Exception as exc:  # noqa: BLE001 - the renders are done and recorded; say why the page is not
         warnings.append(f"no campaign report: {type(exc).__name__}: {exc}")
     return None
+
+
+def _notify(urls: list[str], doc: dict, out: str, report: str | None) -> list[str]:
+    """Tell the operator how the run ended; a message that cannot be sent is a warning, never a failed campaign."""
+    from farm.notify import campaign_message, send
+
+    try:
+        return send(urls, campaign_message(doc, out, report))
+    except Exception as exc:  # noqa: BLE001 - the renders are done and recorded; say why no one was told
+        return [f"notification: not sent: {type(exc).__name__}: {exc}"]
 
 
 def _comparison(batch: SweepResult, base: str, variants: list[tuple[str, str]]) -> str:

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -124,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the shots of a campaign: state, windows, seconds, QA, error")
     status.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
     status.add_argument("--json", action="store_true", help="print campaign.json on stdout (for scripts)")
+    status.add_argument("--watch", action="store_true", help="redraw the table until the campaign is no longer running (Ctrl-C stops)")
+    status.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between redraws with --watch (default 2)")
     status.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
     verify = sub.add_parser("verify", help="read a video's content credentials and watermark: who signed it, from what, which shot")
@@ -329,6 +332,7 @@ def _summary(result) -> None:
     )
     if counts["shots_flagged"]:
         results.print(f"[yellow]{counts['shots_flagged']} shot(s) need a re-render[/yellow] (QA thresholds, see the report)")
+    results.print(_cost_line(counts))
     if result.report:
         results.print(f"report: {escape(result.report)}")
 
@@ -395,34 +399,82 @@ def cmd_verify(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from rich.table import Table
-
     from farm import api
 
+    if args.watch:
+        return _watch(args)
     doc = api.status(args.campaign, overrides=args.overrides)
     if args.json:
         _json(doc)
         return 0
+    results.print(_status_view(doc, time.time()))
+    return 0
+
+
+def _watch(args) -> int:
+    """Redraw the status of a campaign from its campaign.json (local or s3://, so from any machine)
+    every `--interval` seconds while it runs; the last drawing stays on the terminal."""
+    from rich.live import Live
+
+    from farm import api
+
+    if args.interval <= 0:
+        raise FarmError("farm status --interval", f"{args.interval:g} is not a positive number of seconds", "use e.g. --interval 2")
+    doc = api.status(args.campaign, overrides=args.overrides)
+    try:
+        with Live(_status_view(doc, time.time()), console=results, auto_refresh=False) as live:
+            while doc["status"] == "running":
+                time.sleep(args.interval)
+                doc = api.status(args.campaign, overrides=args.overrides)
+                live.update(_status_view(doc, time.time()), refresh=True)
+    except KeyboardInterrupt:  # stops watching; the campaign goes on
+        pass
+    return 0
+
+
+def _status_view(doc: dict, now: float):
+    """A campaign record as a table of its shots and a summary: counts, windows, ETA and cost."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from farm.records import progress_of
+
     table = Table(title=f"campaign {escape(str(doc['name']))} ({escape(str(doc['status']))})")
-    for column in ("shot", "state", "windows", "frames", "seconds", "QA", "error"):
+    for column in ("shot", "state", "windows", "frames", "seconds", "GPU-s", "CPU-s", "QA", "error"):
         table.add_column(column)
     for row in doc["shots"]:
         windows = f"{row['windows_rendered']} new + {row['windows_reused']} reused"
         qa = _qa_word(row)
         if qa == "re-render":
             qa = "needs re-render: " + "; ".join(row.get("qa_reasons") or [])
-        table.add_row(*(Text(str(cell)) for cell in (row["shot_id"], row["status"], windows, row["frames"] or "", row["seconds"], qa,
+        table.add_row(*(Text(str(cell)) for cell in (row["shot_id"], row["status"], windows, row["frames"] or "", row["seconds"],
+                                                      _num(row.get("gpu_seconds")), _num(row.get("cpu_seconds")), qa,
                                                       row["error"] or "")))
     for shot in doc.get("pending") or []:  # not done: what it was doing when the record was written
         windows = f"{shot['windows_done']}/{shot['windows']} rendered" if shot.get("windows") else ""
-        table.add_row(*(Text(str(cell)) for cell in (shot["shot"], shot["state"], windows, "", "", "", "")))
-    counts = doc["counts"]
-    results.print(table)
-    results.print(
+        table.add_row(*(Text(str(cell)) for cell in (shot["shot"], shot["state"], windows, "", "", "", "", "", "")))
+    counts, progress = doc["counts"], progress_of(doc, now)
+    lines = [
         f"{counts['shots_done']}/{counts['shots_total']} shots done: {counts['shots_succeeded']} rendered, "
-        f"{counts['shots_reused']} reused, {counts['shots_failed']} failed, {counts.get('shots_flagged', 0)} need a re-render"
-    )
-    return 0
+        f"{counts['shots_reused']} reused, {counts['shots_failed']} failed, {counts.get('shots_flagged', 0)} need a re-render",
+        f"windows {progress['windows_done']}/{'?' if progress['windows_total'] is None else progress['windows_total']}"
+        + ("" if progress["eta_seconds"] is None else f", ETA {_clock(progress['eta_seconds'])}"),
+    ]
+    if "gpu_seconds" in counts:  # a record of an older farm has no cost
+        lines.append(_cost_line(counts))
+    return Group(table, *(Text(line) for line in lines))
+
+
+def _cost_line(counts: dict) -> str:
+    """What the campaign's windows cost in this run; money only with the operator's prices."""
+    money = "" if counts.get("money") is None else f", money {counts['money']:.4g}"
+    return f"cost: {counts['gpu_seconds']:g} GPU-seconds, {counts['cpu_seconds']:g} CPU-seconds{money}"
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as h:mm:ss."""
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def cmd_pose(args) -> int:

@@ -158,6 +158,23 @@ class ProvenanceConfig:
 
 
 @dataclass
+class NotifyConfig:
+    """Operator-only (DESIGN §12): where the end of every campaign run is announced, as apprise URLs
+    (they hold tokens: never recorded in a manifest)."""
+
+    urls: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CostConfig:
+    """Operator-only (DESIGN §12): the price of an hour of one GPU and of one CPU core; None shows
+    no money, only GPU- and CPU-seconds."""
+
+    gpu_hour: float | None = None
+    cpu_hour: float | None = None
+
+
+@dataclass
 class FarmConfig:
     backend: Any = None  # one of BACKEND_SCHEMAS, chosen by backend.name
     pose: PoseConfig = field(default_factory=PoseConfig)
@@ -168,6 +185,8 @@ class FarmConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     qa: QAConfig = field(default_factory=QAConfig)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     prompt: str = ""
     seed: int = 0
 
@@ -225,14 +244,16 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "backend.steps": (1, 1000),
     "backend.guidance": (0.0, 50.0),
     "backend.condition_frames": (1, 9),
+    "cost.gpu_hour": (0.0, None),
+    "cost.cpu_hour": (0.0, None),
 }
 
 
 # DESIGN §12, the trust boundary. Campaign files and shot rows are other people's data, run with the
 # operator's credentials: they may set render keys only. Everything else (runtime.*, storage.*,
-# qa.* limits, provenance.* (signing key, trust, rights gate), and the backend keys that choose what
+# qa.* limits, provenance.* (signing key, trust, rights gate), notify.*, cost.*, and the backend keys that choose what
 # is loaded, from where and on which device) comes from the operator: the command line or the environment.
-CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa", "provenance")
+CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa", "provenance", "notify", "cost")
 CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "match", "match.*", "window.*", "output.*", "pose.*", "backend.*",
                  # QA's judgement of a shot, not the farm's limits: a campaign may be stricter or looser
                  "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_pose_detected", "qa.max_jitter",

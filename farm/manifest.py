@@ -33,6 +33,24 @@ def versions() -> dict[str, str | None]:
     return found
 
 
+def window_cost(windows: list[dict], gpu_hour: float | None, cpu_hour: float | None) -> dict:
+    """What the windows of a shot cost: generator seconds times the GPUs and CPU cores each held
+    (a reused window cost nothing in this run), and money at the operator's hourly prices (None
+    without a price). windows: the window logs of farm.shot.window.render_window."""
+    gpu_seconds = sum(w.get("seconds", 0.0) * w.get("gpus", 0.0) for w in windows if not w.get("reused"))
+    cpu_seconds = sum(w.get("seconds", 0.0) * w.get("cpus", 0.0) for w in windows if not w.get("reused"))
+    return {"gpu_seconds": round(gpu_seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "gpu_hour": gpu_hour,
+            "cpu_hour": cpu_hour, "money": money(gpu_seconds, cpu_seconds, gpu_hour, cpu_hour)}
+
+
+def money(gpu_seconds: float, cpu_seconds: float, gpu_hour: float | None, cpu_hour: float | None) -> float | None:
+    """GPU- and CPU-seconds at hourly prices; None when neither price is given (an unpriced
+    resource counts as free once the other is priced)."""
+    if gpu_hour is None and cpu_hour is None:
+        return None
+    return round(gpu_seconds / 3600 * (gpu_hour or 0.0) + cpu_seconds / 3600 * (cpu_hour or 0.0), 6)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON so that readers see either the old file or the complete new one."""
     text = json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n"

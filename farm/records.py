@@ -3,6 +3,7 @@ shots finish, so `farm status` can follow a running campaign) and `campaign.parq
 shot, written at the end, for any dataframe tool)."""
 from __future__ import annotations
 
+import calendar
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from farm.storage import Storage
 from farm.storage.local import write_atomically
 
 CAMPAIGN_JSON = "campaign.json"
+ISO = "%Y-%m-%dT%H:%M:%SZ"  # the times of campaign.json, UTC
 CAMPAIGN_PARQUET = "campaign.parquet"
 # Shot metrics (manifest `metrics`, farm.qa.measure) that are columns of the campaign table.
 QA_METRICS = ("pose_pck", "pose_oks", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
@@ -40,6 +42,11 @@ COLUMNS = pa.schema(
         ("windows_reused", pa.int64()),
         ("rig_error_px_max", pa.float64()),
         ("seconds", pa.float64()),
+        # What its windows cost in this run: generator seconds times the GPUs / CPU cores held, and
+        # money at the operator's prices (cost.gpu_hour, cost.cpu_hour; null without them).
+        ("gpu_seconds", pa.float64()),
+        ("cpu_seconds", pa.float64()),
+        ("money", pa.float64()),
         *((metric, pa.float64()) for metric in QA_METRICS),
         ("pose_source", pa.string()),
         ("needs_rerender", pa.bool_()),
@@ -81,6 +88,7 @@ def shot_row(result: ShotResult) -> dict:
         "windows_reused": len(windows) if reused else metrics.get("windows_reused", 0),
         "rig_error_px_max": metrics.get("rig_error_px_max"),
         "seconds": 0.0 if reused else round(sum((m.get("timings") or {}).values()), 3),
+        **_cost(m.get("cost") or {}, reused),
         **{metric: metrics.get(metric) for metric in QA_METRICS},
         "pose_source": metrics.get("pose_source"),
         "needs_rerender": qa.get("needs_rerender", False),
@@ -91,6 +99,13 @@ def shot_row(result: ShotResult) -> dict:
         "manifest": Storage.join(result.uri or str(result.folder), "manifest.json"),
         "report": Storage.join(result.uri or str(result.folder), m["report"]) if m.get("report") else None,
     }
+
+
+def _cost(cost: dict, reused: bool) -> dict:
+    """A shot's cost columns: what this run spent on it (nothing for a reused shot)."""
+    if reused:
+        return {"gpu_seconds": 0.0, "cpu_seconds": 0.0, "money": None}
+    return {"gpu_seconds": cost.get("gpu_seconds", 0.0), "cpu_seconds": cost.get("cpu_seconds", 0.0), "money": cost.get("money")}
 
 
 @dataclass
@@ -138,6 +153,9 @@ class CampaignRecord:
             "shots_flagged": sum(1 for r in self.rows if r.get("needs_rerender")),
             "windows_rendered": sum(r["windows_rendered"] or 0 for r in self.rows),
             "windows_reused": sum(r["windows_reused"] or 0 for r in self.rows),
+            "gpu_seconds": round(sum(r["gpu_seconds"] or 0.0 for r in self.rows), 3),
+            "cpu_seconds": round(sum(r["cpu_seconds"] or 0.0 for r in self.rows), 3),
+            "money": round(sum(priced), 6) if (priced := [r["money"] for r in self.rows if r["money"] is not None]) else None,
         }
 
     def write(self, *, finished: bool = False, interrupted: bool = False) -> dict:
@@ -184,5 +202,23 @@ def read_campaign(uri: str, store: Storage) -> dict:
     return json.loads(store.get_bytes(target))
 
 
+def progress_of(doc: dict, now: float) -> dict:
+    """How far a campaign record has got, for `farm status --watch`: windows done and in all (the
+    windows of shots not planned yet estimated at the planned shots' mean; None while no shot is
+    planned), and the seconds left at the pace so far (None until a window is done, or when the
+    run is over). now: the reader's clock, in epoch seconds."""
+    done_rows = [(r.get("windows_rendered") or 0) + (r.get("windows_reused") or 0) for r in doc.get("shots") or []]
+    pending = doc.get("pending") or []
+    planned = done_rows + [p["windows"] for p in pending if p.get("windows")]
+    done = sum(done_rows) + sum(p.get("windows_done") or 0 for p in pending)
+    unplanned = sum(1 for p in pending if not p.get("windows"))
+    total = None if not planned and unplanned else round(sum(planned) + unplanned * sum(planned) / max(len(planned), 1))
+    eta = None
+    if doc.get("status") == "running" and done and total is not None:
+        elapsed = max(0.0, now - calendar.timegm(time.strptime(doc["started"], ISO)))
+        eta = elapsed * max(0, total - done) / done
+    return {"windows_done": done, "windows_total": total, "eta_seconds": eta}
+
+
 def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return time.strftime(ISO, time.gmtime(t))

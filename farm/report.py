@@ -109,7 +109,8 @@ def write_campaign_report(path: Path, doc: dict, thumbs: dict[str, bytes | None]
     rows.sort(key=lambda r: (r["rank"], r.get("sweep_of") or "", r["shot_id"]))
     page = _env().get_template("campaign.html.j2").render(doc=doc, rows=rows, metrics=METRICS,
                                                           flagged=sum(r["flagged"] for r in rows),
-                                                          sweep=any(r.get("settings") for r in rows))
+                                                          sweep=any(r.get("settings") for r in rows),
+                                                          money=any(r.get("money") is not None for r in rows))
     write_bytes(path, page.encode(), str(path))
     return path
 

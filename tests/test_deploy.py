@@ -5,9 +5,12 @@ command run against the local Ray cluster and the S3 test server."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sysconfig
+from pathlib import Path
 
 import boto3
 import jsonschema
@@ -25,8 +28,17 @@ KUBERNETES_VERSION = "1.32.0"
 KUBERAY_KINDS = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayCronJob": "ray.io_raycronjobs.yaml"}
 
 
+VENV_BIN = Path(sysconfig.get_path("scripts"))  # the bin of the venv pytest runs in
+
+
+def kubectl_path(venv_bin: Path = VENV_BIN) -> str | None:
+    """kubectl in the venv's bin (where `make test` installs it on a machine without one; an
+    unactivated venv's bin is not on PATH), else the machine's on PATH."""
+    return shutil.which("kubectl", path=os.pathsep.join([str(venv_bin), os.environ.get("PATH", "")]))
+
+
 def _build(overlay: str) -> list[dict]:
-    kubectl = shutil.which("kubectl")
+    kubectl = kubectl_path()
     assert kubectl, "kubectl (with kustomize) is missing: `make test` installs it"
     out = subprocess.run([kubectl, "kustomize", str(K8S / overlay)], check=True, capture_output=True, text=True).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]

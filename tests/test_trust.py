@@ -145,7 +145,7 @@ def test_s3_a_prefix_the_farm_did_not_make_is_refused_and_a_failed_rerender_keep
     "override",
     ["runtime.address=ray://host:10001", "storage.endpoint_url=http://elsewhere:9000", "storage.roots=[]", "qa.max_side=100000",
      "qa.max_video_seconds=100000", "runtime.num_cpus=512", "storage=../../x", "backend.model=/etc", "backend.device=cuda",
-     "hydra.run.dir=/tmp", "+runtime.x=1", "~qa"],
+     "hydra.run.dir=/tmp", "+runtime.x=1", "~qa", "notify.urls=[json://evil.example/x]", "cost.gpu_hour=0"],
 )
 def test_a_campaign_cannot_change_operator_settings(tmp_path, override):
     with pytest.raises(FarmError, match=r"c\.yaml line \d+: defaults") as error:

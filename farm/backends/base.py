@@ -18,6 +18,8 @@ class BackendSpec:
     can_chain: the backend can condition a window on the last frames of the previous one.
     condition_frames: how many of those frames it takes (window.mode=chained).
     num_gpus: GPUs one worker holding the model needs (0 for CPU backends).
+    num_cpus: CPU cores that worker keeps busy while it renders a window (what a window's cost is
+    counted in, with num_gpus; the runtime's scheduling is its own, farm.runtime.campaign).
     max_side: largest output side in pixels the backend supports.
     needs_reference: windows come with the reference video's frames and the driving pose
     (WindowRequest.reference, .driving), for models conditioned on the performer's face or scene.
@@ -41,6 +43,7 @@ class BackendSpec:
     can_chain: bool = False
     condition_frames: int = 1
     num_gpus: float = 0.0
+    num_cpus: float = 1.0
     max_side: int = 4096
     needs_reference: bool = False
     reference_area: int | None = None

@@ -8,6 +8,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from farm.errors import FarmError
+from farm.manifest import window_cost
 from farm.shot.outcome import ShotResult, artifacts, commit, fail_shot
 from farm.shot.planned import ShotPlan
 from farm.shot.segment import encode_segment
@@ -26,6 +27,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
 
     cfg, take, timings, record = plan.cfg, plan.take, plan.timings, plan.record
     timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
+    record["cost"] = window_cost(window_logs, cfg.cost.gpu_hour, cfg.cost.cpu_hour)  # spent, whatever happens next
     try:
         take.mkdir(parents=True, exist_ok=True)  # the new take is made beside the last one, which stays until the commit
         # 8-9. Stitch and encode segment by segment (streaming: one window and an overlap tail in

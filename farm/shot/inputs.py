@@ -107,12 +107,14 @@ def _input_record(path: Path, probe, given) -> dict:
 
 def content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) -> str:
     """Hash of everything that makes the shot: input bytes, prompt, rights, config, backend. Not the
-    config of where it is stored, how the cluster runs or what QA checks (qa.*, storage.*,
-    runtime.*): a new threshold or endpoint must not re-render finished shots (a reused shot's
-    verdict is worked out again under the thresholds of the run, see outcome.reuse_verdict). Of
+    config of where it is stored, how the cluster runs, what QA checks, who is told and what an
+    hour costs (qa.*, storage.*, runtime.*, notify.*, cost.*): a new threshold or endpoint must not
+    re-render finished shots (a reused shot's verdict is worked out again under the thresholds of
+    the run, see outcome.reuse_verdict). Of
     provenance.*, what changes the video's bytes: the watermark and whether it is signed (not the
     key's path, what a verify trusts or the rights gate)."""
-    config = {k: v for k, v in cfg.to_dict().items() if k not in ("qa", "storage", "runtime", "provenance")}
+    operator = ("qa", "storage", "runtime", "provenance", "notify", "cost")
+    config = {k: v for k, v in cfg.to_dict().items() if k not in operator}
     key = {
         "inputs": {name: item["sha256"] for name, item in inputs.items()},
         "prompt": shot.prompt,

@@ -72,7 +72,8 @@ def plan_shot(
         if not force and manifest is not None:
             return ShotResult(shot_id, "reused", folder, reuse_verdict(manifest, cfg), uri=uri)
         claim(folder, store, uri)  # someone else's folder is refused, untouched
-        config = cfg.to_dict() | {"prompt": shot.prompt or cfg.prompt}  # the prompt the shot is rendered with
+        # The prompt the shot is rendered with; not notify.urls (they hold tokens).
+        config = {k: v for k, v in cfg.to_dict().items() if k != "notify"} | {"prompt": shot.prompt or cfg.prompt}
         record.update(shot_id=shot_id, content_key=key, inputs=inputs, rights=shot.rights, config=config)
         record.update(versions=_versions(spec), seeds=[cfg.seed])
 

@@ -16,7 +16,8 @@ from farm.windows import Window
 
 def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local") -> dict:
     """Render the window (unless its checkpoint exists) and write the checkpoint. The backend must
-    have been prepared for this plan. Returns the window's log entry."""
+    have been prepared for this plan. Returns the window's log entry: its generator seconds and
+    the GPUs and CPU cores its worker held meanwhile (the backend's spec) are what it cost."""
     path = plan.window_file(window)
     if plan.has_window(window):
         return {**window.to_dict(), "reused": True}
@@ -45,7 +46,8 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     log = {
         **window.to_dict(), "reused": False, "worker": worker,
-        "seconds": round(seconds, 3), "rig_error_px_max": None if error is None else round(error, 3),
+        "seconds": round(seconds, 3), "gpus": backend.spec.num_gpus, "cpus": backend.spec.num_cpus,
+        "rig_error_px_max": None if error is None else round(error, 3),
     }
     if "lab" in stored:
         log["lab"] = stored["lab"].tolist()

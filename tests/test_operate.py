@@ -1,0 +1,183 @@
+"""Operating the farm (README "Operating the farm"): alerts at the end of a campaign run, what each
+shot and campaign cost, `farm status --watch`, and kubectl for the k8s tests on any machine."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from farm import cli
+from farm.config import load_config
+from farm.errors import FarmError
+from farm.manifest import window_cost
+from farm.notify import Message, send
+from farm.records import CampaignRecord, progress_of
+from farm.shot.outcome import ShotResult
+from tests.test_render import REPO
+from tests.test_runtime import _campaign, _drawing
+
+
+class _Receiver:
+    """An HTTP server on 127.0.0.1 that keeps the body of every POST it is sent (apprise's json://)."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    found = _Receiver()
+    yield found
+    found.close()
+
+
+def test_notify_and_cost_are_operator_settings_a_campaign_cannot_set():
+    for override in ("notify.urls=['json://evil.example/x']", "cost.gpu_hour=0"):
+        with pytest.raises(FarmError, match="operator setting"):
+            load_config([], campaign=[override])
+    cfg = load_config(["notify.urls=['json://127.0.0.1:9/x']", "cost.gpu_hour=2.5"])
+    assert cfg.notify.urls == ["json://127.0.0.1:9/x"] and cfg.cost.gpu_hour == 2.5 and cfg.cost.cpu_hour is None
+    with pytest.raises(FarmError, match="cost.cpu_hour"):
+        load_config(["cost.cpu_hour=-1"])
+
+
+def test_window_cost_is_generator_seconds_times_held_resources_at_hourly_prices():
+    windows = [{"seconds": 90.0, "gpus": 1, "cpus": 1}, {"seconds": 30.0, "gpus": 1, "cpus": 1}, {"reused": True}]
+    cost = window_cost(windows, gpu_hour=3.0, cpu_hour=0.36)
+    # 120 GPU-s at 3/h = 0.1, 120 CPU-s at 0.36/h = 0.012; the reused window cost nothing.
+    assert cost == {"gpu_seconds": 120.0, "cpu_seconds": 120.0, "gpu_hour": 3.0, "cpu_hour": 0.36, "money": 0.112}
+    assert window_cost(windows, None, None)["money"] is None
+
+
+def test_a_campaign_records_its_cost_and_sends_one_message_with_counts_and_report(tmp_path, receiver, capsys, ray_cluster):
+    # One shot, its QA made strict by the campaign so it is flagged; the operator's alerts and price.
+    campaign = _campaign(tmp_path, _drawing("please", "gesture_asl_please.mkv"), name="ops")
+    text = Path(campaign).read_text()
+    Path(campaign).write_text(text.replace("output.pose_preview=false", "output.pose_preview=false, qa.max_jitter=0.0"))
+    out = tmp_path / "out"
+    assert cli.run(["submit", campaign, "-o", str(out), f"notify.urls=['{receiver.url}']", "cost.cpu_hour=3.6"]) == 0
+    summary = capsys.readouterr().out
+    # The manifest: every rendered window says what it held and for how long; the shot's cost is their sum.
+    manifest = json.loads((out / "ops" / "shots" / "please" / "manifest.json").read_text())
+    windows = manifest["windows"]
+    assert len(windows) == 2 and all(w["gpus"] == 0 and w["cpus"] == 1 and w["seconds"] > 0 for w in windows)
+    cpu_seconds = round(sum(w["seconds"] for w in windows), 3)
+    assert manifest["cost"] == {"gpu_seconds": 0.0, "cpu_seconds": cpu_seconds, "gpu_hour": None, "cpu_hour": 3.6,
+                                "money": round(cpu_seconds / 1000, 6)}
+    assert "notify" not in manifest["config"]  # apprise URLs hold tokens
+    # campaign.json, campaign.parquet, the report and the summary show the same numbers.
+    doc = json.loads((out / "ops" / "campaign.json").read_text())
+    assert doc["counts"]["cpu_seconds"] == cpu_seconds and doc["counts"]["money"] == manifest["cost"]["money"]
+    row = pq.read_table(out / "ops" / "campaign.parquet").to_pylist()[0]
+    assert (row["gpu_seconds"], row["cpu_seconds"], row["money"]) == (0.0, cpu_seconds, manifest["cost"]["money"])
+    page = (out / "ops" / "report.html").read_text()
+    assert f"cost: 0.0 GPU-seconds, {cpu_seconds} CPU-seconds, money {manifest['cost']['money']:.4f}" in page
+    shot_page = (out / "ops" / "shots" / "please" / "report.html").read_text()
+    assert f'id="cpu-seconds">{cpu_seconds}<' in shot_page and f'id="money">{manifest["cost"]["money"]:.4f}<' in shot_page
+    assert f"{cpu_seconds:g} CPU-seconds" in summary
+    # One message, after the record was final: a warning (the flagged shot), the counts, the report.
+    assert len(receiver.received) == 1
+    message = receiver.received[0]
+    assert message["type"] == "warning"
+    assert message["title"] == "motion-farm: campaign ops finished; 1 shot need a re-render"
+    assert "1/1 shots done: 1 rendered, 0 reused, 0 failed, 1 need a re-render" in message["message"]
+    assert "re-render: please" in message["message"] and f"report: {out / 'ops' / 'report.html'}" in message["message"]
+    # `farm status` shows the shot's and the campaign's cost.
+    assert cli.run(["status", str(out / "ops")]) == 0
+    status = capsys.readouterr().out
+    assert f"cost: 0 GPU-seconds, {cpu_seconds:g} CPU-seconds, money {manifest['cost']['money']:.4g}" in status
+
+
+def test_a_notification_that_cannot_be_sent_is_a_warning(receiver):
+    message = Message("motion-farm: campaign c finished", "1/1 shots done", "success")
+    assert send([receiver.url], message) == []
+    assert receiver.received[0]["title"] == message.title and receiver.received[0]["type"] == "success"
+    port = receiver.server.server_address[1]
+    receiver.close()  # nothing listens there any more
+    warnings = send([f"json://127.0.0.1:{port}/hook", "nonsense://token@host/secret"], message)
+    assert len(warnings) == 2 and "nonsense://host/…" in warnings[0] and "could not be sent" in warnings[1]
+    assert not any("token" in w or "secret" in w for w in warnings)
+
+
+def _result(shot_id: str, status: str, *, flagged: bool = False, windows: int = 2) -> ShotResult:
+    """A finished shot as the campaign record takes it (its manifest's fields that the record reads)."""
+    manifest = {"metrics": {"frames": 10, "windows_rendered": windows, "windows_reused": 0},
+                "qa": {"needs_rerender": flagged, "reasons": ["jitter"] if flagged else []},
+                "cost": {"gpu_seconds": 0.0, "cpu_seconds": 1.5, "money": None}}
+    return ShotResult(shot_id, status, Path("."), manifest, "boom" if status == "failed" else None, f"s3://x/{shot_id}")
+
+
+def test_status_watch_follows_a_campaign_json_rewritten_on_s3_until_it_finishes(tmp_path, s3_bucket, s3_endpoint, capsys):
+    store, bucket = s3_bucket
+    uri = f"{bucket}/renders/live"
+    record = CampaignRecord(tmp_path / "live", "live", 3, store, uri, every=0.0)
+    record.queue(["a", "b", "c"])
+    record.write()
+    seen = []
+
+    def run_campaign():
+        time.sleep(0.3)
+        for position, shot in enumerate("abc"):
+            record.state(position, "rendering", 1, 2)
+            seen.append(progress_of(json.loads(store.get_bytes(f"{uri}/campaign.json")), time.time()))
+            time.sleep(0.2)
+            record.add(_result(shot, "failed" if shot == "c" else "succeeded", flagged=shot == "b"), position=position)
+            time.sleep(0.2)
+        record.write(finished=True)
+
+    writer = threading.Thread(target=run_campaign)
+    writer.start()
+    started = time.monotonic()
+    code = cli.run(["status", uri, "--watch", "--interval", "0.05", f"storage.endpoint_url={s3_endpoint}"])
+    writer.join()
+    assert code == 0 and time.monotonic() - started > 1.0  # it waited for the run to end
+    out = capsys.readouterr().out
+    assert "campaign live (finished)" in out
+    assert "3/3 shots done: 2 rendered, 0 reused, 1 failed, 1 need a re-render" in out
+    assert "windows 6/6" in out and "cost: 0 GPU-seconds, 4.5 CPU-seconds" in out
+    # While it ran: windows done of all (the unplanned shots at the planned ones' mean), and an ETA.
+    assert [(s["windows_done"], s["windows_total"]) for s in seen] == [(1, 6), (3, 6), (5, 6)]
+    assert all(s["eta_seconds"] is not None and s["eta_seconds"] >= 0 for s in seen)
+
+
+@pytest.mark.slow
+def test_make_installs_kubectl_with_kustomize_v5_into_the_venv_when_the_machine_has_none(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # A machine without kubectl: the one the Makefile asks first is not there.
+    subprocess.run(["make", "-C", str(REPO), "kubectl", f"VENV={venv}", "KUBECTL=/nonexistent/kubectl"], check=True,
+                   capture_output=True)
+    version = subprocess.run([str(venv / "bin" / "kubectl"), "version", "--client"], check=True, capture_output=True, text=True)
+    assert "Kustomize Version: v5" in version.stdout
+    # The k8s tests look in the venv's bin first, the way `make test` runs them (an unactivated venv).
+    from tests.test_deploy import kubectl_path
+
+    assert kubectl_path(venv / "bin") == str(venv / "bin" / "kubectl")
+    assert kubectl_path(tmp_path) == shutil.which("kubectl")  # a venv without one: the machine's
+    assert os.access(kubectl_path(venv / "bin"), os.X_OK)
