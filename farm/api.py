@@ -334,7 +334,8 @@ def render_batch(
     store = storage_for(first) if first else Storage()
     _claim_campaign(store, out)
     with Lease(store, out):  # one run at a time writes a campaign folder
-        connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None)
+        connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None,
+                runtime.num_gpus if runtime else None)
         record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
         record.queue([shot.shot_id or Path(str(shot.motion)).name for shot, _ in items])
         record.write()

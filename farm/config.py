@@ -63,7 +63,14 @@ class WanAnimateConfig:
     condition_frames: int = 1
 
 
-BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig, "wan_animate": WanAnimateConfig}
+@dataclass
+class SimulatedConfig:
+    name: str = "simulated"
+    seconds_per_frame: float = 2.805
+    load_seconds: float = 60.0
+
+
+BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig, "wan_animate": WanAnimateConfig, "simulated": SimulatedConfig}
 
 
 @dataclass
@@ -118,6 +125,7 @@ class RuntimeConfig:
     kind: str = "local"
     address: str | None = None
     num_cpus: int | None = None
+    num_gpus: int | None = None
     max_retries: int = 3
 
 
@@ -238,6 +246,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "qa.max_seam_score": (1.0, None),
     "qa.max_overlap_overhead": (0.0, None),
     "runtime.num_cpus": (1, None),
+    "runtime.num_gpus": (0, None),
     "runtime.max_retries": (0, 20),
     "backend.grid_divisions": (4, 400),
     "backend.resolution_area": (64 * 64, 4096 * 4096),
@@ -246,6 +255,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "backend.condition_frames": (1, 9),
     "cost.gpu_hour": (0.0, None),
     "cost.cpu_hour": (0.0, None),
+    "backend.seconds_per_frame": (0.0, 3600.0),
+    "backend.load_seconds": (0.0, 3600.0),
 }
 
 
@@ -259,7 +270,9 @@ CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "match", "match.*", "windo
                  "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_pose_detected", "qa.max_jitter",
                  "qa.max_appearance_drift", "qa.min_appearance_ssim", "qa.max_seam_score", "qa.max_overlap_overhead")
 OPERATOR_BACKEND_KEYS = ("backend.model", "backend.revision", "backend.local_files_only", "backend.device",
-                         "backend.cpu_offload", "backend.vae_tiling")
+                         "backend.cpu_offload", "backend.vae_tiling",
+                         # what a simulated GPU costs: a campaign could otherwise hold the farm's GPUs for hours
+                         "backend.seconds_per_frame", "backend.load_seconds")
 # The operator may allow `${…}` interpolation in their own command-line overrides (never in a campaign's).
 ALLOW_INTERPOLATION_ENV = "FARM_ALLOW_INTERPOLATION"
 _OVERRIDE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)=(?P<value>.*)\Z", re.S)

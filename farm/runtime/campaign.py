@@ -124,26 +124,29 @@ class _GeneratorPool:
 
     def __init__(self, max_retries: int) -> None:
         self.max_retries = max_retries
-        self.idle: dict[float, list] = {}
-        self.queue: dict[float, list[tuple]] = {}
-        self.busy: dict[ray.ObjectRef, tuple[float, object]] = {}
+        self.idle: dict[tuple[float, float], list] = {}  # by (GPUs, CPUs) one actor holds
+        self.queue: dict[tuple[float, float], list[tuple]] = {}
+        self.busy: dict[ray.ObjectRef, tuple[tuple[float, float], object]] = {}
 
-    def submit(self, gpus: float, name: str, plan_ref, index: int, tag: tuple) -> None:
-        if gpus not in self.idle:
-            self.idle[gpus] = self._start(gpus)
-            self.queue[gpus] = []
-        self.queue[gpus].append((name, plan_ref, index, tag))
+    def submit(self, spec: BackendSpec, name: str, plan_ref, index: int, tag: tuple) -> None:
+        # A GPU worker holds the cores its backend keeps busy (the simulated one none: it sleeps,
+        # and 16 fake GPUs on a laptop must not take every core from the pose and encode tasks).
+        held = (spec.num_gpus, min(1.0, spec.num_cpus) if spec.num_gpus else 0.0)
+        if held not in self.idle:
+            self.idle[held] = self._start(held)
+            self.queue[held] = []
+        self.queue[held].append((name, plan_ref, index, tag))
 
     def dispatch(self, waiting: dict, wanted) -> None:
         """Hand queued windows to idle actors; `wanted(tag)` is False for a window of a failed shot."""
-        for gpus, queue in self.queue.items():
-            while queue and self.idle[gpus]:
+        for held, queue in self.queue.items():
+            while queue and self.idle[held]:
                 name, plan_ref, index, tag = queue.pop(0)
                 if not wanted(tag):
                     continue
-                actor = self.idle[gpus].pop()
+                actor = self.idle[held].pop()
                 ref = actor.render.options(name=name).remote(plan_ref, index)
-                self.busy[ref] = (gpus, actor)
+                self.busy[ref] = (held, actor)
                 waiting[ref] = tag
 
     def close(self) -> None:
@@ -159,20 +162,21 @@ class _GeneratorPool:
         """The actor that ran `ref` is free again; one whose process died (broken) is replaced by a
         new actor, so no window is sent to it while Ray is still restarting it."""
         if ref in self.busy:
-            gpus, actor = self.busy.pop(ref)
+            held, actor = self.busy.pop(ref)
             if broken:
                 ray.kill(actor)
-                actor = self._start(gpus, count=1)[0]
-            self.idle[gpus].append(actor)
+                actor = self._start(held, count=1)[0]
+            self.idle[held].append(actor)
 
-    def _start(self, gpus: float, count: int | None = None) -> list:
+    def _start(self, held: tuple[float, float], count: int | None = None) -> list:
+        gpus, cpus = held
         resources = ray.cluster_resources()
         if gpus:
             slots = int(resources.get("GPU", 0) // gpus)
             if slots == 0:
                 raise FarmError("backend", f"needs {gpus:g} GPU per worker and the Ray cluster has {resources.get('GPU', 0):g}",
                                 "run on a cluster with GPUs, set backend.device=cpu, or pick the CPU puppet (backend=puppet)")
-            options = {"num_cpus": 1, "num_gpus": gpus}
+            options = {"num_cpus": cpus, "num_gpus": gpus}
             count = count or slots
         else:
             options = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
@@ -212,7 +216,7 @@ class _Run:
     def window(self, shot: _ShotRun, index: int) -> None:
         """Queue window `index` of `shot` for the next free generator."""
         name = f"window {shot.plan.shot_id} {index}"
-        self.generators.submit(backend_spec(shot.cfg).num_gpus, name, shot.plan_ref, index, (shot, partial(shot.window_done, index)))
+        self.generators.submit(backend_spec(shot.cfg), name, shot.plan_ref, index, (shot, partial(shot.window_done, index)))
 
     def owner(self, uri: str, shot: _ShotRun) -> _ShotRun:
         """The shot that renders the folder `uri` in this run: the first one to claim it."""

@@ -7,11 +7,12 @@ import os
 from farm.errors import FarmError
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> None:
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
     """Start (or join) Ray once per process.
 
     address: a cluster to join ("auto", "ray://host:10001", …); None also honours RAY_ADDRESS, and
-    with neither a new local cluster sized to this machine (or to `num_cpus`) is started. The local
+    with neither a new local cluster sized to this machine (or to `num_cpus` and `num_gpus`, which may
+    be more than the machine has: fake GPUs for the simulated backend) is started. The local
     cluster runs without token auth, dashboard or usage reporting: it serves this process only, and
     every port it opens is bound to 127.0.0.1.
     """
@@ -26,13 +27,13 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            _start_local(num_cpus or os.cpu_count())
+            _start_local(num_cpus or os.cpu_count(), num_gpus)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or "a local cluster"
         raise FarmError(f"ray {where}", f"cannot start or join: {exc}", "check runtime.address / RAY_ADDRESS") from None
 
 
-def _start_local(num_cpus: int) -> None:
+def _start_local(num_cpus: int, num_gpus: int | None = None) -> None:
     import ray
     from ray._private import ray_constants
 
@@ -45,5 +46,6 @@ def _start_local(num_cpus: int) -> None:
     # "local": always a new cluster. Without it ray.init joins the cluster named in Ray's
     # ray_current_cluster file: a `ray start` cluster of someone else's, or one long dead after a crash.
     ray.init(
-        address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING
+        address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+        logging_level=logging.WARNING,
     )

@@ -51,7 +51,11 @@ def backend_class(cfg: FarmConfig) -> type:
         from farm.backends.wan_animate import WanAnimateBackend
 
         return WanAnimateBackend
-    raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet or wan_animate")
+    if cfg.backend.name == "simulated":
+        from farm.backends.simulated import SimulatedBackend
+
+        return SimulatedBackend
+    raise FarmError("config backend.name", f"unknown backend {cfg.backend.name!r}", "use puppet, wan_animate or simulated")
 
 
 def backend_spec(cfg: FarmConfig) -> BackendSpec:
