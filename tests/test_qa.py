@@ -247,18 +247,20 @@ def test_photo_character_is_measured_by_re_detection(tmp_path, shared_data):
     result = render_shot(shot, cfg, tmp_path)
     metrics = result.manifest["metrics"]
     assert metrics["pose_source"] == "mediapipe" and metrics["pose_detected"] == 1.0
-    assert metrics["pose_pck"] > 0.9 and metrics["pose_oks"] > 0.9
+    assert metrics["pose_pck"] > 0.9 and metrics["pose_oks"] > 0.9 and metrics["joint_pck"] > 0.9
     assert metrics["appearance_drift"] < 0.5 and metrics["seam_score"] < 2.0
 
 
 def test_thresholds_flag_a_shot_with_every_reason(tmp_path):
     qa = load_config(["qa.max_jitter=0", "qa.max_seam_score=1", "qa.max_overlap_overhead=0.1"]).qa
     metrics = {"jitter": 0.01, "seam_score": 1.2, "overlap_overhead": 0.32, "pose_pck": 0.9, "pose_source": "mediapipe",
-               "pose_detected": 0.3}
+               "pose_detected": 0.3, "joint_pck": 0.25, "joint_pck_worst": "left_knee"}
     reasons = verdict(metrics, [], qa)
-    assert [r.split()[0] for r in reasons] == ["jitter", "seam_score", "overlap_overhead", "pose_detected"]
+    assert [r.split()[0] for r in reasons] == ["joint_pck", "jitter", "seam_score", "overlap_overhead", "pose_detected"]
+    assert reasons[0] == "joint_pck 0.25 < 0.5 (min): left_knee is where the target puts it on 25% of frames"
     assert "found on 30% of frames" in reasons[-1]
-    assert verdict(metrics, [], load_config(["qa.min_pose_detected=null", "qa.max_jitter=null"]).qa) == []
+    assert verdict(metrics, [], load_config(["qa.min_pose_detected=null", "qa.max_jitter=null", "qa.min_joint_pck=0.2"]).qa) == []
+    assert load_config(campaign=["qa.min_joint_pck=0.8"]).qa.min_joint_pck == 0.8  # a campaign may be stricter
 
 
 def test_shot_report_is_self_contained_and_records_the_shot(tmp_path, capsys):
