@@ -11,18 +11,20 @@ import pytest
 
 from farm import cli
 from farm.backends.puppet.backend import PuppetBackend
+from farm.character import load_character
 from farm.config import load_config
 from farm.media.decode import read_frames
 from farm.pose.extract import PoseOptions, extract_poses
 from farm.pose.store import read_rig_parquet
 from farm.qa import metrics as m
 from farm.qa.measure import Appearance, FrameMeter, coco17_from_body, read_quality_table, shot_quality, verdict
+from farm.qa.track import Texture, track_joints
 from farm.rig import JOINT_INDEX
 from farm.shot.render import render_shot
 from farm.stitch import Stitcher
 from farm.types import Character
 from farm.windows import plan_windows
-from tests.test_render import MEDIA, drawing_shot
+from tests.test_render import DRAWINGS, MEDIA, drawing_shot
 
 VIDEO = MEDIA / "gesture_asl_please.mkv"
 
@@ -178,6 +180,27 @@ def test_one_window_colour_shifted_is_flagged_unless_the_stitch_corrects_it(tmp_
     assert len(table["frame"]) == 73 and table["window"][30] == 1
     page = (result.folder / "report.html").read_text()
     assert ("needs re-render" in page) == (colour == "none")
+
+
+@pytest.mark.parametrize("drawing", ["char1", "char3"])
+def test_texture_tracking_finds_each_part_of_a_drawing_where_it_is_drawn(drawing):
+    image, skeleton, mask = DRAWINGS[drawing]
+    character, _ = load_character(MEDIA / image, skeleton_path=MEDIA / skeleton, mask_path=MEDIA / mask)
+    texture = Texture.of(character)
+    rest = character.joints[:, :2]
+    torso = np.linalg.norm(rest[JOINT_INDEX["neck"]] - rest[JOINT_INDEX["pelvis"]])
+    # The crowned man's round head can be placed; the candy corn's head is a plain cone (its patch
+    # slides along it) and is not measured.
+    head_measured = "head" in texture.measured()
+    assert head_measured == (drawing == "char1") and len(texture.measured()) == 12 + head_measured
+    found = track_joints(texture, character.image, character.joints)  # the picture is the rest pose
+    measured = np.isfinite(found[:, 2])
+    assert np.abs(found[measured, :2] - rest[measured]).max() < 0.02 * torso and found[measured, 2].min() > 0.9
+    # The whole picture a quarter torso right of where the target puts it: every part found there.
+    dx = int(0.25 * torso)
+    found = track_joints(texture, np.roll(character.image, dx, axis=1), character.joints)
+    assert np.abs(found[measured, 0] - rest[measured, 0] - dx).max() < 0.02 * torso
+    assert np.abs(found[measured, 1] - rest[measured, 1]).max() < 0.02 * torso and found[measured, 2].min() > 0.7
 
 
 class _ArmAstray(PuppetBackend):

@@ -124,40 +124,48 @@ def track_joints(texture: Texture, frame: np.ndarray, target: np.ndarray) -> np.
     the joint; and for the joints not tracked.
 
     frame: (H, W, 3) uint8 RGB; target: (15, >=2) the joints the frame should show, canvas px."""
-    # 1. Scale: the frame at WORK_TORSO px per torso (a small frame enlarged: its peaks interpolated).
+    # 1. Scale: the frame around the target at WORK_TORSO px per torso (a small figure enlarged,
+    #    its peaks interpolated), with room for every search.
     out = np.full((15, 3), np.nan)
     target = np.asarray(target, np.float64)[:, :2]
     torso = _length(target)
     if not (np.isfinite(torso) and torso > 1.0 and texture.torso > 1.0):
         return out
     s = WORK_TORSO / torso
-    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    reach = max(2, int(round(SEARCH * WORK_TORSO)))
+    pad = reach + int(round(TORSO_PATCH * WORK_TORSO)) + 1
+    height, width = frame.shape[:2]
+    x0, y0 = np.clip(np.floor(target.min(axis=0) - pad / s).astype(int), 0, None)
+    x1, y1 = np.ceil(target.max(axis=0) + pad / s).astype(int) + 1
+    x1, y1 = min(max(x1, x0 + 1), width), min(max(y1, y0 + 1), height)
+    if x0 >= width or y0 >= height:
+        return out  # the whole figure is off the frame
+    grey = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY)
     grey = cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
-    zoom = torso * s / texture.torso  # work px per character image px
-    reach = max(2, int(round(SEARCH * torso * s)))
-    pad = reach + int(round(TORSO_PATCH * torso * s)) + 1
     padded = cv2.copyMakeBorder(grey, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    zoom = WORK_TORSO / texture.torso  # work px per character image px
 
     for k, part in enumerate(PARTS):
         centre = target[list(part.centre)].mean(axis=0)
-        if not texture.measurable[k] or not (0 <= centre[0] < frame.shape[1] and 0 <= centre[1] < frame.shape[0]):
+        if not texture.measurable[k] or not (0 <= centre[0] < width and 0 <= centre[1] < height):
             continue
         if part.half and _fold(target, part.centre[0]) < FOLD:
             continue
         # 2. The patch, turned as the part's bone turns from the rest pose to the target.
         a, b = part.bone
         turn = _angle(target[b] - target[a]) - _angle(texture.rest[b] - texture.rest[a])
-        radius = max(4, int(round(part.radius * torso * s)))
+        radius = max(4, int(round(part.radius * WORK_TORSO)))
         patch, weight = _patch(texture, k, zoom, turn if np.isfinite(turn) else 0.0, radius)
 
         # 3. The search around where the target puts it; of the near-best places, the nearest.
-        cx, cy = np.round(centre * s).astype(int) + pad
+        at = (centre - (x0, y0)) * s + pad  # where the target puts the patch's centre, work px
+        cx, cy = np.round(at).astype(int)
         half = radius + reach
         score = _match(padded[cy - half : cy + half + 1, cx - half : cx + half + 1], patch, weight)
         best = float(score.max())
         ys, xs = np.nonzero(score >= best - TIE)
         nearest = np.argmin((xs - reach) ** 2 + (ys - reach) ** 2)
-        offset = (_subpixel(score, xs[nearest], ys[nearest]) - reach) / s
+        offset = (_subpixel(score, xs[nearest], ys[nearest]) - reach + (cx, cy) - at) / s
         for j in part.joints:
             out[j] = (*(target[j] + offset), best if best >= MIN_SCORE else 0.0)
     return out
