@@ -81,7 +81,7 @@ class FrameMeter:
     targets: (n, 15, 3) the rig joints the frames should show, on the canvas. detect_pose: run
     mediapipe on each frame (about 12 ms a frame here, nearly all of the meter's time). texture:
     for a character mediapipe cannot see (detector_sees), its parts are tracked in each frame
-    instead (farm.qa.track, about 7 ms a frame); pose visibility is then nan for a point not
+    instead (farm.qa.track, 6-8 ms a frame at 512 px); pose visibility is then nan for a point not
     measured (see track_joints)."""
 
     def __init__(self, appearance: Appearance, targets: np.ndarray, *, detect_pose: bool = True,
