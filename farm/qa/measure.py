@@ -211,7 +211,7 @@ def shot_quality(
     mediapipe cannot see in its own image (detector_sees) its parts tracked by their texture
     ("texture-tracked", farm.qa.track): on the rig's 13 COCO points, each counted on the frames
     where it is measured (not where its part cannot be placed on the character, nor where the
-    target puts it off the frame). joint_pck is the worst point's PCK over the shot
+    target puts it off the frame or folds its limb onto it). joint_pck is the worst point's PCK over the shot
     (joint_pck_worst names it): one limb drawn astray shows there when the shot's PCK hides it."""
     detected = np.concatenate([p["pose"] for p in parts])
     hist = np.concatenate([p["hist"] for p in parts])
