@@ -143,6 +143,7 @@ class QAConfig:
     # Re-render thresholds (farm.qa.measure.verdict); None turns one off.
     min_pose_pck: float | None = 0.5
     min_pose_oks: float | None = None
+    min_joint_pck: float | None = 0.5
     min_pose_detected: float | None = 0.5
     max_jitter: float | None = 0.1
     max_appearance_drift: float | None = 0.5
@@ -239,6 +240,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "qa.max_cache_mb": (1.0, None),
     "qa.min_pose_pck": (0.0, 1.0),
     "qa.min_pose_oks": (0.0, 1.0),
+    "qa.min_joint_pck": (0.0, 1.0),
     "qa.min_pose_detected": (0.0, 1.0),
     "qa.max_jitter": (0.0, None),
     "qa.max_appearance_drift": (0.0, 1.0),
@@ -267,7 +269,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa", "provenance", "notify", "cost")
 CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "match", "match.*", "window.*", "output.*", "pose.*", "backend.*",
                  # QA's judgement of a shot, not the farm's limits: a campaign may be stricter or looser
-                 "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_pose_detected", "qa.max_jitter",
+                 "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_joint_pck", "qa.min_pose_detected", "qa.max_jitter",
                  "qa.max_appearance_drift", "qa.min_appearance_ssim", "qa.max_seam_score", "qa.max_overlap_overhead")
 OPERATOR_BACKEND_KEYS = ("backend.model", "backend.revision", "backend.local_files_only", "backend.device",
                          "backend.cpu_offload", "backend.vae_tiling",

@@ -22,7 +22,7 @@ CAMPAIGN_JSON = "campaign.json"
 ISO = "%Y-%m-%dT%H:%M:%SZ"  # the times of campaign.json, UTC
 CAMPAIGN_PARQUET = "campaign.parquet"
 # Shot metrics (manifest `metrics`, farm.qa.measure) that are columns of the campaign table.
-QA_METRICS = ("pose_pck", "pose_oks", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
+QA_METRICS = ("pose_pck", "pose_oks", "joint_pck", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
               "overlap_overhead")
 
 # campaign.parquet columns, in order, with their types.

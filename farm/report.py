@@ -36,7 +36,8 @@ _LIMBS = ((5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (
           (0, 1), (0, 2), (1, 3), (2, 4))
 # Shot metrics in the tables: key, label, digits.
 METRICS = (
-    ("pose_pck", "PCK@0.1", 3), ("pose_oks", "OKS", 3), ("pose_detected", "pose found", 2), ("jitter", "jitter", 4),
+    ("pose_pck", "PCK@0.1", 3), ("pose_oks", "OKS", 3), ("joint_pck", "worst point", 3), ("pose_detected", "pose found", 2),
+    ("jitter", "jitter", 4),
     ("appearance_drift", "drift", 3), ("appearance_ssim", "SSIM", 3), ("seam_score", "seam", 2),
     ("overlap_overhead", "overlap", 2),
 )

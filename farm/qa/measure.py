@@ -2,7 +2,8 @@
 
 Two halves:
 - `FrameMeter` looks at the output frames as a segment is encoded (on whichever worker encodes it,
-  so a long shot is measured in parallel): the performer's pose re-detected by mediapipe, the
+  so a long shot is measured in parallel): the performer's pose, re-detected by mediapipe or, for a
+  character mediapipe cannot see, tracked by the character's own texture (farm.qa.track); the
   character region's colour histogram and the aligned torso's SSIM against the character image,
   and the difference to the frame before.
 - `shot_quality` puts the segments' measurements together with the target skeleton into the
@@ -22,6 +23,7 @@ from farm.pose.extract import PoseSequence, image_pose_detector
 from farm.pose.openpose import coco18_from_body
 from farm.pose.transfer import transfer_pose
 from farm.qa import metrics as m
+from farm.qa.track import Texture, track_joints
 from farm.rig import BONES, JOINT_INDEX, VISIBLE
 from farm.types import Character
 from farm.windows import Window
@@ -77,11 +79,14 @@ class FrameMeter:
     mediapipe graph); `add` each frame in order, then `result()`.
 
     targets: (n, 15, 3) the rig joints the frames should show, on the canvas. detect_pose: run
-    mediapipe on each frame (about 12 ms a frame here, nearly all of the meter's time); off for a
-    character it cannot see (detector_sees), whose pose is measured otherwise."""
+    mediapipe on each frame (about 12 ms a frame here, nearly all of the meter's time). texture:
+    for a character mediapipe cannot see (detector_sees), its parts are tracked in each frame
+    instead (farm.qa.track, 6-8 ms a frame at 512 px); pose visibility is then nan for a point not
+    measured (see track_joints)."""
 
-    def __init__(self, appearance: Appearance, targets: np.ndarray, *, detect_pose: bool = True) -> None:
-        self.appearance, self.targets, self.detect_pose = appearance, targets, detect_pose
+    def __init__(self, appearance: Appearance, targets: np.ndarray, *, detect_pose: bool = True,
+                 texture: Texture | None = None) -> None:
+        self.appearance, self.targets, self.detect_pose, self.texture = appearance, targets, detect_pose, texture
         self.seconds = 0.0
         self.pose, self.hist, self.ssim, self.diff = [], [], [], []
         self._previous: np.ndarray | None = None
@@ -100,8 +105,11 @@ class FrameMeter:
         started = time.perf_counter()
         t = len(self.pose)
         target = self.targets[t]
-        body = self._detect(frame) if self.detect_pose else None
-        self.pose.append(np.zeros((17, 3), np.float32) if body is None else coco17_from_body(body))
+        if self.texture is not None:
+            self.pose.append(coco17_from_tracked(track_joints(self.texture, frame, target)))
+        else:
+            body = self._detect(frame) if self.detect_pose else None
+            self.pose.append(np.zeros((17, 3), np.float32) if body is None else coco17_from_body(body))
         region = body_band(target, frame.shape[:2])
         self.hist.append(m.histogram_distance(m.hsv_histogram(frame, region), self.appearance.hist))
         self.ssim.append(self._torso_ssim(frame, target))
@@ -139,6 +147,16 @@ class FrameMeter:
 def coco17_from_body(body33: np.ndarray) -> np.ndarray:
     """mediapipe's 33 body landmarks -> COCO-17 (x, y, visibility)."""
     return coco18_from_body(body33)[..., list(m.COCO17_FROM_COCO18), :]
+
+
+def coco17_from_tracked(tracked: np.ndarray) -> np.ndarray:
+    """track_joints' (15, 3) -> (17, 3): visibility 1 where found, 0 where not found, nan where not
+    measured (and for eyes and ears, which the rig has not)."""
+    out = np.full((17, 3), np.nan, np.float32)
+    for k, j in _COCO17_FROM_RIG.items():
+        score = tracked[j, 2]
+        out[k] = (tracked[j, 0], tracked[j, 1], np.nan if np.isnan(score) else float(score > 0))
+    return out
 
 
 def coco17_target(targets: np.ndarray, driving: PoseSequence) -> np.ndarray:
@@ -184,14 +202,17 @@ def detector_sees(character: Character) -> bool:
 
 def shot_quality(
     parts: list[dict[str, np.ndarray]], windows: list[Window], target: np.ndarray, *,
-    drawn: np.ndarray | None = None, detector_sees_character: bool = True,
+    detector_sees_character: bool = True,
 ) -> Quality:
     """parts: FrameMeter results of consecutive segments covering the shot; target: (T, 17, 3)
-    from coco17_target; drawn: (T, 15, 2) where the backend drew the rig joints, when it knows.
+    from coco17_target.
 
-    The output's pose is mediapipe's re-detection. For a character mediapipe cannot see in its own
-    image (detector_sees), the backend's drawn joints are measured instead, on the rig's 13 COCO
-    points; without them the pose metrics are not measured (None, pose_source "none")."""
+    The output's pose (pose_source) is mediapipe's re-detection ("mediapipe"), or for a character
+    mediapipe cannot see in its own image (detector_sees) its parts tracked by their texture
+    ("texture-tracked", farm.qa.track): on the rig's 13 COCO points, each counted on the frames
+    where it is measured (not where its part cannot be placed on the character, nor where the
+    target puts it off the frame or folds its limb onto it). joint_pck is the worst point's PCK over the shot
+    (joint_pck_worst names it): one limb drawn astray shows there when the shot's PCK hides it."""
     detected = np.concatenate([p["pose"] for p in parts])
     hist = np.concatenate([p["hist"] for p in parts])
     ssim = np.concatenate([p["ssim"] for p in parts])
@@ -206,12 +227,13 @@ def shot_quality(
     found = (detected[..., 2] >= VISIBLE).any(axis=1)
     source, measured = "mediapipe", detected
     if not detector_sees_character:
-        source, measured = ("backend", coco17_from_rig(drawn)) if drawn is not None else ("none", np.zeros_like(target))
+        source = "texture-tracked"
+        unmeasured = np.isnan(detected[..., 2])  # the rig has no eyes or ears, and see track_joints
+        measured = np.where(unmeasured[..., None], 0.0, detected).astype(np.float32)
         target = target.copy()
-        target[:, [1, 2, 3, 4], 2] = 0.0  # the rig has no eyes or ears
-        if drawn is None:
-            target[..., 2] = 0.0  # nothing to measure against: every pose metric is nan
+        target[unmeasured, 2] = 0.0
     pck, oks = m.pck(measured, target), m.oks(measured, target)
+    points = m.point_pck(measured, target)
     accel, accel_target = m.acceleration(measured), m.acceleration(target)
     joins = [(b.start, a.end) for a, b in zip(windows, windows[1:]) if b.start < a.end]
     seams = {int(w): float(score) for p in parts for w, score in p.get("seams", np.zeros((0, 2)))}
@@ -236,6 +258,8 @@ def shot_quality(
         "pose_detected": _round(float(found.mean())) if detector_sees_character else None,
         "pose_pck": _round(m.nanmean(pck)),
         "pose_oks": _round(m.nanmean(oks)),
+        "joint_pck": _round(np.nanmin(points)) if np.isfinite(points).any() else None,
+        "joint_pck_worst": m.COCO17[int(np.nanargmin(points))] if np.isfinite(points).any() else None,
         "jitter": _round(m.nanmean(accel)),
         "jitter_target": _round(m.nanmean(accel_target)),
         "appearance_drift": max(drifts) if drifts else None,
@@ -257,6 +281,7 @@ def shot_quality(
 THRESHOLDS = (
     ("min_pose_pck", "pose_pck", True),
     ("min_pose_oks", "pose_oks", True),
+    ("min_joint_pck", "joint_pck", True),
     ("max_jitter", "jitter", False),
     ("max_appearance_drift", "appearance_drift", False),
     ("min_appearance_ssim", "appearance_ssim", True),
@@ -274,6 +299,8 @@ def verdict(metrics: dict, windows: list[dict], qa) -> list[str]:
         if limit is None or value is None or (value >= limit if at_least else value <= limit):
             continue
         reason = f"{metric} {value:.3g} {'<' if at_least else '>'} {limit:g} ({'min' if at_least else 'max'})"
+        if metric == "joint_pck":
+            reason += f": {metrics.get('joint_pck_worst')} is where the target puts it on {value:.0%} of frames"
         scored = [w for w in windows if w.get(metric) is not None]
         if scored and len(windows) > 1:
             worst = (min if at_least else max)(scored, key=lambda w: w[metric])

@@ -5,6 +5,7 @@ is at least `farm.rig.VISIBLE`. Sources of the formulas: research/puppet_backend
 
 - PCK@α: share of the target's visible points whose measured point lies within α·s, with s the
   target's torso size (neck to hip midpoint) on that frame. A point not found counts as a miss.
+  Per point over the frames (point_pck), the worst point shows one limb drawn astray.
 - OKS: COCO's object keypoint similarity (pycocotools `computeOks`), exp(-d² / (2·area·k²)) with
   k = 2σ per point, averaged over the target's visible points; `area` is the target points' box.
 - jitter: mean keypoint acceleration |x[t-1] - 2x[t] + x[t+1]| over points seen on all three
@@ -58,6 +59,20 @@ def pck(measured: np.ndarray, target: np.ndarray, alpha: float = 0.1) -> np.ndar
     with np.errstate(invalid="ignore", divide="ignore"):
         out = hit.sum(axis=1) / count
     return np.where((count > 0) & np.isfinite(size), out, np.nan)
+
+
+def point_pck(measured: np.ndarray, target: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """(17,) PCK@alpha of each point over the frames: the share of the frames where the target
+    shows it (and has a torso) on which it is measured within alpha torso sizes (nan for a point
+    never shown). measured, target: (T, 17, 3)."""
+    size = torso_size(target)
+    wanted = (target[..., 2] >= VISIBLE) & np.isfinite(size)[:, None]
+    found = measured[..., 2] >= VISIBLE
+    dist = np.linalg.norm(measured[..., :2] - target[..., :2], axis=-1)
+    hit = found & wanted & (dist <= alpha * np.nan_to_num(size)[:, None])
+    count = wanted.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, hit.sum(axis=0) / count, np.nan)
 
 
 def oks(measured: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -157,17 +157,8 @@ def _quality(plan: ShotPlan):
     for segment in plan.segments:
         with np.load(plan.local_segment(segment, QA_SUFFIX)) as stored:
             parts.append({key: stored[key] for key in stored.files})
-    drawn = None
-    if not plan.detector_sees:  # only then are the drawn joints measured (read from the checkpoints)
-        drawn = np.zeros((len(plan.targets), 15, 2), np.float32)
-        for window in plan.windows:
-            with np.load(plan.local_window(window)) as stored:
-                if "joints" not in stored.files:
-                    drawn = None
-                    break
-                drawn[window.start : window.end] = stored["joints"]
     target = coco17_target(plan.targets, plan.driving_at(plan.index))
-    return shot_quality(parts, plan.windows, target, drawn=drawn, detector_sees_character=plan.detector_sees)
+    return shot_quality(parts, plan.windows, target, detector_sees_character=plan.detector_sees)
 
 
 def _write_report(plan: ShotPlan, record: dict) -> None:

@@ -23,6 +23,7 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     from farm.media.encode import VideoWriter
     from farm.provenance.watermark import embed
     from farm.qa.measure import Appearance, FrameMeter
+    from farm.qa.track import Texture
     from farm.stitch import Stitcher
 
     started = time.perf_counter()
@@ -34,7 +35,9 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
         stitcher.prime(before, plan.window_frames(before), fits[before.index])
     path = plan.segment_file(segment)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meter = FrameMeter(Appearance.of(plan.character), plan.targets[segment.start : segment.end], detect_pose=plan.detector_sees)
+    texture = None if plan.detector_sees else Texture.of(plan.character)  # its pose is tracked by its texture
+    meter = FrameMeter(Appearance.of(plan.character), plan.targets[segment.start : segment.end],
+                       detect_pose=plan.detector_sees, texture=texture)
     with VideoWriter(path, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
                      crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer, meter:
         for w in range(segment.first, segment.stop):

@@ -35,8 +35,6 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     seconds = time.perf_counter() - started
     frames = result.frames[: window.length]
     stored = {"frames": frames}
-    if result.drawn_joints is not None:  # where the backend drew the rig: QA measures it when the detector cannot
-        stored["joints"] = result.drawn_joints[: window.length].astype(np.float32)
     if after is not None and result.handoff is not None:  # what the next window of the chain continues from
         stored["handoff"] = result.handoff
     if plan.cfg.window.colour == "lab":  # what the stitch fits colours with, measured here in parallel
