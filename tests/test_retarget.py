@@ -130,3 +130,41 @@ def test_a_far_arm_in_profile_goes_behind_the_torso():
     body[0, [13, 15], 2] = -80.0  # left arm in front
     layers, behind = limb_layers(body)
     assert layers[0, 2] == 0 and behind.tolist() == [3]  # both legs and the far right arm
+
+
+def _chest_up(frames: int) -> np.ndarray:
+    """_performer cut off at the chest: hips, knees and ankles never seen; the head tilts."""
+    driving = _performer(frames)
+    for name in ("pelvis", "right_hip", "left_hip", "right_knee", "right_ankle", "left_knee", "left_ankle"):
+        driving[:, JOINT_INDEX[name], 2] = 0.0
+    neck, head = JOINT_INDEX["neck"], JOINT_INDEX["head"]
+    length = np.linalg.norm(driving[0, head, :2] - driving[0, neck, :2])
+    tilt = np.deg2rad(-90 + 25 * np.sin(np.arange(frames) / 2))  # head tilts 25 degrees either way
+    driving[:, head, :2] = driving[:, neck, :2] + length * np.stack([np.cos(tilt), np.sin(tilt)], axis=1)
+    return driving
+
+
+@pytest.mark.parametrize("mode", ["image", "video"])
+def test_a_clip_without_hips_drives_head_and_arms_from_the_neck(char1, mode):
+    driving = _chest_up(20)
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode=mode, motion_weight=1.0, anchor="auto", output_size=512)
+    assert moved.root == "neck" and moved.anchor == "neck"
+    head, right_forearm = JOINT_INDEX["head"] - 1, JOINT_INDEX["right_wrist"] - 1
+    # Head tilt and the waving forearm follow the performer exactly; the torso keeps its rest angle.
+    assert np.allclose(_angles(moved.targets)[:, [head, right_forearm]], _angles(driving)[:, [head, right_forearm]], atol=1e-5)
+    assert np.allclose(_angles(moved.targets)[:, 0], _angles(char1[None])[0, 0], atol=1e-6)
+    assert not moved.driven[0] and moved.driven[head]
+    neck = JOINT_INDEX["neck"]
+    if mode == "video":  # the neck is where the performer's is (3 px right per frame, at fit 0.4)
+        assert np.allclose(moved.targets[:, neck, :2], driving[:, neck, :2] * 512 / 1280, atol=1e-3)
+    else:  # the neck starts at the character's own and moves by the performer's scaled displacement
+        assert np.allclose(moved.targets[0, neck, :2], char1[neck, :2] * moved.canvas.scale, atol=1e-3)
+        assert moved.targets[19, neck, 0] - moved.targets[0, neck, 0] > 0
+
+
+def test_no_person_is_said_only_when_there_is_none(char1):
+    head_only = np.zeros((5, 15, 3), np.float32)
+    head_only[:, JOINT_INDEX["head"]] = [320, 100, 0.9]
+    with pytest.raises(FarmError, match="neither the hips nor both shoulders") as err:
+        retarget(head_only, (640, 480), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    assert "no person" not in str(err.value)

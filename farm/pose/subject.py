@@ -29,6 +29,7 @@ GAP_SECONDS = 2.0  # how long a person that is not found is still looked for at 
 MAX_STEP = 1.0
 STEP_GROWTH = 0.5
 MAX_GROWTH_FRAMES = 2  # the reach stops growing after this many frames (2 torso lengths in all)
+SAME_PERSON = 0.25  # two detections whose necks are closer than this many torso lengths are one person
 # The crop a person is looked for in: its last box grown by these shares of its width and height.
 CROP_GROW = (0.25, 0.15)
 # A found person is painted out with its box grown by this share of its size on every side.
@@ -253,7 +254,7 @@ def _inside_any(point: np.ndarray, boxes: list[np.ndarray]) -> bool:
 
 
 def _same_person(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.linalg.norm(_neck(a) - _neck(b)) < 0.25 * min(_torso_length(a), _torso_length(b)))
+    return bool(np.linalg.norm(_neck(a) - _neck(b)) < SAME_PERSON * min(_torso_length(a), _torso_length(b)))
 
 
 def _shifted(part: np.ndarray, x0: int, y0: int) -> np.ndarray:
