@@ -168,3 +168,13 @@ def test_no_person_is_said_only_when_there_is_none(char1):
     with pytest.raises(FarmError, match="neither the hips nor both shoulders") as err:
         retarget(head_only, (640, 480), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
     assert "no person" not in str(err.value)
+
+
+def test_joints_outside_the_characters_image_get_no_confidence(char1):
+    # char1 cut off at the hips: its knees and ankles lie below the bottom of a 508x300 image.
+    cropped = char1.copy()
+    size = (CHAR_SIZE[0], int(char1[JOINT_INDEX["pelvis"], 1]) + 5)
+    moved = retarget(_performer(10), (1280, 1280), cropped, size, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    legs = [JOINT_INDEX[n] for n in ("right_knee", "right_ankle", "left_knee", "left_ankle")]
+    assert (moved.targets[:, legs, 2] == 0).all()  # not drawn, not measured: no leg grown from nothing
+    assert (moved.targets[:, JOINT_INDEX["right_wrist"], 2] > 0).all() and moved.anchor == "neck"

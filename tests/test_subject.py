@@ -2,6 +2,8 @@
 occlusion (farm.pose.subject), on the two-person clips of shared/data."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from farm.errors import FarmError
 from farm.pose.extract import PoseOptions, extract_poses
 from farm.pose.subject import parse_subject
 from farm.shot.tools import pose_options
+from tests.conftest import REPO
 
 CLIPS = ("multi_two_people_handshake.mp4", "multi_two_people_hug_occlusion.mp4")
 
@@ -85,3 +88,23 @@ def test_an_index_past_the_people_on_the_first_frame_is_refused(shared_data):
     with pytest.raises(FarmError, match="shows 2") as err:
         extract_poses(shared_data / CLIPS[0], stop=2, options=PoseOptions(hands=False, face=False, subject="2"))
     assert "0 to 1" in err.value.fix
+
+
+def test_a_render_records_the_subject_and_previews_that_person(tmp_path, shared_data):
+    from farm.pose.store import read_parquet
+    from tests.test_cli import run_farm
+
+    done = run_farm("render", shared_data / CLIPS[0], REPO / "jobs/media/childdrawing_char1.png", "-o", tmp_path,
+                    "motion.subject=right", "pose.hands=false", "pose.face=false")
+    assert done.returncode == 0, done.stderr
+    (shot,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    record = json.loads((shot / "manifest.json").read_text())
+    assert record["config"]["motion"] == {"subject": "right"}
+    assert {k: record["subject"][k] for k in ("subject", "people", "found")} == {"subject": "right", "people": 2, "found": 40}
+    # No "several people" warning: the user said whom; the note names the choice.
+    assert not any("people" in w for w in record["preflight"]["warnings"])
+    assert "motion.subject=right" in record["preflight"]["people_note"]
+    # The stored pose (what the preview draws) is the man on the right, on every frame.
+    driving = read_parquet(shot / "poses" / "driving.parquet")
+    assert (_neck(driving)[:, 0] > driving.width * 0.6).all()
+    assert (shot / "pose_preview.mp4").stat().st_size > 0

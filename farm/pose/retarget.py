@@ -45,7 +45,7 @@ BEHIND_TORSO = 0.5
 @dataclass
 class Retargeted:
     """targets: (T, 15, 3) joints on the canvas (x, y, confidence; 0 where the joint is held at the
-    character's rest pose). anchor: "feet" or "neck". driven: (14,) bool, bones the motion drives.
+    character's rest pose or lies outside the character's image). anchor: "feet" or "neck". driven: (14,) bool, bones the motion drives.
     root: the performer's joint the body moves with, "pelvis" or (hips never seen) "neck"."""
 
     targets: np.ndarray
@@ -77,6 +77,9 @@ def retarget(
     bone_seen = seen[:, parents] & seen[:, children]
     driven = bone_seen.mean(axis=0) >= SHOWN
     root = _root_joint(seen, source)
+    # The character's joints in its image (mediapipe also rates joints it places off the image, as
+    # the knees of a half-body photo).
+    has = (character[:, 2] >= VISIBLE) & _inside(character, image_size)
     lengths = bone_lengths(driving)  # (T, 14)
     ref = _reference_lengths(lengths, bone_seen)
     char_lengths = bone_lengths(character)
@@ -93,17 +96,18 @@ def retarget(
     body = _cascade(angle, char_lengths * canvas.scale * factor)  # (T, 15, 2), pelvis at 0
 
     # 4. Place the body on the canvas, moved by the pelvis (or, hips never seen, the neck).
-    anchor = _choose_anchor(anchor, driving, character)
+    anchor = _choose_anchor(anchor, seen, has)
     path = _held(driving[:, root, :2], seen[:, root], fallback=None)
     if mode == "video":
         placed = _place_like_performer(body, driving, root, path, seen, anchor, canvas, video_size)
     else:
         placed = _place_in_image(body, character, path, ref, char_lengths, driven, canvas, anchor, motion_weight)
 
-    # 5. Confidence: the performer's, on joints whose bone the motion drives.
+    # 5. Confidence: the performer's, on joints whose bone the motion drives and that the character
+    #    has in its image (a half-body character grows no legs from outside its picture).
     conf = np.zeros(driving.shape[:2], np.float32)
-    conf[:, 0] = driving[:, 0, 2]
-    conf[:, children] = np.where(driven, driving[:, children, 2], 0.0)
+    conf[:, 0] = np.where(has[0], driving[:, 0, 2], 0.0)
+    conf[:, children] = np.where(driven & has[children], driving[:, children, 2], 0.0)
     targets = np.concatenate([placed, conf[..., None]], axis=-1).astype(np.float32)
     return Retargeted(targets=targets, canvas=canvas, anchor=anchor, driven=driven, root=JOINTS[root])
 
@@ -217,12 +221,18 @@ def _place_like_performer(body, driving, root, path, seen, anchor, canvas, video
     return body - body[:, neck : neck + 1] + neck_at[:, None, :]
 
 
-def _choose_anchor(anchor: str, driving: np.ndarray, character: np.ndarray) -> str:
+def _inside(joints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., 15) bool: the joint lies inside an image of `size` (width, height)."""
+    return (joints[..., :2] >= 0).all(axis=-1) & (joints[..., :2] < np.asarray(size)).all(axis=-1)
+
+
+def _choose_anchor(anchor: str, seen: np.ndarray, has: np.ndarray) -> str:
+    """seen: (T, 15) the performer's joints shown; has: (15,) the character's joints in its image."""
     if anchor != "auto":
         return anchor
     ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
-    video_feet = (driving[:, ankles, 2] >= VISIBLE).all(axis=1).mean() >= 0.5
-    character_feet = bool((character[ankles, 2] >= VISIBLE).all())
+    video_feet = seen[:, ankles].all(axis=1).mean() >= 0.5
+    character_feet = bool(has[ankles].all())
     return "feet" if video_feet and character_feet else "neck"
 
 
