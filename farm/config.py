@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from farm.errors import FarmError
-from farm.pose.extract import PoseOptions
+from farm.pose.extract import LandmarkOptions
+from farm.pose.subject import parse_subject
 
 
 def _conf_dir() -> Path:
@@ -74,10 +75,19 @@ BACKEND_SCHEMAS: dict[str, type] = {"puppet": PuppetConfig, "wan_animate": WanAn
 
 
 @dataclass
-class PoseConfig(PoseOptions):
-    """The pose stage's options (farm.pose.extract.PoseOptions) and which model runs it."""
+class PoseConfig(LandmarkOptions):
+    """The pose stage's options (farm.pose.extract.LandmarkOptions) and which model runs it."""
 
     model: str = "mediapipe"
+
+
+@dataclass
+class MotionConfig:
+    """subject: which person of the motion video performs (farm.pose.subject.parse_subject:
+    largest, left, right, centre, or an index from the left at the first frame); None: the most
+    prominent one."""
+
+    subject: str | None = None
 
 
 @dataclass
@@ -187,6 +197,7 @@ class CostConfig:
 class FarmConfig:
     backend: Any = None  # one of BACKEND_SCHEMAS, chosen by backend.name
     pose: PoseConfig = field(default_factory=PoseConfig)
+    motion: MotionConfig = field(default_factory=MotionConfig)
     match: MatchConfig = field(default_factory=MatchConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -266,8 +277,10 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 # operator's credentials: they may set render keys only. Everything else (runtime.*, storage.*,
 # qa.* limits, provenance.* (signing key, trust, rights gate), notify.*, cost.*, and the backend keys that choose what
 # is loaded, from where and on which device) comes from the operator: the command line or the environment.
-CONFIG_GROUPS = ("backend", "pose", "match", "window", "output", "storage", "runtime", "qa", "provenance", "notify", "cost")
-CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "match", "match.*", "window.*", "output.*", "pose.*", "backend.*",
+CONFIG_GROUPS = ("backend", "pose", "motion", "match", "window", "output", "storage", "runtime", "qa", "provenance", "notify",
+                 "cost")
+CAMPAIGN_KEYS = ("prompt", "seed", "backend", "pose", "motion", "motion.*", "match", "match.*", "window.*", "output.*", "pose.*",
+                 "backend.*",
                  # QA's judgement of a shot, not the farm's limits: a campaign may be stricter or looser
                  "qa.strict", "qa.min_pose_pck", "qa.min_pose_oks", "qa.min_joint_pck", "qa.min_pose_detected", "qa.max_jitter",
                  "qa.max_appearance_drift", "qa.min_appearance_ssim", "qa.max_seam_score", "qa.max_overlap_overhead")
@@ -376,6 +389,7 @@ def _check_values(cfg: FarmConfig) -> None:
             raise FarmError(f"config {key}", f"{value} is out of range", f"use a value in {bounds}")
     if cfg.window.length is not None and cfg.window.overlap is not None and cfg.window.overlap >= cfg.window.length:
         raise FarmError("config window.overlap", "must be smaller than window.length", "lower window.overlap")
+    parse_subject(cfg.motion.subject)
     _check_signing(cfg.provenance)
     if cfg.window.length is not None and cfg.window.length > cfg.qa.max_window_length:
         raise FarmError("config window.length", f"{cfg.window.length} is above the farm's limit of {cfg.qa.max_window_length} frames",

@@ -161,3 +161,51 @@ def test_the_head_tilts_off_the_neck_at_most_as_far_as_a_neck_bends(char1):
     tilt = np.rad2deg(np.angle(np.exp(1j * (angles[:, 1] - angles[:, 0] - (rest[1] - rest[0])))))
     assert np.abs(tilt).max() == pytest.approx(35.0, abs=0.01)  # followed up to the limit, then held there
     assert np.abs(tilt[:4]).max() < 35.0  # small tilts are the performer's own
+
+
+def _chest_up(frames: int) -> np.ndarray:
+    """_performer cut off at the chest: hips, knees and ankles never seen; the head tilts."""
+    driving = _performer(frames)
+    for name in ("pelvis", "right_hip", "left_hip", "right_knee", "right_ankle", "left_knee", "left_ankle"):
+        driving[:, JOINT_INDEX[name], 2] = 0.0
+    neck, head = JOINT_INDEX["neck"], JOINT_INDEX["head"]
+    length = np.linalg.norm(driving[0, head, :2] - driving[0, neck, :2])
+    tilt = np.deg2rad(-90 + 25 * np.sin(np.arange(frames) / 2))  # head tilts 25 degrees either way
+    driving[:, head, :2] = driving[:, neck, :2] + length * np.stack([np.cos(tilt), np.sin(tilt)], axis=1)
+    return driving
+
+
+@pytest.mark.parametrize("mode", ["image", "video"])
+def test_a_clip_without_hips_drives_head_and_arms_from_the_neck(char1, mode):
+    driving = _chest_up(20)
+    moved = retarget(driving, (1280, 1280), char1, CHAR_SIZE, mode=mode, motion_weight=1.0, anchor="auto", output_size=512)
+    assert moved.root == "neck" and moved.anchor == "neck"
+    head, right_forearm = JOINT_INDEX["head"] - 1, JOINT_INDEX["right_wrist"] - 1
+    # Head tilt and the waving forearm follow the performer exactly; the torso keeps its rest angle.
+    assert np.allclose(_angles(moved.targets)[:, [head, right_forearm]], _angles(driving)[:, [head, right_forearm]], atol=1e-5)
+    assert np.allclose(_angles(moved.targets)[:, 0], _angles(char1[None])[0, 0], atol=1e-6)
+    assert not moved.driven[0] and moved.driven[head]
+    neck = JOINT_INDEX["neck"]
+    if mode == "video":  # the neck is where the performer's is (3 px right per frame, at fit 0.4)
+        assert np.allclose(moved.targets[:, neck, :2], driving[:, neck, :2] * 512 / 1280, atol=1e-3)
+    else:  # the neck starts at the character's own and moves by the performer's scaled displacement
+        assert np.allclose(moved.targets[0, neck, :2], char1[neck, :2] * moved.canvas.scale, atol=1e-3)
+        assert moved.targets[19, neck, 0] - moved.targets[0, neck, 0] > 0
+
+
+def test_no_person_is_said_only_when_there_is_none(char1):
+    head_only = np.zeros((5, 15, 3), np.float32)
+    head_only[:, JOINT_INDEX["head"]] = [320, 100, 0.9]
+    with pytest.raises(FarmError, match="neither the hips nor both shoulders") as err:
+        retarget(head_only, (640, 480), char1, CHAR_SIZE, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    assert "no person" not in str(err.value)
+
+
+def test_joints_outside_the_characters_image_get_no_confidence(char1):
+    # char1 cut off at the hips: its knees and ankles lie below the bottom of a 508x300 image.
+    cropped = char1.copy()
+    size = (CHAR_SIZE[0], int(char1[JOINT_INDEX["pelvis"], 1]) + 5)
+    moved = retarget(_performer(10), (1280, 1280), cropped, size, mode="image", motion_weight=1.0, anchor="auto", output_size=512)
+    legs = [JOINT_INDEX[n] for n in ("right_knee", "right_ankle", "left_knee", "left_ankle")]
+    assert (moved.targets[:, legs, 2] == 0).all()  # not drawn, not measured: no leg grown from nothing
+    assert (moved.targets[:, JOINT_INDEX["right_wrist"], 2] > 0).all() and moved.anchor == "neck"

@@ -26,6 +26,7 @@ from farm.errors import FarmError
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
 from farm.pose.smooth import one_euro
+from farm.pose.subject import follow_subject, parse_subject
 from farm.rig import JOINT_INDEX, VISIBLE, from_mediapipe
 
 BODY_POINTS, HAND_POINTS, FACE_POINTS = 33, 21, 468
@@ -42,6 +43,8 @@ class PoseSequence:
     face: (T, 468, 3) face-mesh landmarks. Hands and face have conf 1 on frames where the part was
     found and all zeros elsewhere; body visibility is 0 everywhere on frames without a person.
     start: index in the source video of the first frame; fps, width, height: the source's.
+    subject: how the performer was picked among several people (farm.pose.subject.follow_subject's
+    record), None when mediapipe's most prominent person was taken.
     """
 
     body: np.ndarray
@@ -52,6 +55,7 @@ class PoseSequence:
     width: int
     height: int
     start: int
+    subject: dict | None = None
 
     def __len__(self) -> int:
         return self.body.shape[0]
@@ -76,12 +80,12 @@ def concat_poses(parts: list[PoseSequence]) -> PoseSequence:
         left_hand=np.concatenate([p.left_hand for p in parts]),
         right_hand=np.concatenate([p.right_hand for p in parts]),
         face=np.concatenate([p.face for p in parts]),
-        fps=first.fps, width=first.width, height=first.height, start=first.start,
+        fps=first.fps, width=first.width, height=first.height, start=first.start, subject=first.subject,
     )
 
 
 @dataclass
-class PoseOptions:
+class LandmarkOptions:
     """hands, face: also track them (mediapipe Holistic; plain Pose when both are off).
     warmup_frames: frames decoded before `start` so the tracker has locked on by `start`; their
     results are dropped. smoothing: One-Euro filter (farm.pose.smooth) with min_cutoff and
@@ -99,6 +103,14 @@ class PoseOptions:
     d_cutoff: float = 1.0
 
 
+@dataclass
+class PoseOptions(LandmarkOptions):
+    """LandmarkOptions, and subject: which person performs (`motion.subject`, see
+    farm.pose.subject.parse_subject); None for the most prominent one, as mediapipe tracks it."""
+
+    subject: str | None = None
+
+
 def extract_poses(
     path: str | Path,
     *,
@@ -107,9 +119,9 @@ def extract_poses(
     options: PoseOptions | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PoseSequence:
-    """Track the most prominent person on frames start..stop-1 (stop None: to the end).
-
-    Runs mediapipe in tracking mode (static_image_mode=False), one landmarker for the whole call.
+    """Track the performer on frames start..stop-1 (stop None: to the end): the most prominent
+    person (mediapipe in tracking mode, static_image_mode=False, one landmarker for the whole
+    call), or with options.subject the person it picks, followed by farm.pose.subject.
     progress(n) is called after each frame of the range with the number of frames done so far.
     options: None for the defaults of PoseOptions.
     """
@@ -119,14 +131,24 @@ def extract_poses(
     if start < 0 or (stop is not None and stop <= start):
         raise FarmError(path, f"frame range {start}..{stop} is empty",
                         f"give 0 <= start < stop (the video has {probe.frame_count} frames)")
-    first = max(0, start - options.warmup_frames)
+    rule = parse_subject(options.subject)
+    # The subject is picked on the range's first frame, so it has no warm-up.
+    first = start if rule is not None else max(0, start - options.warmup_frames)
     warmup = start - first
 
-    # 2. Track every frame from the warm-up on
+    # 2. Landmarks on every frame from the warm-up on
     frames: list[tuple[np.ndarray, ...]] = []
-    with _landmarker(options, static=False) as landmarker:
-        for rgb in iter_frames(path, start=first, stop=stop):
-            frames.append(_read_result(landmarker.process(rgb), rgb.shape[1], rgb.shape[0]))
+    subject: dict | None = {"subject": options.subject} if rule is not None else None
+    with _landmarker(options, static=rule is not None) as landmarker:
+        if rule is None:
+            found = (_read_result(landmarker.process(rgb), rgb.shape[1], rgb.shape[0])
+                     for rgb in iter_frames(path, start=first, stop=stop))
+        else:
+            found = (parts or _read_result(None, 0, 0) for parts in follow_subject(
+                iter_frames(path, start=first, stop=stop), _detector(landmarker), rule, float(probe.fps),
+                source=str(path), record=subject))
+        for parts in found:
+            frames.append(parts)
             if progress is not None and len(frames) > warmup:
                 progress(len(frames) - warmup)
     if len(frames) <= warmup:
@@ -146,7 +168,7 @@ def extract_poses(
     return PoseSequence(
         body=body[warmup:], left_hand=left_hand[warmup:], right_hand=right_hand[warmup:],
         face=face[warmup:], fps=float(probe.fps), width=int(probe.width),
-        height=int(probe.height), start=start,
+        height=int(probe.height), start=start, subject=subject,
     )
 
 
@@ -301,6 +323,18 @@ def _landmarker(options: PoseOptions, *, static: bool) -> Iterator:
         yield landmarker
     finally:
         landmarker.close()
+
+
+def _detector(landmarker) -> Callable[[np.ndarray], tuple[np.ndarray, ...] | None]:
+    """One image -> _read_result's arrays in its pixels, or None when it shows nobody."""
+
+    def detect(rgb: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        result = landmarker.process(rgb)
+        if getattr(result, "pose_landmarks", None) is None:
+            return None
+        return _read_result(result, rgb.shape[1], rgb.shape[0])
+
+    return detect
 
 
 def _read_result(result, width: int, height: int) -> tuple[np.ndarray, ...]:

@@ -8,7 +8,9 @@ pelvis; the whole body is then placed by the match mode:
   at the neck otherwise) and moves by the performer's displacement, scaled to the character's size;
 - video: the character takes the performer's place, scale and framing, frame by frame.
 
-Limbs the video does not show (legs in an upper-body clip) keep the character's rest pose.
+Limbs the video does not show (legs in an upper-body clip) keep the character's rest pose. A clip
+that never shows the hips (chest-up, close-up) drives the body from the neck instead: the torso
+keeps its rest angle, the head and arms follow the performer, and the displacement is the neck's.
 All coordinates are pixels, x right, y down.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from farm.errors import FarmError
-from farm.rig import BONES, JOINT_INDEX, PARENTS, VISIBLE, bone_lengths
+from farm.rig import BONES, JOINT_INDEX, JOINTS, PARENTS, VISIBLE, bone_lengths
 from farm.types import Canvas
 
 SHOWN = 0.25  # share of frames on which a bone must be seen to drive the character at all
@@ -47,12 +49,14 @@ BEHIND_TORSO = 0.5
 @dataclass
 class Retargeted:
     """targets: (T, 15, 3) joints on the canvas (x, y, confidence; 0 where the joint is held at the
-    character's rest pose). anchor: "feet" or "neck". driven: (14,) bool, bones the motion drives."""
+    character's rest pose or lies outside the character's image). anchor: "feet" or "neck". driven: (14,) bool, bones the motion drives.
+    root: the performer's joint the body moves with, "pelvis" or (hips never seen) "neck"."""
 
     targets: np.ndarray
     canvas: Canvas
     anchor: str
     driven: np.ndarray
+    root: str
 
 
 def retarget(
@@ -76,8 +80,10 @@ def retarget(
     children = np.array([c for _, c in BONES])
     bone_seen = seen[:, parents] & seen[:, children]
     driven = bone_seen.mean(axis=0) >= SHOWN
-    if not (seen[:, JOINT_INDEX["neck"]].any() and seen[:, JOINT_INDEX["pelvis"]].any()):
-        raise FarmError(source, "no person was found in the video", "use a clip where one person is clearly visible")
+    root = _root_joint(seen, source)
+    # The character's joints in its image (mediapipe also rates joints it places off the image, as
+    # the knees of a half-body photo).
+    has = (character[:, 2] >= VISIBLE) & _inside(character, image_size)
     lengths = bone_lengths(driving)  # (T, 14)
     ref = _reference_lengths(lengths, bone_seen)
     char_lengths = bone_lengths(character)
@@ -97,20 +103,21 @@ def retarget(
     factor = np.where(driven, 1.0 + motion_weight * (factor - 1.0), 1.0)
     body = _cascade(angle, char_lengths * canvas.scale * factor)  # (T, 15, 2), pelvis at 0
 
-    # 4. Place the body on the canvas.
-    anchor = _choose_anchor(anchor, driving, character)
-    pelvis = _held(driving[:, JOINT_INDEX["pelvis"], :2], seen[:, JOINT_INDEX["pelvis"]], fallback=None)
+    # 4. Place the body on the canvas, moved by the pelvis (or, hips never seen, the neck).
+    anchor = _choose_anchor(anchor, seen, has)
+    path = _held(driving[:, root, :2], seen[:, root], fallback=None)
     if mode == "video":
-        placed = _place_like_performer(body, driving, pelvis, seen, anchor, canvas, video_size)
+        placed = _place_like_performer(body, driving, root, path, seen, anchor, canvas, video_size)
     else:
-        placed = _place_in_image(body, character, pelvis, ref, char_lengths, driven, canvas, anchor, motion_weight)
+        placed = _place_in_image(body, character, path, ref, char_lengths, driven, canvas, anchor, motion_weight)
 
-    # 5. Confidence: the performer's, on joints whose bone the motion drives.
+    # 5. Confidence: the performer's, on joints whose bone the motion drives and that the character
+    #    has in its image (a half-body character grows no legs from outside its picture).
     conf = np.zeros(driving.shape[:2], np.float32)
-    conf[:, 0] = driving[:, 0, 2]
-    conf[:, children] = np.where(driven, driving[:, children, 2], 0.0)
+    conf[:, 0] = np.where(has[0], driving[:, 0, 2], 0.0)
+    conf[:, children] = np.where(driven & has[children], driving[:, children, 2], 0.0)
     targets = np.concatenate([placed, conf[..., None]], axis=-1).astype(np.float32)
-    return Retargeted(targets=targets, canvas=canvas, anchor=anchor, driven=driven)
+    return Retargeted(targets=targets, canvas=canvas, anchor=anchor, driven=driven, root=JOINTS[root])
 
 
 def limb_layers(body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +183,24 @@ def _canvas(mode, video_size, image_size, output_size, ref, char_lengths, driven
     return Canvas(width=width, height=height, scale=scale, mode=mode)
 
 
-def _place_in_image(body, character, pelvis, ref, char_lengths, driven, canvas, anchor, weight) -> np.ndarray:
-    """The character moves from where it stands in its image by the performer's displacement."""
+def _root_joint(seen: np.ndarray, source: str) -> int:
+    """The joint the performer's displacement is taken from: the pelvis, or the neck when the hips
+    never show. seen: (T, 15) bool."""
+    if not seen.any():
+        raise FarmError(source, "no person was found in the video", "use a clip where one person is clearly visible")
+    for name in ("pelvis", "neck"):
+        if seen[:, JOINT_INDEX[name]].any():
+            return JOINT_INDEX[name]
+    raise FarmError(source, "a person is found but neither the hips nor both shoulders are ever in view",
+                    "use a clip that shows at least the shoulders")
+
+
+def _place_in_image(body, character, path, ref, char_lengths, driven, canvas, anchor, weight) -> np.ndarray:
+    """The character moves from where it stands in its image by the performer's displacement
+    (path: (T, 2) the performer's root joint in video pixels; only its motion counts)."""
     t0 = 0
     px_per_video_px = canvas.scale / _size_ratio(ref, char_lengths, driven)
-    root = character[0, :2] * canvas.scale + weight * (pelvis - pelvis[t0]) * px_per_video_px
+    root = character[0, :2] * canvas.scale + weight * (path - path[t0]) * px_per_video_px
     placed = body + root[:, None, :]
     rest = character[:, :2] * canvas.scale
     if anchor == "feet":
@@ -192,15 +212,16 @@ def _place_in_image(body, character, pelvis, ref, char_lengths, driven, canvas, 
     return placed
 
 
-def _place_like_performer(body, driving, pelvis, seen, anchor, canvas, video_size) -> np.ndarray:
-    """The character stands where the performer stands on every frame."""
+def _place_like_performer(body, driving, root, path, seen, anchor, canvas, video_size) -> np.ndarray:
+    """The character stands where the performer stands on every frame (path: (T, 2) the
+    performer's joint `root` in video pixels)."""
     fit = canvas.width / video_size[0]
     if anchor == "feet":
         ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
         # Only ankles actually seen count: mediapipe places unseen ones anywhere, often below the frame.
         seen_y = np.where(seen[:, ankles], driving[:, ankles, 1], -np.inf).max(axis=1)
         ground = _held(seen_y, seen[:, ankles].any(axis=1), fallback=None) * fit
-        placed = body + pelvis[:, None, :] * fit
+        placed = body - body[:, root : root + 1] + path[:, None, :] * fit
         placed[..., 1] += (ground - placed[:, ankles, 1].max(axis=1))[:, None]
         return placed
     neck = JOINT_INDEX["neck"]
@@ -208,12 +229,18 @@ def _place_like_performer(body, driving, pelvis, seen, anchor, canvas, video_siz
     return body - body[:, neck : neck + 1] + neck_at[:, None, :]
 
 
-def _choose_anchor(anchor: str, driving: np.ndarray, character: np.ndarray) -> str:
+def _inside(joints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(..., 15) bool: the joint lies inside an image of `size` (width, height)."""
+    return (joints[..., :2] >= 0).all(axis=-1) & (joints[..., :2] < np.asarray(size)).all(axis=-1)
+
+
+def _choose_anchor(anchor: str, seen: np.ndarray, has: np.ndarray) -> str:
+    """seen: (T, 15) the performer's joints shown; has: (15,) the character's joints in its image."""
     if anchor != "auto":
         return anchor
     ankles = [JOINT_INDEX["right_ankle"], JOINT_INDEX["left_ankle"]]
-    video_feet = (driving[:, ankles, 2] >= VISIBLE).all(axis=1).mean() >= 0.5
-    character_feet = bool((character[ankles, 2] >= VISIBLE).all())
+    video_feet = seen[:, ankles].all(axis=1).mean() >= 0.5
+    character_feet = bool(has[ankles].all())
     return "feet" if video_feet and character_feet else "neck"
 
 

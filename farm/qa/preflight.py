@@ -126,9 +126,12 @@ def run_preflight(
     # 1. People in the video
     people_max, people_note = people or count_people(video_path)
     warnings = []
-    if people_max > 1:
+    if people_max > 1 and video_pose.subject is not None:
+        # motion.subject chose the performer: no warning, the note says whom.
+        people_note = f"{people_max} people seen; motion is taken from the one motion.subject={video_pose.subject['subject']} picks"
+    elif people_max > 1:
         warnings.append(f"{people_note} — trim or crop the reference to the one person you want "
-                        f"animated")
+                        f"animated, or pick one with motion.subject")
 
     # 2. Framing of video and image
     found = video_pose.person_found()

@@ -63,8 +63,9 @@ def _pose_chunk(video: Path, start: int, stop: int, options: PoseOptions) -> Pos
 
 def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:
     """Pose of a long video as parallel frame-range chunks (each warms its tracker up on a few
-    frames before its range, so the joins do not jump)."""
-    if frame_count <= POSE_CHUNK_FRAMES:
+    frames before its range, so the joins do not jump). A chosen subject is followed from the
+    first frame on, in one piece: a chunk could not tell which person it is."""
+    if frame_count <= POSE_CHUNK_FRAMES or options.subject is not None:
         return extract_poses(video, options=options)
     # About POSE_CHUNK_FRAMES per chunk, and a whole number of chunks per CPU, so no CPU idles in
     # the last round.

@@ -117,7 +117,11 @@ def plan_shot(
                 source=f"motion video {shot.motion}",
             )
             layers, behind = limb_layers(driving.body[index])
-        record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum())}
+        record["retarget"] = {"anchor": moved.anchor, "driven_bones": int(moved.driven.sum()),
+                              "root": moved.root}
+        # Which person performs (motion.subject): the rule, how many people the first frame showed,
+        # the one picked and on how many frames it was found; null for the most prominent person.
+        record["subject"] = driving.subject
         record["provenance"] = _provenance(shot_id, cfg, moved.canvas)
 
         # 6. Window plan.

@@ -9,7 +9,7 @@ from pathlib import Path
 from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
-from farm.pose.extract import PoseOptions
+from farm.pose.extract import LandmarkOptions, PoseOptions
 from farm.storage import Storage, StorageOptions
 
 
@@ -73,5 +73,6 @@ def _backend_options(cfg: FarmConfig) -> dict:
 
 
 def pose_options(cfg: FarmConfig) -> PoseOptions:
-    """The pose config as the options extract_poses takes (the config adds only the model name)."""
-    return PoseOptions(**{f.name: getattr(cfg.pose, f.name) for f in dataclasses.fields(PoseOptions)})
+    """The pose config (less the model name) and motion.subject as the options extract_poses takes."""
+    return PoseOptions(**{f.name: getattr(cfg.pose, f.name) for f in dataclasses.fields(LandmarkOptions)},
+                       subject=cfg.motion.subject)
