@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from farm.pose.extract import PoseSequence, image_pose_detector
+from farm.pose.extract import PoseSequence, image_pose_detector, view_image
 from farm.pose.openpose import coco18_from_body
 from farm.pose.transfer import transfer_pose
 from farm.qa import metrics as m
@@ -92,6 +92,7 @@ class FrameMeter:
         self._previous: np.ndarray | None = None
         self._first: np.ndarray | None = None
         self._stack = ExitStack()
+        self._near = None  # a second detector for views around the target (_detect_near)
 
     def __enter__(self) -> FrameMeter:
         if self.detect_pose:
@@ -109,6 +110,8 @@ class FrameMeter:
             self.pose.append(coco17_from_tracked(track_joints(self.texture, frame, target)))
         else:
             body = self._detect(frame) if self.detect_pose else None
+            if body is not None and _someone_else(body, target):
+                body = self._detect_near(frame, target)
             self.pose.append(np.zeros((17, 3), np.float32) if body is None else coco17_from_body(body))
         region = body_band(target, frame.shape[:2])
         self.hist.append(m.histogram_distance(m.hsv_histogram(frame, region), self.appearance.hist))
@@ -119,6 +122,23 @@ class FrameMeter:
             self._first = small
         self._previous = small
         self.seconds += time.perf_counter() - started
+
+    def _detect_near(self, frame: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+        """The person in a view of the frame around where the target puts the character: with
+        other people in the picture (a character image of two, a crowd behind), mediapipe finds
+        the most prominent one, not necessarily the one the backend animated."""
+        if self._near is None:
+            self._near = self._stack.enter_context(image_pose_detector())
+        shown = target[target[:, 2] > 0, :2] if (target[:, 2] > 0).any() else target[:, :2]
+        margin = _torso_length(target)
+        x0, y0 = np.floor(shown.min(axis=0) - margin).astype(int)
+        x1, y1 = np.ceil(shown.max(axis=0) + margin).astype(int)
+        box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        body = self._near(view_image(frame, box))
+        if body is not None:
+            body[:, 0] += box[0]
+            body[:, 1] += box[1]
+        return body
 
     def result(self) -> dict[str, np.ndarray]:
         """pose (n, 17, 3) re-detected COCO-17; hist, ssim, diff (n,) with diff[0] nan (the frame
@@ -312,6 +332,13 @@ def verdict(metrics: dict, windows: list[dict], qa) -> list[str]:
         reasons.append(f"pose_detected {detected:.3g} < {qa.min_pose_detected:g} (min): the output's pose was found on "
                        f"{detected:.0%} of frames")
     return reasons
+
+
+def _someone_else(body33: np.ndarray, target: np.ndarray) -> bool:
+    """The person mediapipe found stands more than a torso length from where the target puts the
+    character's neck: another person in the picture."""
+    neck = body33[[11, 12], :2].mean(axis=0)
+    return bool(np.linalg.norm(neck - target[JOINT_INDEX["neck"], :2]) > _torso_length(target))
 
 
 def _torso_length(joints: np.ndarray) -> float:
