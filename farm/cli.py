@@ -441,7 +441,8 @@ def _status_view(doc: dict, now: float):
 
     table = Table(title=f"campaign {escape(str(doc['name']))} ({escape(str(doc['status']))})")
     for column in ("shot", "state", "windows", "frames", "seconds", "GPU-s", "CPU-s", "QA", "error"):
-        table.add_column(column)
+        # Counts stay on one line in a narrow terminal; the QA reasons and errors wrap.
+        table.add_column(column, no_wrap=column in ("state", "windows", "frames", "seconds", "GPU-s", "CPU-s"))
     for row in doc["shots"]:
         windows = f"{row['windows_rendered']} new + {row['windows_reused']} reused"
         qa = _qa_word(row)
