@@ -80,9 +80,11 @@ def test_chained_windows_split_over_ray_workers_give_the_render_of_one_process(t
     ours, theirs = read_frames(farm.video).astype(int), read_frames(local.video).astype(int)
     assert len(ours) == len(theirs) == 73
     per_frame = np.abs(ours - theirs).mean(axis=(1, 2, 3))
-    # Seen here: 0 on most frames, up to about 0.3 where the rounding reaches the stitched pixels; a
-    # window continuing from other frames differs by more than 2 (the test above).
-    assert per_frame.mean() < 0.5 and per_frame.max() < 1.5
+    # Seen here: 0 on most frames, up to about 0.3 where the rounding reaches the stitched pixels;
+    # seen in CI: mean 0.24 with one frame at 2.2 (a rounding the tiny random model amplifies). A
+    # window continuing from other frames differs by more than 2 on every frame after the first
+    # window (the test above), so most frames must agree closely and the clip as a whole nearly.
+    assert per_frame.mean() < 0.5 and np.percentile(per_frame, 90) < 1.0, per_frame.round(2)
 
 
 def test_a_model_path_that_is_not_a_pipeline_is_a_clear_error(tmp_path, shared_data, capsys):
