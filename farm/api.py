@@ -34,6 +34,8 @@ from farm.storage.lease import LEASE, Lease
 from farm.types import check_shot_id
 
 CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
+# OUT/library: the motion library every campaign and sweep of OUT shares (farm.pose.library).
+LIBRARY = "library"
 
 
 @dataclass
@@ -328,6 +330,9 @@ def render_batch(
     from farm.runtime.campaign import run_campaign
     from farm.runtime.cluster import connect
 
+    if name == LIBRARY:
+        raise FarmError(f"campaign name {name!r}", f"is the folder OUT/{LIBRARY}, the motion library the campaigns of OUT share",
+                        "give the campaign another name (its `name:` field, or farm submit --name)")
     out = Storage.join(out_root, name)
     first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
     runtime = first.runtime if first else None
@@ -343,6 +348,7 @@ def render_batch(
         try:
             results = run_campaign(
                 items, Storage.join(out, "shots"), force=force, max_retries=runtime.max_retries if runtime else 0,
+                max_in_flight=runtime.max_shots_in_flight if runtime else None, library=Storage.join(out_root, LIBRARY),
                 progress=_Recorded(record, extras or {}, progress or Progress()),
             )
             finished = True
@@ -390,6 +396,10 @@ class _Recorded(Progress):
     def shot_done(self, result: ShotResult, position: int | None = None) -> None:
         self.record.add(result, self.extras.get(result.shot_id), position)
         self.inner.shot_done(result, position)
+
+    def admission(self, bound: int, peak: int) -> None:
+        self.record.admission = {"max_shots_in_flight": bound, "peak_shots_in_flight": peak}
+        self.inner.admission(bound, peak)
 
 
 def _campaign_report(doc: dict, out: str, folder: Path, store: Storage, warnings: list[str]) -> str | None:

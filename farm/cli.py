@@ -259,6 +259,9 @@ class CampaignProgress:
         self.progress.advance(self.shots_task, 1)
         _say(result)
 
+    def admission(self, bound: int, peak: int) -> None:
+        pass  # campaign.json records it
+
 
 def cmd_submit(args) -> int:
     """One campaign file, or every campaign file of a folder in name order (a night's campaigns:

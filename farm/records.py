@@ -49,6 +49,9 @@ COLUMNS = pa.schema(
         ("money", pa.float64()),
         *((metric, pa.float64()) for metric in QA_METRICS),
         ("pose_source", pa.string()),
+        # The performer's poses in this run: "extracted", "reused" from the motion library, or null
+        # (a reused shot, or a run without the library).
+        ("poses", pa.string()),
         ("needs_rerender", pa.bool_()),
         ("qa_reasons", pa.list_(pa.string())),
         ("video", pa.string()),
@@ -93,6 +96,7 @@ def shot_row(result: ShotResult) -> dict:
         "pose_source": metrics.get("pose_source"),
         "needs_rerender": qa.get("needs_rerender", False),
         "qa_reasons": qa.get("reasons", []),
+        "poses": None if reused or not (library := m.get("motion_library")) else "reused" if library["reused"] else "extracted",
         "video": result.video_uri,
         "watermark": ((m.get("provenance") or {}).get("watermark") or {}).get("code"),
         "signed": bool(((m.get("provenance") or {}).get("c2pa") or {}).get("signed")),
@@ -123,6 +127,8 @@ class CampaignRecord:
     # The shots not done yet, by their place in the campaign: {shot, state, windows_done, windows}.
     pending: dict[int, dict] = field(default_factory=dict)
     every: float = 2.0  # seconds between rewrites of campaign.json while only states change
+    # The run's admission: the most shots allowed in flight at once, and the most there were.
+    admission: dict | None = None
     _written: float = 0.0
 
     def queue(self, shots: list[str]) -> None:
@@ -151,6 +157,8 @@ class CampaignRecord:
             "shots_reused": status.count("reused"),
             "shots_failed": status.count("failed"),
             "shots_flagged": sum(1 for r in self.rows if r.get("needs_rerender")),
+            "poses_extracted": sum(1 for r in self.rows if r.get("poses") == "extracted"),
+            "poses_reused": sum(1 for r in self.rows if r.get("poses") == "reused"),
             "windows_rendered": sum(r["windows_rendered"] or 0 for r in self.rows),
             "windows_reused": sum(r["windows_reused"] or 0 for r in self.rows),
             "gpu_seconds": round(sum(r["gpu_seconds"] or 0.0 for r in self.rows), 3),
@@ -170,6 +178,7 @@ class CampaignRecord:
             "counts": self.counts(),
             "shots": self.rows,
             "pending": list(self.pending.values()),  # not done (yet): their last state
+            "admission": self.admission,
         }
         write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
         self._written = time.monotonic()
@@ -192,6 +201,7 @@ class Progress:
     def frames_done(self, n: int) -> None: ...
     def shot_state(self, position: int, state: str, windows_done: int = 0, windows: int | None = None) -> None: ...
     def shot_done(self, result: ShotResult, position: int | None = None) -> None: ...
+    def admission(self, bound: int, peak: int) -> None: ...
 
 
 def read_campaign(uri: str, store: Storage) -> dict:

@@ -6,7 +6,14 @@ pool of generator actors that keep their backend (the model) loaded and write th
 checkpoint into the shot folder, then one task per encode segment (stitch + H.264), then one finish
 task (join, artifacts, record). Shots stream: a shot's windows start as soon as its plan is ready
 and its segments as soon as its last window is, so early shots complete while later ones are still
-rendering. The driver holds only plans and window records; frames move through the shot folders.
+rendering. Frames move through the shot folders.
+
+Admission: shots are planned only as fast as the generators can take their windows: at most
+`runtime.max_shots_in_flight` shots are between their plan and their result (by default twice the
+cluster's generator slots, a few more than keep every generator busy), the rest wait as the
+(shot, config) pairs they came as. The driver reads only each plan's head (windows, segments,
+record); the character, poses and targets stay in the object store for the workers, and are let go
+when the shot ends.
 
 Faults: a generator or worker process that dies mid-task is replaced and its task retried by Ray,
 up to `runtime.max_retries` times; a window that still fails marks its shot failed and the rest of
@@ -26,7 +33,7 @@ import numpy as np
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from farm.backends.base import Backend
+from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
@@ -35,7 +42,7 @@ from farm.records import Progress
 from farm.shot.finish import finish_shot
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
-from farm.shot.planned import ShotPlan
+from farm.shot.planned import PlanHead, ShotPlan
 from farm.shot.segment import encode_segment
 from farm.shot.tools import backend_spec, make_backend
 from farm.shot.types import Reporter, Shot
@@ -99,11 +106,14 @@ def _people_alongside(video: Path):
     return lambda: ray.get(ref)
 
 
-@ray.remote
-def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool) -> ShotPlan | ShotResult:
-    return plan_shot(
-        shot, cfg, out_root, backend_spec(cfg), force=force, extract=_sharded_extract, people=_people_alongside
-    )
+@ray.remote(num_returns=2)
+def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool,
+          library: str | None) -> tuple[PlanHead | ShotResult, ShotPlan | None]:
+    """Two objects: what the driver reads (the plan's head, or the shot's result when it needs no
+    render), and the whole plan, which only the workers fetch."""
+    plan = plan_shot(shot, cfg, out_root, backend_spec(cfg), force=force, extract=_sharded_extract, people=_people_alongside,
+                     library=library)
+    return (plan.head(), plan) if isinstance(plan, ShotPlan) else (plan, None)
 
 
 @ray.remote
@@ -202,17 +212,22 @@ class _Run:
     in flight (ref -> the shot and the method its result goes to), and which shot renders each
     output folder (identical shots render once)."""
 
-    def __init__(self, out_root: Path | str, force: bool, max_retries: int, progress: Progress) -> None:
+    def __init__(self, out_root: Path | str, force: bool, max_retries: int, progress: Progress, library: str | None) -> None:
         self.out_root, self.force, self.max_retries, self.progress = out_root, force, max_retries, progress
+        self.library = library
         self.generators = _GeneratorPool(max_retries)
         self.waiting: dict[ray.ObjectRef, tuple[_ShotRun, Callable]] = {}
         self.owners: dict[str, _ShotRun] = {}
+        self.in_flight = 0  # admitted shots without a result (each may hold a plan)
+        self.peak = 0  # the most shots in flight at once in this run
+        self.extracting: dict[str, int] = {}  # motion (as given, with its pose settings) -> shots planning it
 
-    def task(self, remote, name: str, shot: _ShotRun, deliver: Callable, *args) -> ray.ObjectRef:
-        """Start a CPU task (plan, segment, finish) whose result goes to `deliver` of `shot`."""
-        ref = remote.options(**_options(self.max_retries, name)).remote(*args)
-        self.waiting[ref] = (shot, deliver)
-        return ref
+    def task(self, remote, name: str, shot: _ShotRun, deliver: Callable, *args, returns: int = 1):
+        """Start a CPU task (plan, segment, finish) whose (first) result goes to `deliver` of `shot`."""
+        refs = remote.options(**_options(self.max_retries, name), num_returns=returns).remote(*args)
+        first = refs[0] if returns > 1 else refs
+        self.waiting[first] = (shot, deliver)
+        return refs
 
     def window(self, shot: _ShotRun, index: int) -> None:
         """Queue window `index` of `shot` for the next free generator."""
@@ -222,6 +237,22 @@ class _Run:
     def owner(self, uri: str, shot: _ShotRun) -> _ShotRun:
         """The shot that renders the folder `uri` in this run: the first one to claim it."""
         return self.owners.setdefault(uri, shot)
+
+    def admitted(self, change: int) -> None:
+        self.in_flight += change
+        self.peak = max(self.peak, self.in_flight)
+
+    def waits(self, shot: Shot, cfg: FarmConfig | FarmError) -> bool:
+        """With the motion library: a shot of a motion another shot is planning now waits for that
+        plan, and takes the poses it keeps instead of extracting them again."""
+        return self.library is not None and not isinstance(cfg, FarmError) and _motion(shot, cfg) in self.extracting
+
+    def planning(self, shot: _ShotRun, change: int) -> None:
+        if self.library is not None:
+            key = _motion(shot.shot, shot.cfg)
+            self.extracting[key] = self.extracting.get(key, 0) + change
+            if not self.extracting[key]:
+                del self.extracting[key]
 
 
 class _ShotRun:
@@ -241,17 +272,23 @@ class _ShotRun:
         self.segments: dict[int, dict] = {}  # segment -> its log
         self.followers: list[_ShotRun] = []  # identical shots that take this one's result
         self.result: ShotResult | None = None
+        self.admitted = False  # counted in the run's shots in flight
 
     @property
     def done(self) -> bool:
         return self.result is not None
 
     def start(self) -> None:
+        self.admitted = True
+        self.run.admitted(+1)
+        self.run.planning(self, +1)
         self._move("planning")
         name = f"plan {self.shot.shot_id or Path(str(self.shot.motion)).name}"
-        self.plan_ref = self.run.task(_plan, name, self, self.planned, self.shot, self.cfg, self.run.out_root, self.run.force)
+        _, self.plan_ref = self.run.task(_plan, name, self, self.planned, self.shot, self.cfg, self.run.out_root,
+                                         self.run.force, self.run.library, returns=2)
 
     def planned(self, value) -> None:
+        self.run.planning(self, -1)
         if isinstance(value, BaseException):  # the plan task itself could not run (its worker kept dying)
             reason = FarmError(f"shot {self.shot.shot_id or self.shot.motion}", f"could not be planned: {_cause(value)}", "run again")
             self.end(record_failure(self.shot, self.cfg, self.run.out_root, reason))
@@ -261,6 +298,8 @@ class _ShotRun:
             return
         owner = self.run.owner(value.uri, self)
         if owner is not self:  # the same inputs and config as another shot of this run
+            self.plan_ref = None
+            self._leave()  # waiting on another shot's result holds nothing: it makes room for the next shot
             owner.follow(self)
             return
         self.plan = value
@@ -318,6 +357,8 @@ class _ShotRun:
         if self.result is None:
             self.result, self.state = result, "failed" if result.status == "failed" else "done"
             self.plan = self.plan_ref = None  # let go of the plan (character image, poses) as soon as the shot is done
+            self.logs, self.segments = {}, {}
+            self._leave()
             self.run.progress.shot_done(result, self.position)
         for other in self.followers:
             status = "failed" if result.status == "failed" else "reused"
@@ -332,6 +373,12 @@ class _ShotRun:
             name = f"segment {self.plan.shot_id} {segment.index}"
             done = partial(self.segment_done, segment.index)
             self.run.task(_segment, name, self, done, self.plan_ref, segment.index, logs[: segment.stop])
+
+    def _leave(self) -> None:
+        """No longer in flight: the run may admit another shot."""
+        if self.admitted:
+            self.admitted = False
+            self.run.admitted(-1)
 
     def _move(self, state: str) -> None:
         """The shot's new state, told to the campaign record (with its windows done so far)."""
@@ -353,25 +400,46 @@ def run_campaign(
     *,
     force: bool = False,
     max_retries: int = 3,
+    max_in_flight: int | None = None,
+    library: str | None = None,
     progress: Progress | None = None,
 ) -> list[ShotResult]:
     """Render every shot; results come back in the order of `items`. A shot whose config could
-    not be loaded (a FarmError in place of its config) is recorded as failed without running."""
+    not be loaded (a FarmError in place of its config) is recorded as failed without running.
+    max_in_flight: the most shots planned or rendering at once (None: admission_bound()).
+    library: the motion library's folder (farm.pose.library); None: every shot extracts its poses."""
     progress = progress or Progress()
     progress.shots(len(items))
-    run = _Run(out_root, force, max_retries, progress)
-    shots = [_ShotRun(run, shot, cfg, position) for position, (shot, cfg) in enumerate(items)]
-    for shot in shots:
-        if isinstance(shot.cfg, FarmError):
-            shot.end(record_failure(shot.shot, None, out_root, shot.cfg))
-        else:
-            shot.start()
+    bound = max_in_flight or admission_bound()
+    run = _Run(out_root, force, max_retries, progress, library)
+    shots: list[_ShotRun] = []
+    waiting = iter(enumerate(items))
+    upcoming = [next(waiting, None)]  # the next shot to admit, None at the end
+
+    def admit() -> None:
+        """Start shots in their order while there is room (a shot that fails before planning takes
+        none); the next shot waits while another shot plans its motion."""
+        while run.in_flight < bound and upcoming[0] is not None and not run.waits(*upcoming[0][1]):
+            position, (shot, cfg) = upcoming[0]
+            upcoming[0] = next(waiting, None)
+            shots.append(_ShotRun(run, shot, cfg, position))
+            if isinstance(cfg, FarmError):
+                shots[-1].end(record_failure(shot, None, out_root, cfg))
+            else:
+                shots[-1].start()
+
+    admit()
     try:
         while True:
             # Windows go to generators as they free up (every turn: a shot's event may queue some).
             run.generators.dispatch(run.waiting, lambda tag: not tag[0].done)
-            if not run.waiting:
-                break
+            if not run.waiting:  # nothing in flight: admit what is left, or the campaign is done
+                run.extracting.clear()  # (nothing can be planning now: never hold a shot back for it)
+                admitted = len(shots)
+                admit()
+                if len(shots) == admitted:
+                    break
+                continue
             ready, _ = ray.wait(list(run.waiting), num_returns=1)
             ref = ready[0]
             shot, deliver = run.waiting.pop(ref)
@@ -386,9 +454,25 @@ def run_campaign(
                 deliver(value)
             except FarmError as exc:  # the store failed while recording this shot: the others go on
                 shot.end(ShotResult(shot.shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
+            admit()
     finally:
         run.generators.close()  # the pool lives as long as its campaign
+        progress.admission(bound, run.peak)
     return [shot.result for shot in shots if shot.result is not None]
+
+
+def _motion(shot: Shot, cfg: FarmConfig) -> str:
+    """A motion as a campaign names it, with what changes its poses (as the library keys them)."""
+    return json.dumps([str(shot.motion), asdict(cfg.pose), cfg.motion.subject], sort_keys=True, default=str)
+
+
+def admission_bound() -> int:
+    """Shots in flight by default: twice the generator slots of the cluster (one actor per GPU, or
+    per CPU for a CPU backend), so that while one shot's windows render the next one's plan is
+    ready, and a few plans more than that never wait in the driver."""
+    resources = ray.cluster_resources()
+    slots = max(int(resources.get("GPU", 0)), int(resources.get("CPU", 1)), 1)
+    return 2 * slots
 
 
 def _options(max_retries: int, name: str) -> dict:

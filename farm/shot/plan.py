@@ -38,6 +38,7 @@ def plan_shot(
     force: bool = False,
     extract: Callable[[Path, int, PoseOptions, Reporter], PoseSequence] | None = None,
     people: Callable[[Path], Callable[[], tuple[int, str]]] | None = None,
+    library: str | None = None,
 ) -> ShotPlan | ShotResult:
     """Steps 1-6 of a shot: inputs, character, pose, preflight, retarget, window plan. Returns the
     plan, or the final result when the shot is already finished (reused) or failed.
@@ -46,6 +47,9 @@ def plan_shot(
     default in this process, front to back (the Ray runtime passes one that shards long videos).
     people(video): starts counting the people in the video and returns how to wait for the count
     (the Ray runtime counts on another worker while the poses are extracted).
+    library: the motion library's folder (farm.pose.library): the poses and people count of a
+    motion are taken from there when an earlier shot extracted them, and kept there when not.
+    None: always extracted.
     """
     reporter = reporter or Silent()
     cfg = _with_backend_defaults(cfg, spec)
@@ -89,11 +93,25 @@ def plan_shot(
             )
             record["character"] = {**char_info.to_dict(), "pose_detectable": detector_sees(character)}
 
-        # 3. Pose of the performer (and, alongside where possible, the people in the video).
-        people_count = (people or _count_here)(local.motion)
-        reporter.stage("pose", motion_probe.frame_count)
-        with timed(timings, "pose"):
-            driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, pose_options(cfg), reporter)
+        # 3. Pose of the performer (and, alongside where possible, the people in the video), from
+        #    the motion library when an earlier shot extracted them.
+        from farm.pose import library as motions
+
+        options = pose_options(cfg)
+        motion_key = motions.library_key(inputs["motion"]["sha256"], options, cfg.pose.model) if library else None
+        entry = motions.lookup(store, library, motion_key) if library else None
+        if entry is not None:
+            driving, people_count = entry.poses, (lambda: entry.people)
+        else:
+            people_count = (people or _count_here)(local.motion)
+            reporter.stage("pose", motion_probe.frame_count)
+            with timed(timings, "pose"):
+                driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, options, reporter)
+            if library:
+                counted = people_count()
+                people_count = lambda: counted  # noqa: E731 - counted once, for the library and preflight
+                motions.keep(store, library, motion_key, motions.MotionEntry(driving, counted), str(shot.motion))
+        record["motion_library"] = {"key": motion_key, "reused": entry is not None} if library else None
 
         # 4. Preflight: the checks a careful user would make before spending compute.
         from farm.qa.preflight import run_preflight
@@ -132,7 +150,8 @@ def plan_shot(
     return ShotPlan(
         shot=shot, cfg=cfg, shot_id=shot_id, content_key=key, folder=folder, uri=uri, record=record, timings=timings,
         character=character, canvas=moved.canvas, targets=moved.targets, layers=layers, behind=behind,
-        windows=windows, fps=fps, audio=audio, driving=driving, index=index, motion=local.motion, license=local.license,
+        windows=windows, frame_count=len(index), fps=fps, audio=audio, driving=driving, index=index, motion=local.motion,
+        license=local.license,
         detector_sees=record["character"]["pose_detectable"], chains=chains, condition_frames=spec.condition_frames,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 
@@ -21,15 +21,15 @@ from farm.types import Canvas, Character
 from farm.windows import Segment, Window, plan_segments
 
 
-@dataclass
-class ShotPlan:
-    """A shot ready to render: everything the window workers and the final stitch need.
+@dataclass(kw_only=True)
+class PlanHead:
+    """What a campaign's driver reads of a planned shot: where it goes, its windows and segments,
+    its record so far. The rest of the plan (character image, poses, targets) stays in Ray's object
+    store for the workers, so the driver's memory does not grow with what each shot carries.
 
-    targets: (T, 15, 3) retargeted joints on the canvas; layers: (T, 4) limb order; behind: (T,)
-    limbs behind the torso; index: (T,) source frame of each output frame; record: the manifest so
-    far; timings: seconds per stage so far. chains: window.mode=chained, the runs [first, stop) of
-    windows that each continue from the one before (empty for parallel windows); condition_frames:
-    how many frames of the window before a chained window continues from.
+    frame_count: output frames; chains: window.mode=chained, the runs [first, stop) of windows that
+    each continue from the one before (empty for parallel windows); condition_frames: how many
+    frames of the window before a chained window continues from.
     """
 
     shot: Shot
@@ -40,35 +40,10 @@ class ShotPlan:
     uri: str
     record: dict
     timings: dict
-    character: Character
-    canvas: Canvas
-    targets: np.ndarray
-    layers: np.ndarray
-    behind: np.ndarray
     windows: list[Window]
-    fps: Fraction
-    audio: Path | None
-    driving: PoseSequence
-    index: np.ndarray
-    motion: Path  # the motion video, local to the node that planned the shot
-    license: Path | None = None  # rights.license_file, local to the node that planned the shot
-    detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
+    frame_count: int
     chains: list[tuple[int, int]] = field(default_factory=list)
     condition_frames: int = 1
-    run: str = field(default_factory=lambda: secrets.token_hex(6))  # this render's take: folder/.take-<run>/
-
-    @property
-    def take(self) -> Path:
-        """Where the finish makes this render's published files; moved into the folder when committed."""
-        return self.folder / f"{TAKE}{self.run}"
-
-    def request(self, window: Window) -> WindowRequest:
-        return WindowRequest(
-            shot_id=self.shot_id, start=window.start, end=window.end,
-            targets=self.targets[window.start : window.end], layers=self.layers[window.start : window.end],
-            prompt=self.shot.prompt or self.cfg.prompt, seed=self.cfg.seed,
-            options={"limbs_behind_torso": self.behind[window.start : window.end]},
-        )
 
     def previous_window(self, window: Window) -> Window | None:
         """The window this one continues from (window.mode=chained), None when it starts a chain or
@@ -91,7 +66,7 @@ class ShotPlan:
     @property
     def segments(self) -> list[Segment]:
         """The runs of windows that are stitched and encoded on their own, then joined."""
-        return plan_segments(self.windows, len(self.targets), self.cfg.output.segment_frames)
+        return plan_segments(self.windows, self.frame_count, self.cfg.output.segment_frames)
 
     @property
     def remote(self) -> bool:
@@ -110,6 +85,46 @@ class ShotPlan:
         if self.remote:  # only an uploaded checkpoint counts: a local one may have failed to upload
             return storage_for(self.cfg).exists(self.window_uri(window))
         return self.window_file(window).exists()
+
+
+@dataclass(kw_only=True)
+class ShotPlan(PlanHead):
+    """A shot ready to render: everything the window workers and the final stitch need.
+
+    targets: (T, 15, 3) retargeted joints on the canvas; layers: (T, 4) limb order; behind: (T,)
+    limbs behind the torso; index: (T,) source frame of each output frame.
+    """
+
+    character: Character
+    canvas: Canvas
+    targets: np.ndarray
+    layers: np.ndarray
+    behind: np.ndarray
+    fps: Fraction
+    audio: Path | None
+    driving: PoseSequence
+    index: np.ndarray
+    motion: Path  # the motion video, local to the node that planned the shot
+    license: Path | None = None  # rights.license_file, local to the node that planned the shot
+    detector_sees: bool = True  # mediapipe finds the character's pose in its image: QA re-detects it on the output
+    run: str = field(default_factory=lambda: secrets.token_hex(6))  # this render's take: folder/.take-<run>/
+
+    def head(self) -> PlanHead:
+        """The part of the plan the campaign's driver reads (the arrays stay with the workers)."""
+        return PlanHead(**{f.name: getattr(self, f.name) for f in fields(PlanHead)})
+
+    @property
+    def take(self) -> Path:
+        """Where the finish makes this render's published files; moved into the folder when committed."""
+        return self.folder / f"{TAKE}{self.run}"
+
+    def request(self, window: Window) -> WindowRequest:
+        return WindowRequest(
+            shot_id=self.shot_id, start=window.start, end=window.end,
+            targets=self.targets[window.start : window.end], layers=self.layers[window.start : window.end],
+            prompt=self.shot.prompt or self.cfg.prompt, seed=self.cfg.seed,
+            options={"limbs_behind_torso": self.behind[window.start : window.end]},
+        )
 
     def segment_file(self, segment: Segment, suffix: str = ".mp4") -> Path:
         """The segment's video, or with suffix QA_SUFFIX what QA measured on it."""

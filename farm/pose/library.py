@@ -1,0 +1,74 @@
+"""The motion library: what a shot learns from its motion video alone (the performer's poses and
+the people preflight counts in it), kept once per motion in the output store and reused by every
+shot and every later run that needs it (issue 13.1).
+
+An entry is `<root>/poses/<key>/` with `pose.parquet` (farm.pose.store's pose file) and
+`info.json`, written last: an entry without it (an extraction that failed or was cut off) is
+never read, and the next shot extracts again. The key is the motion's content (its sha256), the
+pose options that change what is extracted (thresholds, smoothing, motion.subject) and the pose
+model and mediapipe version, so a changed video, setting or model never meets an old entry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from farm.pose.extract import PoseOptions, PoseSequence
+from farm.pose.store import read_parquet, write_parquet
+from farm.storage import Storage
+
+POSES = "poses"
+POSE_FILE = "pose.parquet"
+INFO = "info.json"
+VERSION = 1  # of the entry's layout; a new one makes new keys
+
+
+@dataclass(frozen=True)
+class MotionEntry:
+    """A motion's poses and preflight's people count, as extracted once."""
+
+    poses: PoseSequence
+    people: tuple[int, str]
+
+
+def library_key(motion_sha256: str, options: PoseOptions, model: str) -> str:
+    import mediapipe
+
+    doc = {"version": VERSION, "motion": motion_sha256, "options": dataclasses.asdict(options), "model": model,
+           "mediapipe": mediapipe.__version__}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def lookup(store: Storage, root: str, key: str) -> MotionEntry | None:
+    """The entry of `key`, None when there is none (or it cannot be read: it is made again)."""
+    folder = Storage.join(root, POSES, key)
+    info_uri = Storage.join(folder, INFO)
+    if not store.exists(info_uri):
+        return None
+    try:
+        info = json.loads(store.get_bytes(info_uri))
+        with tempfile.TemporaryDirectory(prefix="farm-library-") as scratch:
+            local = Path(scratch) / POSE_FILE
+            local.write_bytes(store.get_bytes(Storage.join(folder, POSE_FILE)))
+            poses = read_parquet(local)
+        count, note = info["people"]
+        return MotionEntry(dataclasses.replace(poses, subject=info.get("subject")), (int(count), str(note)))
+    except Exception:  # noqa: BLE001 - a damaged entry is extracted again, never trusted
+        return None
+
+
+def keep(store: Storage, root: str, key: str, entry: MotionEntry, motion: str) -> None:
+    """Store an entry (the pose file first, info.json last). motion: the video as the user gave
+    it, recorded for people reading the library."""
+    folder = Storage.join(root, POSES, key)
+    with tempfile.TemporaryDirectory(prefix="farm-library-") as scratch:
+        local = Path(scratch) / POSE_FILE
+        write_parquet(entry.poses, local)
+        store.put_file(local, Storage.join(folder, POSE_FILE))
+    info = {"version": VERSION, "motion": motion, "frames": len(entry.poses), "people": list(entry.people),
+            "subject": entry.poses.subject}
+    store.put_bytes(json.dumps(info, indent=1).encode(), Storage.join(folder, INFO))
