@@ -14,7 +14,8 @@ enforces this table):
     4  config, character, qa, backends    the stages' building blocks
     5  stitch, manifest, report, provenance  stitching; the shot's record, its HTML page, its provenance
     6  shot                               one shot, stage by stage; never Ray (runtime)
-    7  records, campaign, sweep, notify   the campaign's record, campaign files, sweep grids, alerts
+    7  records, campaign, sweep, notify, library  the campaign's record, campaign files, sweep grids,
+                                          alerts, the named motions of the motion library
     8  runtime                            everything that knows about Ray
     9  api                                the Python API
     10 cli, bench                         the command line and the benchmarks, over the API

@@ -24,6 +24,7 @@ from pathlib import Path
 from farm.campaign import Campaign, CampaignShot, load_campaign
 from farm.config import FarmConfig, load_config
 from farm.errors import FarmError
+from farm.library import LIBRARY, Motion, add_motion, library_root, list_motions, resolve_shot
 from farm.records import CampaignRecord, Progress, read_campaign
 from farm.shot.outcome import ShotResult
 from farm.shot.render import render_shot
@@ -35,7 +36,6 @@ from farm.types import check_shot_id
 
 CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
 # OUT/library: the motion library every campaign and sweep of OUT shares (farm.pose.library).
-LIBRARY = "library"
 
 
 @dataclass
@@ -92,6 +92,7 @@ def render(
     check_signing(cfg)
     shot = Shot(motion=motion, character=character, skeleton=skeleton, mask=mask, prompt=prompt, shot_id=shot_id,
                 rights=dict(rights or {}))
+    shot = resolve_shot(shot, out, storage_for(cfg), {})  # library:NAME: the library's copy, with its rights
     return render_shot(shot, cfg, out, reporter=reporter, force=force)
 
 
@@ -107,17 +108,23 @@ def submit(
     OUT/<campaign>/ (`farm submit`): a local cluster, or the one runtime.address / RAY_ADDRESS names."""
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
-    return render_batch(campaign.name, check(campaign, overrides), str(out), force=force, progress=progress)
+    return render_batch(campaign.name, check(campaign, overrides), str(out), force=force, progress=progress,
+                        priorities=campaign.priorities())
 
 
-def check(campaign: str | Path | Campaign, overrides: list[str] | tuple[str, ...] = ()) -> list[tuple[Shot, FarmConfig]]:
+def check(
+    campaign: str | Path | Campaign, overrides: list[str] | tuple[str, ...] = (), *, out: str | Path | None = None
+) -> list[tuple[Shot, FarmConfig]]:
     """Every shot of a campaign with its config, before anything runs (`farm submit --check`):
-    the first error names the file, the line or row, and the key."""
+    the first error names the file, the line or row, and the key. out: also resolve the
+    `library:NAME` motions against OUT's motion library (a missing name is an error)."""
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
-    check_signing(load_config(list(overrides)))  # the operator's own settings first: a typo there is theirs, not a shot's
+    operator = load_config(list(overrides))
+    check_signing(operator)  # the operator's own settings first: a typo there is theirs, not a shot's
     configs: dict[tuple, FarmConfig] = {}
-    return [(item.shot, _config_for(item, campaign, list(overrides), configs)) for item in campaign.shots]
+    items = [(item.shot, _config_for(item, campaign, list(overrides), configs)) for item in campaign.shots]
+    return items if out is None else resolve_motions(items, out, storage_for(operator))[0]
 
 
 def _config_for(item: CampaignShot, campaign: Campaign, operator: list[str], configs: dict[tuple, FarmConfig]) -> FarmConfig:
@@ -182,6 +189,7 @@ class SweepPlan:
     items: list[tuple[Shot, FarmConfig | FarmError]]
     extras: dict[str, dict]
     groups: dict[str, list[tuple[str, str]]]
+    priorities: list[int] = field(default_factory=list)
 
 
 def plan_sweep(campaign: str | Path | Campaign, overrides: list[str], *, name: str | None = None) -> SweepPlan:
@@ -192,7 +200,7 @@ def plan_sweep(campaign: str | Path | Campaign, overrides: list[str], *, name: s
         campaign = load_campaign(campaign)
     fixed, settings = expand(list(overrides))
     check_signing(load_config(fixed))  # the operator's own overrides first: a typo there is theirs, not a shot's
-    items, extras, groups, configs = [], {}, {}, {}
+    items, extras, groups, configs, priorities = [], {}, {}, {}, []
     taken = {item.shot.shot_id for item in campaign.shots if item.shot.shot_id}
     for n, item in enumerate(campaign.shots):
         base = item.shot.shot_id or _free_id(f"{slug(Path(str(item.shot.motion)).stem)}-{n + 1}", taken)
@@ -203,9 +211,10 @@ def plan_sweep(campaign: str | Path | Campaign, overrides: list[str], *, name: s
                                 "give the campaign's shots shorter, distinct ids")
             shot = dataclasses.replace(item.shot, shot_id=shot_id)
             items.append((shot, _config_for(item, campaign, [*fixed, *setting.overrides], configs)))
+            priorities.append(item.priority)
             extras[shot.shot_id] = {"sweep_of": base, "settings": " ".join(setting.overrides)}
             groups.setdefault(base, []).append((setting.label, shot.shot_id))
-    return SweepPlan(name or f"{campaign.name}-sweep", len(campaign.shots), len(settings), items, extras, groups)
+    return SweepPlan(name or f"{campaign.name}-sweep", len(campaign.shots), len(settings), items, extras, groups, priorities)
 
 
 def _free_id(wanted: str, taken: set[str]) -> str:
@@ -231,7 +240,8 @@ def sweep(
     comparison grid video per shot (`farm sweep`). Takes the campaign and the overrides, or what
     `plan_sweep` made of them."""
     plan = campaign if isinstance(campaign, SweepPlan) else plan_sweep(campaign, list(overrides), name=name)
-    batch = render_batch(plan.name, plan.items, str(out), force=force, extras=plan.extras, progress=progress)
+    batch = render_batch(plan.name, plan.items, str(out), force=force, extras=plan.extras, progress=progress,
+                         priorities=plan.priorities)
     result = SweepResult(**{f.name: getattr(batch, f.name) for f in dataclasses.fields(CampaignResult)}, groups=plan.groups)
     result.comparisons = {base: _comparison(result, base, variants) for base, variants in plan.groups.items()}
     return result
@@ -323,11 +333,13 @@ def render_batch(
     force: bool = False,
     extras: dict[str, dict] | None = None,
     progress: Progress | None = None,
+    priorities: list[int] | None = None,
 ) -> CampaignResult:
     """Render (shot, config) items as one batch on Ray into OUT/<name>/shots/, keeping
     campaign.json up to date, then write campaign.parquet and the campaign report. extras: more
-    columns of the campaign table for some shots, by shot id (a sweep's sweep_of and settings)."""
-    from farm.runtime.campaign import run_campaign
+    columns of the campaign table for some shots, by shot id (a sweep's sweep_of and settings).
+    priorities: per item, higher starts sooner (farm.runtime.campaign.admission_order)."""
+    from farm.runtime.campaign import admission_order, run_campaign
     from farm.runtime.cluster import connect
 
     if name == LIBRARY:
@@ -337,6 +349,7 @@ def render_batch(
     first = next((cfg for _, cfg in items if not isinstance(cfg, FarmError)), None)
     runtime = first.runtime if first else None
     store = storage_for(first) if first else Storage()
+    items, durations = resolve_motions(items, out_root, store)
     _claim_campaign(store, out)
     with Lease(store, out):  # one run at a time writes a campaign folder
         connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None,
@@ -346,9 +359,10 @@ def render_batch(
         record.write()
         finished, results = False, []
         try:
+            order = admission_order(items, priorities, durations)
             results = run_campaign(
                 items, Storage.join(out, "shots"), force=force, max_retries=runtime.max_retries if runtime else 0,
-                max_in_flight=runtime.max_shots_in_flight if runtime else None, library=Storage.join(out_root, LIBRARY),
+                max_in_flight=runtime.max_shots_in_flight if runtime else None, library=library_root(out_root), order=order,
                 progress=_Recorded(record, extras or {}, progress or Progress()),
             )
             finished = True
@@ -360,6 +374,45 @@ def render_batch(
             if first is not None and first.notify.urls:  # last: the message points at the final record and page
                 warnings += _notify(first.notify.urls, doc, out, report)
     return CampaignResult(name, out, doc, results, report, warnings, record.folder, first)
+
+
+def resolve_motions(
+    items: list[tuple[Shot, FarmConfig | FarmError]], out_root: str | Path, store: Storage
+) -> tuple[list[tuple[Shot, FarmConfig | FarmError]], dict[str, float]]:
+    """The items with every `library:NAME` motion resolved (farm.library.resolve_shot), and the
+    durations of those motions by their stored copy. A name the library lacks is an error of the
+    whole campaign (exit status 2), before anything runs; it names the shot."""
+    found: dict[str, Motion] = {}
+    resolved = []
+    for n, (shot, cfg) in enumerate(items):
+        try:
+            resolved.append((resolve_shot(shot, out_root, store, found), cfg))
+        except FarmError as exc:
+            raise FarmError(f"shot {shot.shot_id or n + 1}: {exc.subject}", exc.problem, exc.fix) from None
+    return resolved, {motion.video: motion.duration_s for motion in found.values()}
+
+
+def library_add(
+    video: str | Path,
+    name: str,
+    *,
+    out: str | Path = "out",
+    tags: tuple[str, ...] = (),
+    rights: dict | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> Motion:
+    """Add a motion video to OUT's motion library as NAME (`farm library add`): a copy of it, its
+    poses (extracted with the operator's pose settings) and its rights; campaigns then name it
+    `motion: library:NAME`."""
+    cfg = load_config(list(overrides))
+    return add_motion(video, name, str(out), cfg, tags=tuple(tags), rights=rights, force=force, reporter=reporter)
+
+
+def library_list(out: str | Path = "out", *, overrides: list[str] | tuple[str, ...] = ()) -> list[Motion]:
+    """The named motions of OUT's motion library (`farm library list`)."""
+    return list_motions(str(out), storage_for(load_config(list(overrides))))
 
 
 def _claim_campaign(store: Storage, out: str) -> None:

@@ -5,15 +5,18 @@
     shots_file: shots.csv                # optional: more shots, one per row (see below)
     shots:                               # optional when shots_file is given
       - id: please-crown                 # optional; derived from the content when absent
-        motion: media/gesture_asl_please.mkv     # relative paths are relative to this file
+        motion: media/gesture_asl_please.mkv     # relative paths are relative to this file;
+                                                 # library:NAME: a motion of OUT's motion library
         character: media/childdrawing_char1.png  # s3://bucket/key URIs are kept as written
         skeleton: media/childdrawing_char1_skeleton.yaml   # optional
         mask: media/childdrawing_char1_mask.png             # optional
         prompt: ""                                           # optional
         overrides: [match=video]                             # optional, per shot
         variants: 2                                          # optional: renders with seeds seed+0..N-1
+        priority: 10                                         # optional: higher starts sooner (default 0)
         rights: {motion_source: ..., character_source: ..., license: ..., consent: ...}
     rights: {required: true}             # optional: refuse shots whose rights lack a source or consent
+    priority: 0                          # optional: in `farm submit FOLDER`, higher campaigns run first
 
 A shot's rights take motion_source, character_source, license, license_file (a licence document:
 a path relative to this file, file:// or s3:// — copied into the shot folder and hashed — or an
@@ -25,13 +28,15 @@ recorded as failed with the reason; the other shots render.
 A shot list (`shots_file`, or a .csv / .parquet file given as the campaign itself, which then takes
 its name from the file name and has no defaults) has one shot per row and the columns motion and
 character (required), id, skeleton, mask, prompt, overrides (space-separated, e.g.
-`match=video output.size=256`), variants, rights.motion_source, rights.character_source,
+`match=video output.size=256`), variants, priority, rights.motion_source, rights.character_source,
 rights.license, rights.license_file, rights.consent, rights.motion_consent, rights.character_consent
 and rights.usage. Empty cells are absent values; relative paths are relative to
 the list file.
 
 A shot with `variants: N` becomes N campaign shots (Kling's generation count), variant 1..N with
 seed offsets 0..N-1; when the shot has an id, variants after the first get `-v2`, `-v3`, ...
+Shots start in order of priority (higher first), then longest motion first, then as written;
+the campaign's record and report keep the order as written.
 Every error names the file and the line (YAML) or the data row, counted from 1 after the header,
 and the column (shot lists).
 """
@@ -51,10 +56,10 @@ from farm.config import check_override
 from farm.errors import FarmError
 from farm.provenance.rights import RIGHTS_KEYS, is_url
 from farm.shot.types import Shot
-from farm.types import SHOT_ID
+from farm.types import SHOT_ID, check_motion_name, library_name
 
-_CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file", "rights")
-_SHOT_KEYS = ("id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "variants", "rights")
+_CAMPAIGN_KEYS = ("name", "defaults", "shots", "shots_file", "rights", "priority")
+_SHOT_KEYS = ("id", "motion", "character", "skeleton", "mask", "prompt", "overrides", "variants", "priority", "rights")
 _RIGHTS_KEYS = RIGHTS_KEYS
 _LIST_COLUMNS = tuple(k for k in _SHOT_KEYS if k != "rights") + tuple(f"rights.{k}" for k in _RIGHTS_KEYS)
 _LIST_SUFFIXES = (".csv", ".parquet")
@@ -75,6 +80,7 @@ class CampaignShot:
     variant: int = 1
     seed_offset: int = 0
     where: str = ""  # where the shot is written ("jobs/x.yaml line 12: shots[3]"), for errors
+    priority: int = 0  # higher starts sooner
 
 
 @dataclass
@@ -87,6 +93,10 @@ class Campaign:
     defaults: list[str]
     shots: list[CampaignShot]
     rights_required: bool = False
+    priority: int = 0  # in `farm submit FOLDER`: higher campaigns run first
+
+    def priorities(self) -> list[int]:
+        return [item.priority for item in self.shots]
 
 
 @dataclass(frozen=True)
@@ -116,16 +126,17 @@ def load_campaign(path: str | Path, *, name: str | None = None) -> Campaign:
         if name is None and not SHOT_ID.match(path.stem):
             raise FarmError(str(path), f"file name {path.stem!r} is not a valid campaign name",
                             f"rename the file or give the campaign a name with --name: {_ID_RULE}")
-        own, defaults, entries, required = path.stem, [], _list_entries(path), False
+        own, defaults, entries, required, priority = path.stem, [], _list_entries(path), False, 0
     else:
-        own, defaults, entries, required = _yaml_campaign(path)
-    return Campaign(name=name or own, path=path, defaults=defaults, shots=_expand(entries), rights_required=required)
+        own, defaults, entries, required, priority = _yaml_campaign(path)
+    return Campaign(name=name or own, path=path, defaults=defaults, shots=_expand(entries), rights_required=required,
+                    priority=priority)
 
 
 # YAML campaigns ------------------------------------------------------------------------------------
 
 
-def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry], bool]:
+def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry], bool, int]:
     doc, root = _read_yaml(path)
 
     def where(*keys: str | int) -> str:
@@ -153,7 +164,8 @@ def _yaml_campaign(path: Path) -> tuple[str, list[str], list[_Entry], bool]:
         entries += _list_entries(_shots_file(doc["shots_file"], path.parent, where("shots_file")))
     if not entries:
         raise FarmError(where("shots"), "no shots", "add at least one shot with motion and character")
-    return name, defaults, entries, _rights_required(doc.get("rights"), where)
+    priority = _priority(doc.get("priority"), where("priority"))
+    return name, defaults, entries, _rights_required(doc.get("rights"), where), priority
 
 
 def _rights_required(value: object, where: Callable[..., str]) -> bool:
@@ -289,7 +301,7 @@ def _row_fields(cells: dict, where: Callable[[str], str]) -> dict:
             rights[column.removeprefix("rights.")] = value
         elif column == "overrides" and isinstance(value, str):
             fields[column] = value.split()
-        elif column == "variants":
+        elif column in ("variants", "priority"):
             fields[column] = _whole_number(value, where(column))
         else:
             fields[column] = value
@@ -306,7 +318,8 @@ def _whole_number(value: object, where: str) -> object:
         try:
             return int(value)
         except ValueError:
-            raise FarmError(where, f"{value!r} is not a whole number", "give variants as a whole number >= 1") from None
+            fix = "give variants as a whole number >= 1" if where.endswith("variants") else "give a priority as a whole number, e.g. 10"
+            raise FarmError(where, f"{value!r} is not a whole number", fix) from None
     return value
 
 
@@ -319,13 +332,15 @@ def _expand(entries: list[_Entry]) -> list[CampaignShot]:
     first_use: dict[str, tuple[_Entry, int]] = {}
     for entry in entries:
         shot, overrides, variants = _shot(entry)
+        priority = _priority(entry.fields.get("priority"), entry.where("priority"))
         for variant in range(1, variants + 1):
             shot_id = _variant_id(shot.shot_id, variant, entry)
             if shot_id is not None:
                 if shot_id in first_use:
                     raise _duplicate(shot_id, (entry, variant), first_use[shot_id])
                 first_use[shot_id] = (entry, variant)
-            shots.append(CampaignShot(replace(shot, shot_id=shot_id), list(overrides), variant, variant - 1, entry.where("")))
+            shots.append(CampaignShot(replace(shot, shot_id=shot_id), list(overrides), variant, variant - 1, entry.where(""),
+                                      priority))
     return shots
 
 
@@ -360,6 +375,10 @@ def _input(fields: dict, key: str, entry: _Entry) -> Path | str | None:
         return None
     if not isinstance(value, str):
         raise FarmError(entry.where(key), "must be a path or an s3:// URI", f"give the {_INPUT_NOUNS[key]}")
+    name = library_name(value) if key == "motion" else None
+    if name is not None:  # resolved against the output's motion library when the campaign runs
+        check_motion_name(name, entry.where(key))
+        return value
     uri = _URI.match(value)
     if uri:
         if uri.group(1).lower() not in _URI_SCHEMES:
@@ -402,6 +421,15 @@ def _overrides(value: object, where: str) -> list[str]:
         raise FarmError(where, "must be a list of overrides like `match=video`", "fix the list")
     for override in value:
         check_override(override, campaign=True, where=where)
+    return value
+
+
+def _priority(value: object, where: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 10**9:
+        raise FarmError(where, f"{value!r} is not a whole number",
+                        "give a priority as a whole number, e.g. priority: 10 (higher starts sooner)")
     return value
 
 

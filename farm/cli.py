@@ -145,6 +145,23 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--out", help="the YAML to write (default ./<image stem>_skeleton.yaml); the overlay goes next to it (.png)"
     )
 
+    library = sub.add_parser("library", help="the motion library of an output: named motion videos that campaigns use as library:NAME")
+    actions = library.add_subparsers(dest="library_command", required=True)
+    add = actions.add_parser("add", help="add a motion video as NAME: a copy, its poses (extracted now) and its rights")
+    add.add_argument("video", help="motion video (a path, file:// or s3:// URI)")
+    add.add_argument("--name", required=True, help="the name campaigns use: motion: library:NAME (lower-case letters, digits, . _ -)")
+    add.add_argument("--tags", default="", help="comma-separated tags, e.g. dance,loop (shown by farm library list)")
+    add.add_argument("--rights", action="append", default=[], metavar="KEY=VALUE",
+                     help="a right of the motion (motion_source, motion_consent or consent, license, usage); repeat for each; "
+                          "every shot that uses the motion carries them")
+    add.add_argument("-o", "--out", default="out", help="the output folder or s3:// prefix whose library it joins (default ./out)")
+    add.add_argument("--force", action="store_true", help="replace a motion of the same name")
+    add.add_argument("overrides", nargs="*", help="config overrides, e.g. pose.smoothing=false (the poses are extracted with them)")
+    listing = actions.add_parser("list", help="the named motions of an output's library")
+    listing.add_argument("-o", "--out", default="out", help="the output folder or s3:// prefix (default ./out)")
+    listing.add_argument("--json", action="store_true", help="print the motions as JSON on stdout (for scripts)")
+    listing.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
+
     config = sub.add_parser("config", help="print the fully resolved configuration")
     config.add_argument("overrides", nargs="*")
     return parser
@@ -184,7 +201,7 @@ def run(argv: list[str]) -> int:
         commands = {
             "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
             "report": cmd_report, "verify": cmd_verify, "skeleton": cmd_skeleton,
-            "config": cmd_config,
+            "library": cmd_library, "config": cmd_config,
         }
         return commands[args.command](args)
     except FarmError as exc:
@@ -214,14 +231,15 @@ def cmd_render(args) -> int:
     return _report(result)
 
 
-def _rights(given: list[str]) -> dict:
+def _rights(given: list[str], keys: tuple[str, ...] | None = None) -> dict:
     from farm.provenance.rights import RIGHTS_KEYS
 
+    keys = keys or RIGHTS_KEYS
     rights = {}
     for item in given:
         key, sep, value = item.partition("=")
-        if not sep or key not in RIGHTS_KEYS:
-            raise FarmError(f"--rights {item}", "is not KEY=VALUE with a known key", f"use one of {', '.join(RIGHTS_KEYS)}")
+        if not sep or key not in keys:
+            raise FarmError(f"--rights {item}", "is not KEY=VALUE with a known key", f"use one of {', '.join(keys)}")
         rights[key] = value
     return rights
 
@@ -264,8 +282,9 @@ class CampaignProgress:
 
 
 def cmd_submit(args) -> int:
-    """One campaign file, or every campaign file of a folder in name order (a night's campaigns:
-    one that cannot be read is reported and the others still run; exit status 2 then)."""
+    """One campaign file, or every campaign file of a folder, by their `priority` (higher first), then
+    in name order (a night's campaigns: one that cannot be read is reported and the others still
+    run; exit status 2 then)."""
     from farm import api
     from farm.campaign import load_campaign
 
@@ -275,7 +294,7 @@ def cmd_submit(args) -> int:
     if args.name:
         raise FarmError(f"--name {args.name!r}", "names one campaign, but a folder holds several (each has its own name)",
                         "leave out --name, or submit one campaign file")
-    unreadable, failed, names = False, False, {}
+    unreadable, failed, names, campaigns = False, False, {}, []
     for path in api.campaign_files(folder):
         try:
             campaign = load_campaign(path)
@@ -283,6 +302,12 @@ def cmd_submit(args) -> int:
                 raise FarmError(str(path), f"names the campaign {campaign.name!r}, as {names[campaign.name]} does",
                                 "give every campaign file of the folder its own name")
             names[campaign.name] = path.name
+            campaigns.append(campaign)
+        except FarmError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            unreadable = True
+    for campaign in sorted(campaigns, key=lambda c: -c.priority):  # higher priority first, then by file name
+        try:
             failed |= _submit(campaign, args) != 0
         except FarmError as exc:
             console.print(f"[red]error:[/red] {escape(str(exc))}")
@@ -295,7 +320,7 @@ def _submit(campaign, args) -> int:
     from farm import api
 
     if args.check:
-        items = api.check(campaign, args.overrides)
+        items = api.check(campaign, args.overrides, out=args.out)
         refused = api.refused(items)
         for shot, reason in refused.items():
             console.print(f"[yellow]warning:[/yellow] shot {escape(shot)}: {escape(reason)}")
@@ -508,6 +533,40 @@ def cmd_pose(args) -> int:
 
         files = write_openpose_json(poses, out / f"{stem}_openpose")
         results.print(f"OpenPose JSON: {len(files)} files in {escape(str(out / f'{stem}_openpose'))}")
+    return 0
+
+
+def cmd_library(args) -> int:
+    from farm import api
+
+    if args.library_command == "list":
+        motions = api.library_list(args.out, overrides=args.overrides)
+        if args.json:
+            _json([motion.to_dict() for motion in motions])
+            return 0
+        if not motions:
+            results.print(f"the motion library of {escape(str(args.out))} is empty: add a motion with farm library add VIDEO --name NAME")
+            return 0
+        from rich.table import Table
+
+        table = Table(title=f"motion library of {escape(str(args.out))}")
+        for column in ("name", "seconds", "frames", "size", "tags", "rights", "added"):
+            table.add_column(column)
+        for m in motions:
+            rights = ", ".join(f"{k}={v}" for k, v in m.rights.items())
+            table.add_row(Text(m.name), f"{m.duration_s:.1f}", str(m.frames), f"{m.width}x{m.height}", Text(", ".join(m.tags)),
+                          Text(rights), m.added)
+        results.print(table)
+        return 0
+    rights = _rights(args.rights, keys=("motion_source", "motion_consent", "consent", "license", "usage"))
+    tags = tuple(t.strip() for t in args.tags.split(",") if t.strip())
+    with _progress() as progress:
+        motion = api.library_add(args.video, args.name, out=args.out, tags=tags, rights=rights, overrides=args.overrides,
+                                 force=args.force, reporter=RichReporter(progress, args.name))
+    if getattr(args, "json", False):
+        _json(motion.to_dict())
+    results.print(f"library:{escape(motion.name)}: {motion.frames} frames ({motion.duration_s:.1f} s), poses ready; "
+                  f"stored in {escape(motion.video)}")
     return 0
 
 

@@ -51,3 +51,22 @@ def check_shot_id(shot_id: str | None) -> None:
         raise FarmError(
             f"shot id {shot_id!r}", "is not a valid id", "use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
         )
+
+
+# A named motion of the motion library (farm.library), as a campaign's `motion: library:NAME` names it.
+LIBRARY_PREFIX = "library:"
+MOTION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+MOTION_NAME_RULE = "use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def library_name(value: object) -> str | None:
+    """NAME of a `library:NAME` motion; None for anything else."""
+    if isinstance(value, str) and value.startswith(LIBRARY_PREFIX):
+        return value.removeprefix(LIBRARY_PREFIX)
+    return None
+
+
+def check_motion_name(name: str, subject: str) -> str:
+    if not MOTION_NAME.match(name):
+        raise FarmError(subject, f"{name!r} is not a motion name", MOTION_NAME_RULE)
+    return name

@@ -19,7 +19,7 @@ LAYERS = {
     "config": 4, "character": 4, "qa": 4, "backends": 4,
     "stitch": 5, "manifest": 5, "report": 5, "provenance": 5,
     "shot": 6,
-    "records": 7, "campaign": 7, "sweep": 7, "notify": 7,
+    "records": 7, "campaign": 7, "sweep": 7, "notify": 7, "library": 7,
     "runtime": 8,
     "api": 9,
     "cli": 10, "bench": 10,

@@ -8,6 +8,9 @@ task (join, artifacts, record). Shots stream: a shot's windows start as soon as 
 and its segments as soon as its last window is, so early shots complete while later ones are still
 rendering. Frames move through the shot folders.
 
+Order: shots start by priority (higher first), then longest motion first, so that the last
+generators do not idle while one long shot finishes alone; equal shots keep the campaign's order.
+
 Admission: shots are planned only as fast as the generators can take their windows: at most
 `runtime.max_shots_in_flight` shots are between their plan and their result (by default twice the
 cluster's generator slots, a few more than keep every generator busy), the rest wait as the
@@ -36,6 +39,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
+from farm.media.probe import probe_video
 from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
 from farm.qa.preflight import count_people
 from farm.records import Progress
@@ -44,7 +48,7 @@ from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
 from farm.shot.planned import PlanHead, ShotPlan
 from farm.shot.segment import encode_segment
-from farm.shot.tools import backend_spec, make_backend
+from farm.shot.tools import backend_spec, cache_root, make_backend, storage_for
 from farm.shot.types import Reporter, Shot
 from farm.shot.window import render_window
 from farm.windows import new_frames
@@ -402,18 +406,20 @@ def run_campaign(
     max_retries: int = 3,
     max_in_flight: int | None = None,
     library: str | None = None,
+    order: list[int] | None = None,
     progress: Progress | None = None,
 ) -> list[ShotResult]:
     """Render every shot; results come back in the order of `items`. A shot whose config could
     not be loaded (a FarmError in place of its config) is recorded as failed without running.
     max_in_flight: the most shots planned or rendering at once (None: admission_bound()).
-    library: the motion library's folder (farm.pose.library); None: every shot extracts its poses."""
+    library: the motion library's folder (farm.pose.library); None: every shot extracts its poses.
+    order: the positions of `items` in the order they start (admission_order); None: as given."""
     progress = progress or Progress()
     progress.shots(len(items))
     bound = max_in_flight or admission_bound()
     run = _Run(out_root, force, max_retries, progress, library)
     shots: list[_ShotRun] = []
-    waiting = iter(enumerate(items))
+    waiting = ((i, items[i]) for i in order) if order is not None else iter(enumerate(items))
     upcoming = [next(waiting, None)]  # the next shot to admit, None at the end
 
     def admit() -> None:
@@ -458,7 +464,45 @@ def run_campaign(
     finally:
         run.generators.close()  # the pool lives as long as its campaign
         progress.admission(bound, run.peak)
-    return [shot.result for shot in shots if shot.result is not None]
+    return [shot.result for shot in sorted(shots, key=lambda s: s.position) if shot.result is not None]
+
+
+def admission_order(
+    items: list[tuple[Shot, FarmConfig | FarmError]],
+    priorities: list[int] | None = None,
+    durations: dict[str, float] | None = None,
+) -> list[int]:
+    """The positions of `items` in the order they should start: priority (higher first), then the
+    longest motion first, then as given. durations: seconds of motions already known, by the
+    motion as the shot names it (the motion library's); the others are probed once each (a
+    campaign has few distinct motions). A motion that cannot be read sorts last: its plan fails."""
+    known = dict(durations or {})
+
+    def seconds(shot: Shot, cfg: FarmConfig | FarmError) -> float:
+        if isinstance(cfg, FarmError):
+            return 0.0
+        motion = str(shot.motion)
+        if motion not in known:
+            known[motion] = _duration(motion, cfg)
+        return known[motion]
+
+    def rank(i: int) -> tuple[int, float, int]:
+        shot, cfg = items[i]
+        return -(priorities[i] if priorities else 0), -seconds(shot, cfg), i
+
+    return sorted(range(len(items)), key=rank)
+
+
+def _duration(motion: str, cfg: FarmConfig) -> float:
+    try:
+        qa = cfg.qa
+        local = storage_for(cfg).fetch(motion, cache_root(cfg) / "inputs", max_bytes=int(qa.max_input_mb * 2**20),
+                                       cache_bytes=int(qa.max_cache_mb * 2**20))
+        probe = probe_video(local, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
+                            max_frames=qa.max_frames)
+        return probe.frame_count / probe.fps
+    except Exception:  # noqa: BLE001 - the shot's own plan reports what is wrong with its motion
+        return 0.0
 
 
 def _motion(shot: Shot, cfg: FarmConfig) -> str:

@@ -64,7 +64,7 @@ def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict,
     """The `inputs` of the manifest (uri, sha256, bytes, probe per input) and the motion's probe.
     Errors name each input as the user gave it (an s3:// URI, not its file in the cache)."""
     qa = cfg.qa
-    with as_given({local.motion: shot.motion}):
+    with as_given({local.motion: _given_motion(shot)}):
         motion = probe_video(local.motion, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
                              max_frames=qa.max_frames)
     with as_given({local.character: shot.character}):
@@ -73,12 +73,18 @@ def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict,
         "motion": _input_record(local.motion, motion, shot.motion),
         "character": _input_record(local.character, image, shot.character),
     }
+    if shot.library is not None:
+        inputs["motion"]["library"] = shot.library
     for name in ("skeleton", "mask"):
         if getattr(local, name) is not None:
             inputs[name] = _input_record(getattr(local, name), None, getattr(shot, name))
     if local.license is not None:
         inputs["license_file"] = _input_record(local.license, None, license_file(shot))
     return inputs, motion
+
+
+def _given_motion(shot: Shot) -> str | Path:
+    return f"library:{shot.library} ({shot.motion})" if shot.library is not None else shot.motion
 
 
 @contextmanager

@@ -34,6 +34,7 @@ class Shot:
     prompt: str = ""
     shot_id: str | None = None
     rights: dict = field(default_factory=dict)
+    library: str | None = None  # the motion library's name of `motion`, when the campaign said library:NAME
 
 
 class Reporter(Protocol):
