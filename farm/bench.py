@@ -6,10 +6,15 @@
   the driver's peak RSS for it vs a 10 s video (target ratio <= 1.3), and the farm overhead
   (wall - time inside the generator) / wall on one worker (target <= 0.15), with the share of each
   stage and the wall time not spent in any stage; and, for context, how much two cores of this
-  machine give on the same pose work run twice at once (the two-core ceiling).
+  machine give on the same pose work run twice at once (the two-core ceiling);
+- campaign report: the campaign page of 1000 synthetic shots (rows as campaign.json holds them, a
+  thumbnail each), its size, and how long headless Chromium (Debian's, through Selenium, as the
+  browser test drives it) takes to open it: the page loaded (document.readyState complete) and the
+  first page of its table drawn. Skipped, with a note, where Chromium is not installed.
 
 Each figure runs in its own subprocess pinned to one core, so the numbers do not depend on how many
-cores the machine has and the measurements do not disturb each other.
+cores the machine has and the measurements do not disturb each other (the campaign report's is not
+pinned: it times a browser, which uses what the machine has, as a reader's would).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO / "jobs" / "media"
 SHARED = REPO.parent / "shared" / "data"
 LONG, SHORT = "long_people_walk_in_one_by_one.mp4", "juggle_fullbody_outdoor.mp4"
+REPORT_SHOTS = 1000  # shots in the campaign-report benchmark
 TARGETS = {
     "puppet_fps_512_one_core": 25.0,
     "pose_fps_640x480": 25.0,
@@ -164,6 +171,113 @@ def bench_campaign(video: str, num_cpus: int) -> dict:
     }
 
 
+def campaign_record(shots: int, seed: int = 0) -> dict:
+    """A campaign.json of `shots` synthetic rows shaped as farm.records writes them (every column of
+    campaign.parquet): 3% failed, 10% reused, metrics drawn around the demo's, and the re-render
+    reasons farm.qa.measure.verdict gives them at the default thresholds."""
+    import numpy as np
+
+    from farm.config import load_config
+    from farm.qa.measure import verdict
+    from farm.records import COLUMNS, CampaignRecord
+
+    qa, rng = load_config().qa, np.random.default_rng(seed)
+    rows = []
+    for i in range(shots):
+        shot_id, state = f"shot-{i:05d}", rng.choice(["succeeded", "reused", "failed"], p=[0.87, 0.10, 0.03])
+        row = dict.fromkeys(COLUMNS.names)
+        folder = f"s3://renders/nightly/c/shots/{shot_id}"
+        row.update(shot_id=shot_id, status=str(state), motion=f"s3://inputs/motions/motion-{i % 40:02d}.mp4",
+                   character=f"s3://inputs/characters/drawing-{i % 25:02d}.png", seed=int(rng.integers(2**31)),
+                   manifest=f"{folder}/manifest.json", needs_rerender=False, qa_reasons=[], signed=False)
+        if state == "failed":
+            row.update(error=f"shot {shot_id}: motion-{i % 40:02d}.mp4: not a video (no video stream); check the file", seconds=0.4)
+            rows.append(row)
+            continue
+        metrics = {
+            "pose_pck": float(np.clip(rng.beta(9, 1.5), 0, 1)), "pose_oks": float(np.clip(rng.beta(8, 2), 0, 1)),
+            "joint_pck": float(np.clip(rng.beta(5, 2), 0, 1)), "pose_detected": float(np.clip(rng.beta(20, 1), 0, 1)),
+            "jitter": float(rng.gamma(2, 0.02)), "appearance_drift": float(rng.beta(2, 8)),
+            "appearance_ssim": float(rng.beta(6, 3)), "seam_score": float(1 + rng.gamma(2, 0.1)),
+            "overlap_overhead": float(rng.choice([0.0, 0.16, 0.32])),
+        }
+        pose_source = "mediapipe" if i % 3 else "texture-tracked"
+        reasons = verdict({**metrics, "pose_source": pose_source, "joint_pck_worst": "left_knee"}, [], qa)
+        frames, reused = int(rng.integers(48, 400)), state == "reused"
+        row.update(metrics, frames=frames, fps=24.0, width=512, height=512, windows_rendered=0 if reused else frames // 45 + 1,
+                   windows_reused=frames // 45 + 1 if reused else 0, seconds=0.0 if reused else round(frames * 0.6, 3),
+                   gpu_seconds=0.0 if reused else round(frames * 0.5, 3), cpu_seconds=round(frames * 0.05, 3),
+                   pose_source=pose_source, poses=None if reused else "reused",
+                   needs_rerender=bool(reasons), qa_reasons=reasons, video=f"{folder}/video.mp4",
+                   watermark=f"{rng.integers(2**48):012x}", report=f"{folder}/report.html")
+        rows.append(row)
+    counts = CampaignRecord(Path("."), "bench", shots, rows=rows).counts()
+    return {"schema_version": 1, "name": "bench", "status": "finished", "started": "2026-12-01T02:00:00Z",
+            "finished": "2026-12-01T05:00:00Z", "counts": counts, "shots": rows, "pending": [], "admission": None}
+
+
+def headless_chromium(profile: Path):
+    """Debian's Chromium, headless, through Debian's ChromeDriver (a Selenium session; quit it)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--window-size=1400,900"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def bench_campaign_report(shots: int = REPORT_SHOTS, loads: int = 3) -> dict:
+    """Write the campaign page of `shots` synthetic shots, with a real thumbnail per shot beside it,
+    and open it `loads` times in headless Chromium: seconds from asking for the page to its load
+    event (readyState complete) with the first page of the table drawn."""
+    import tempfile
+
+    import cv2
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from farm.report import PAGE_ROWS, THUMB, write_campaign_report
+
+    doc = campaign_record(shots)
+    picture = cv2.imread(str(MEDIA / "childdrawing_char1.png"))
+    thumb = cv2.imencode(".jpg", cv2.resize(picture, (160, round(160 * picture.shape[0] / picture.shape[1]))))[1].tobytes()
+    first_page = min(PAGE_ROWS, shots)
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work) / "bench"
+        for row in doc["shots"]:
+            (folder / "shots" / row["shot_id"]).mkdir(parents=True)
+            (folder / "shots" / row["shot_id"] / THUMB).write_bytes(thumb)
+        started = time.perf_counter()
+        page = write_campaign_report(folder / "report.html", doc)
+        write_s = time.perf_counter() - started
+        size = page.stat().st_size
+        browser = headless_chromium(Path(work) / "chromium")
+        try:
+            seconds = []
+            for _ in range(loads):
+                browser.get("about:blank")
+                started = time.perf_counter()
+                browser.get(page.as_uri())  # returns once readyState is complete
+                WebDriverWait(browser, 30, poll_frequency=0.005).until(
+                    lambda b: b.execute_script("return document.querySelectorAll('#shots tbody tr').length") == first_page)
+                seconds.append(time.perf_counter() - started)
+        finally:
+            browser.quit()
+    return {
+        "shots": shots,
+        "report_bytes": size,
+        "bytes_per_shot": round(size / shots),
+        "thumb_bytes": len(thumb),
+        "write_s": round(write_s, 3),
+        "load_s": [round(t, 3) for t in seconds],
+        "load_s_median": round(sorted(seconds)[len(seconds) // 2], 3),
+    }
+
+
 def _run_pinned(name: str) -> dict:
     """Run one benchmark in a fresh interpreter limited to one core and one thread per library."""
     return _run(_pinned_code(name, 0), _one_thread_env())
@@ -237,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         results["campaign"]["scheduling_overhead_1_worker"] = round((one["wall_s"] - one["stage_work_s"]) / one["wall_s"], 3)
     else:
         print(f"{SHARED} is not here: the campaign benchmarks (139 s video) are skipped")
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        code = "import json; from farm.bench import bench_campaign_report; print('RESULT ' + json.dumps(bench_campaign_report()))"
+        results["campaign_report"] = _run(code, dict(os.environ))
+    else:
+        print("chromium or chromedriver is not installed (`make tools` installs them): the campaign report benchmark is skipped")
     lower_is_better = {"driver_rss_ratio_139s_vs_10s", "farm_overhead_puppet"}
     results["targets"] = {}
     for name, value in measured.items():
@@ -257,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         if "two_core_ceiling" in results["campaign"]:
             ceiling = results["campaign"]["two_core_ceiling"]["ceiling"]
             print(f"{'two_core_ceiling (pose x2)':30s} {ceiling:8.3f}  (what 2 cores give the same pose work on this machine)")
+    if "campaign_report" in results:
+        page = results["campaign_report"]
+        print(f"{'campaign report, ' + str(page['shots']) + ' shots':30s} {page['report_bytes'] / 1e3:8.1f} kB "
+              f"({page['bytes_per_shot']} bytes a shot, thumbnails beside it), written in {page['write_s']:.2f} s, "
+              f"opened in headless Chromium in {page['load_s_median']:.2f} s (median of {len(page['load_s'])})")
     print(f"written to {out}")
     return 0
 

@@ -1,20 +1,25 @@
-"""Self-contained HTML reports (DESIGN §7): one per shot (`shots/<id>/report.html`) and one per
-campaign (`<campaign>/report.html`).
+"""HTML reports (DESIGN §7): one per shot (`shots/<id>/report.html`) and one per campaign
+(`<campaign>/report.html`).
 
-Every image is inline (JPEG data URIs; plots are inline SVG from matplotlib), there is no script
-or style from elsewhere and no external URL, so a report opens the same from a disk, an S3
-console download or a mail attachment. The pages are made with Jinja2 templates (farm/templates/)
-with autoescaping on: prompts, shot ids and rights text are user strings.
+A shot report is self-contained: every image inline (JPEG data URIs; plots are inline SVG from
+matplotlib). The campaign page must stay small at 10,000 shots, so it embeds no image: it is a
+summary (counts, a hand-drawn SVG histogram per metric, the worst shots) and a table whose rows
+are JSON in the page, filtered and paged by an inline script, with each shot's thumb.jpg from its
+folder by relative URL. Neither page has a script or style from elsewhere or any external URL: a
+shot report opens the same from a disk, an S3 console download or a mail attachment, the campaign
+page from a disk or a download of the campaign folder. The pages are made with Jinja2 templates
+(farm/templates/) with autoescaping on: prompts, shot ids and rights text are user strings.
 
 `write_shot_report` needs the shot folder as the render leaves it (manifest record, qa.parquet,
 video.mp4) and, when available, the motion video and the character image; `write_campaign_report`
-needs the campaign record's rows and each shot's thumbnail. `farm report` rebuilds both from the
-output store.
+needs the campaign record (campaign.json). `farm report` rebuilds both from the output store.
 """
 from __future__ import annotations
 
 import base64
 import io
+import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +27,7 @@ import cv2
 import numpy as np
 import yaml
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from farm.qa.measure import read_quality_table
 from farm.storage.local import write_bytes
@@ -31,6 +37,14 @@ THUMB = "thumb.jpg"
 CAMPAIGN_REPORT = "report.html"  # the campaign page, beside campaign.json
 SHEET_FRAMES = 6  # moments in the contact sheet
 SHEET_HEIGHT = 200  # pixels of each contact-sheet image
+# The campaign page: rows a page of its table shows, shots in each list of the worst, bars of each
+# metric's histogram and that histogram's size in pixels.
+PAGE_ROWS = 100
+WORST = 10
+HISTOGRAM_BINS = 20
+HISTOGRAM_SIZE = (200, 48)
+# A shot's verdict on the campaign page: key, label, badge style; in the order the table lists them.
+VERDICTS = (("flagged", "needs a re-render", "flag"), ("failed", "failed", "failed"), ("passed", "passed", "ok"))
 # COCO-17 limbs drawn on the pose overlays.
 _LIMBS = ((5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
           (0, 1), (0, 2), (1, 3), (2, 4))
@@ -100,20 +114,98 @@ def write_shot_report(sources: ShotSources) -> Path:
     return path
 
 
-def write_campaign_report(path: Path, doc: dict, thumbs: dict[str, bytes | None]) -> Path:
-    """Write the campaign page. doc: campaign.json's content; thumbs: each shot's thumb.jpg bytes."""
-    rows = []
-    for row in doc["shots"]:
-        flagged = bool(row.get("needs_rerender"))
-        rows.append({**row, "flagged": flagged, "thumb": _data_uri(thumbs[row["shot_id"]]) if thumbs.get(row["shot_id"]) else None,
-                     "rank": 0 if flagged else 1 if row["status"] == "failed" else 2})
-    rows.sort(key=lambda r: (r["rank"], r.get("sweep_of") or "", r["shot_id"]))
-    page = _env().get_template("campaign.html.j2").render(doc=doc, rows=rows, metrics=METRICS,
-                                                          flagged=sum(r["flagged"] for r in rows),
-                                                          sweep=any(r.get("settings") for r in rows),
-                                                          money=any(r.get("money") is not None for r in rows))
+def write_campaign_report(path: Path, doc: dict) -> Path:
+    """Write the campaign page from campaign.json's content `doc`: a summary (shots by verdict and
+    by re-render reason, a histogram per metric, the worst shots), then every shot in a table that
+    the page's own script filters, sorts and shows a page at a time. The rows are JSON inside the
+    page (a few hundred bytes a shot); the thumbnails are the shots' own `shots/<id>/thumb.jpg`,
+    by relative URL, loaded as their rows come into view."""
+    rows = [{**row, "verdict": _verdict(row), "files": bool(SHOT_ID.match(str(row.get("shot_id"))))} for row in doc["shots"]]
+    order = [key for key, _, _ in VERDICTS]
+    rows.sort(key=lambda r: (order.index(r["verdict"]), r.get("sweep_of") or "", str(r.get("shot_id"))))
+    sweep, money = any(r.get("settings") for r in rows), any(r.get("money") is not None for r in rows)
+    columns = _columns(sweep, money)
+    verdicts = Counter(r["verdict"] for r in rows)
+    reasons = Counter(_reason_metric(reason) for r in rows if r["verdict"] == "flagged" for reason in r.get("qa_reasons") or [])
+    scored = [r for r in rows if r["verdict"] != "failed" and _finite(r.get("pose_pck")) is not None]
+    failed = [r for r in rows if r["verdict"] == "failed"]
+    page = _env().get_template("campaign.html.j2").render(
+        doc=doc, total=len(rows), verdicts=[{"key": key, "label": label, "badge": badge, "shots": verdicts[key]}
+                                           for key, label, badge in VERDICTS], reasons=reasons.most_common(),
+        histograms=_histograms(rows), lowest=sorted(scored, key=lambda r: r["pose_pck"])[:WORST], failed=failed[:WORST],
+        failed_total=len(failed), worst=WORST, columns=columns, page_rows=PAGE_ROWS, table=_table_json(rows, columns),
+    )
     write_bytes(path, page.encode(), str(path))
     return path
+
+
+def _verdict(row: dict) -> str:
+    if row.get("status") == "failed":
+        return "failed"
+    return "flagged" if row.get("needs_rerender") else "passed"
+
+
+def _reason_metric(reason: str) -> str:
+    """The metric a re-render reason is about: its first word (farm.qa.measure.verdict writes them so)."""
+    return reason.split(" ", 1)[0]
+
+
+def _columns(sweep: bool, money: bool) -> list[dict]:
+    """The campaign table's columns: the row field each shows, its heading, how it sorts
+    (text or num) and, for numbers, the digits shown (None: as recorded)."""
+    column = lambda field, label, kind="text", digits=None: {"field": field, "label": label, "type": kind, "digits": digits}
+    return [
+        column("shot_id", "shot"), *([column("settings", "setting")] if sweep else []), column("status", "state"),
+        column("verdict", "re-render"), column("pose_source", "pose by"),
+        *(column(key, label, "num", digits) for key, label, digits in METRICS),
+        column("frames", "frames", "num"), column("seconds", "seconds", "num"), column("gpu_seconds", "GPU-s", "num", 2),
+        column("cpu_seconds", "CPU-s", "num", 2), *([column("money", "money", "num", 4)] if money else []),
+    ]
+
+
+def _table_json(rows: list[dict], columns: list[dict]) -> Markup:
+    """The table's rows as compact JSON for a <script type="application/json"> block: a list of
+    field names and one list of values per row (numbers rounded a digit past what is shown), with
+    no '<', '>' or '&' that could end the block (shot ids, settings, reasons and errors are user
+    text; the page's script puts them in the page as text, never as markup)."""
+    fields = [c["field"] for c in columns] + ["qa_reasons", "error", "thumb", "report"]
+    digits = {c["field"]: c["digits"] for c in columns if c["type"] == "num"}
+
+    def value(row: dict, field: str):
+        v = row.get(field)
+        if field in digits:
+            if _finite(v) is None:  # none recorded (a failed shot), or not a number JSON can hold
+                return None
+            return v if digits[field] is None else round(v, digits[field] + 1)
+        if field == "thumb":  # the shot's render made one (a failed shot has no video)
+            return int(row["files"] and row["verdict"] != "failed")
+        if field == "report":
+            return int(row["files"] and bool(v))
+        return v
+
+    text = json.dumps({"fields": fields, "rows": [[value(row, f) for f in fields] for row in rows]},
+                      separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return Markup(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+
+
+def _histograms(rows: list[dict]) -> list[dict]:
+    """A small bar chart per metric over the shots that have it: HISTOGRAM_BINS bars scaled to the
+    tallest, in an svg HISTOGRAM_SIZE pixels wide and high, with the range each bar covers."""
+    width, height = HISTOGRAM_SIZE
+    step = width / HISTOGRAM_BINS
+    out = []
+    for key, label, digits in METRICS:
+        values = np.array([v for r in rows if (v := _finite(r.get(key))) is not None], float)
+        if not len(values):
+            continue
+        counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+        bars = [{"x": round(i * step, 1), "width": round(step - 1, 1), "height": max(1.0, round(height * int(n) / counts.max(), 1)),
+                 "count": int(n), "low": f"{edges[i]:.{digits}f}", "high": f"{edges[i + 1]:.{digits}f}"}
+                for i, n in enumerate(counts) if n]
+        out.append({"key": key, "label": label, "shots": len(values), "bars": bars, "width": width, "height": height,
+                    **{name: f"{stat:.{digits}f}" for name, stat in
+                       (("min", values.min()), ("median", np.median(values)), ("max", values.max()))}})
+    return out
 
 
 def _thresholds(record: dict) -> dict[str, str]:
@@ -203,17 +295,13 @@ def _finite(value) -> float | None:
 
 
 def publish_campaign_report(doc: dict, uri: str, folder: Path, store) -> str:
-    """Write `<campaign>/report.html` from the campaign record `doc` (with each shot's thumbnail
-    read from the store) into `folder`, upload it when `uri` is s3://; returns its URI."""
+    """Write `<campaign>/report.html` from the campaign record `doc` into `folder`, upload it when
+    `uri` is s3://; returns its URI. The page reads no shot file: its thumbnails are the shots'
+    thumb.jpg, already beside it in the store (shots/<id>/), so a page for 10,000 shots costs no
+    more requests than a page for one."""
     from farm.storage import Storage
 
-    thumbs = {}
-    for row in doc["shots"]:
-        if not SHOT_ID.match(str(row.get("shot_id"))):  # a record read from the store names no path
-            continue
-        thumb = Storage.join(uri, "shots", row["shot_id"], THUMB)
-        thumbs[row["shot_id"]] = store.get_bytes(thumb) if row["status"] != "failed" and store.exists(thumb) else None
-    path = write_campaign_report(Path(folder) / CAMPAIGN_REPORT, doc, thumbs)
+    path = write_campaign_report(Path(folder) / CAMPAIGN_REPORT, doc)
     target = Storage.join(uri, CAMPAIGN_REPORT)
     if Storage.is_remote(uri):
         store.put_file(path, target)

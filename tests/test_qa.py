@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 
 import cv2
 import numpy as np
@@ -358,6 +359,53 @@ def _assert_self_contained(page: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page), "external reference"
     assert not re.search(r"url\(\s*['\"]?(https?:)?//", page)
     assert "<link" not in page and "<script src" not in page
+
+
+def campaign_rows(page: str) -> list[dict]:
+    """The campaign page's table rows (the JSON its script draws the table from), as dicts."""
+    block = re.search(r'<script type="application/json" id="rows">(.*?)</script>', page, re.S)
+    table = json.loads(block.group(1))
+    return [dict(zip(table["fields"], row)) for row in table["rows"]]
+
+
+def test_campaign_report_of_2000_shots_stays_small_and_counts_them(tmp_path):
+    from collections import Counter
+
+    from farm.bench import campaign_record
+    from farm.report import write_campaign_report
+
+    doc = campaign_record(2000)
+    hostile = "</script><script>alert(1)</script> & <b>bold</b>"
+    doc["shots"][0].update(status="failed", error=hostile, needs_rerender=False, qa_reasons=[])
+    doc["shots"].append({**doc["shots"][1], "shot_id": "../../escaped"})  # a record read from the store names no path
+    doc["shots"][2].update(sweep_of="shot", settings="match.mode=image")  # a sweep's variant: a setting column
+    started = time.perf_counter()
+    page = write_campaign_report(tmp_path / "report.html", doc).read_text()
+    assert time.perf_counter() - started < 5
+    assert len(page.encode()) / len(doc["shots"]) < 300  # bytes a shot: no image in the page (341 kB for 40 shots before)
+    _assert_self_contained(page)
+    assert "data:image" not in page and "</script><script>alert" not in page and "<b>bold" not in page
+    # Counts by verdict and by re-render reason (the metric a reason names), as the rows have them.
+    verdicts = Counter("failed" if r["status"] == "failed" else "flagged" if r["needs_rerender"] else "passed" for r in doc["shots"])
+    shown = dict(re.findall(r'data-verdict="(\w+)">(\d+)<', page))
+    assert shown == {verdict: str(n) for verdict, n in verdicts.items()} and verdicts["failed"] > 50 and verdicts["flagged"] > 300
+    reasons = Counter(reason.split()[0] for r in doc["shots"] if r["needs_rerender"] for reason in r["qa_reasons"])
+    assert dict(re.findall(r'data-reason="(\w+)">(\d+)<', page)) == {metric: str(n) for metric, n in reasons.items()}
+    assert page.count('<figure class="histogram"') == 9
+    # The worst shots: the 10 lowest PCK@0.1, then the failed ones.
+    lowest = sorted((r for r in doc["shots"] if r["status"] != "failed"), key=lambda r: r["pose_pck"])[:10]
+    table = page[page.index('<table id="lowest">'):page.index('<table id="failed">')]
+    assert re.findall(r'<tr data-shot="([^"]+)"', table) == [r["shot_id"] for r in lowest]
+    # Every shot is a row of the table's JSON, flagged first, then failed; user text comes back as written.
+    rows = campaign_rows(page)
+    order = [r["verdict"] for r in rows]
+    assert len(rows) == len(doc["shots"]) and order == sorted(order, key=["flagged", "failed", "passed"].index)
+    by_id = {r["shot_id"]: r for r in rows}
+    assert by_id["shot-00000"]["error"] == hostile and by_id["shot-00000"]["thumb"] == 0
+    assert by_id["shot-00001"]["thumb"] == 1 and by_id["shot-00001"]["report"] == 1
+    assert by_id["shot-00002"]["settings"] == "match.mode=image" and 'data-field="settings" data-type="text">setting<' in page
+    assert by_id["../../escaped"]["thumb"] == 0 and by_id["../../escaped"]["report"] == 0
+    assert "shots/../" not in page
 
 
 def test_a_character_picture_of_two_people_is_measured_on_the_one_that_moves(tmp_path, shared_data):

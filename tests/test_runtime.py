@@ -16,6 +16,7 @@ from farm.config import load_config
 from farm.media.decode import read_frames
 from farm.runtime.campaign import run_campaign
 from farm.shot.render import render_shot
+from tests.test_qa import campaign_rows
 from tests.test_render import MEDIA, drawing_shot
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -135,7 +136,9 @@ shots:
     assert cli.run(["report", f"{out}/cloud", f"storage.endpoint_url={s3_endpoint}"]) == 0
     assert f"please: {shot}/report.html" in capsys.readouterr().out
     page = store.get_bytes(f"{out}/cloud/report.html").decode()
-    assert 'data-shot="please"' in page and "data:image/jpeg;base64," in page
+    # The campaign page's thumbnail is the shot's thumb.jpg, beside it in the bucket (shots/please/).
+    assert [(r["shot_id"], r["thumb"], r["report"]) for r in campaign_rows(page)] == [("please", 1, 1)]
+    assert 'src="shots/please/thumb.jpg"' in page and "data:image" not in page
     shot_page = store.get_bytes(f"{shot}/report.html").decode()
     assert "Shot please" in shot_page and manifest["artifacts"][0]["sha256"] in shot_page
     assert cli.run(["status", f"{out}/cloud", f"storage.endpoint_url={s3_endpoint}"]) == 0
