@@ -2,6 +2,9 @@
 
 - puppet: frames/s of the puppet backend at a 512x512 output on ONE core (target >= 25);
 - pose: pose-extraction frames/s on a 640x480 video with the default pose config (target >= 25);
+- pose_parts: on the same video, frames/s of extracting what the puppet reads (the body alone,
+  mediapipe Pose through farm.pose.extract, decode and smoothing included) against a bare loop of
+  mediapipe Pose over the already decoded frames (target ratio >= 0.85): what the farm adds;
 - campaign (needs ../shared/data): the 139 s video on 1 vs 2 Ray workers (speedup, target >= 1.7),
   the driver's peak RSS for it vs a 10 s video (target ratio <= 1.3), and the farm overhead
   (wall - time inside the generator) / wall on one worker (target <= 0.15), with the share of each
@@ -36,6 +39,7 @@ REPORT_SHOTS = 1000  # shots in the campaign-report benchmark
 TARGETS = {
     "puppet_fps_512_one_core": 25.0,
     "pose_fps_640x480": 25.0,
+    "pose_body_vs_bare_mediapipe": 0.85,
     "speedup_2_workers_139s": 1.7,
     "driver_rss_ratio_139s_vs_10s": 1.3,
     "farm_overhead_puppet": 0.15,
@@ -125,6 +129,52 @@ def bench_pose() -> dict:
         "fps": round(len(poses) / seconds, 2),
         "hands": options.hands,
         "face": options.face,
+    }
+
+
+def bench_pose_parts(rounds: int = 2) -> dict:
+    """The puppet's pose work on the 640x480 ASL clip (shot_pose_options: the body alone) through
+    extract_poses, and a bare mediapipe Pose loop with the same settings over the same frames
+    decoded beforehand; both include building and closing the graph. Frames per CPU second of
+    this process (mediapipe's threads included), so the load of other processes on the core does
+    not count; the best of `rounds` runs of each, taken in turns."""
+    import mediapipe as mp
+
+    from farm.config import load_config
+    from farm.media.decode import iter_frames
+    from farm.pose.extract import extract_poses
+    from farm.shot.tools import backend_spec, shot_pose_options
+
+    video = MEDIA / "gesture_asl_book.mkv"
+    cfg = load_config()
+    options = shot_pose_options(cfg, backend_spec(cfg))
+    frames = list(iter_frames(video))
+    settings = {"static_image_mode": False, "model_complexity": 1, "smooth_landmarks": False,
+                "min_detection_confidence": options.min_detection_confidence,
+                "min_tracking_confidence": options.min_tracking_confidence}
+
+    def farm() -> int:
+        return len(extract_poses(video, options=options))
+
+    def bare() -> int:
+        with mp.solutions.pose.Pose(**settings) as pose:
+            for rgb in frames:
+                pose.process(rgb)
+        return len(frames)
+
+    best = {farm: 0.0, bare: 0.0}
+    for _ in range(rounds):
+        for run in best:
+            started = time.process_time()
+            count = run()
+            best[run] = max(best[run], count / (time.process_time() - started))
+    return {
+        "video": video.name,
+        "frames": len(frames),
+        "parts": list(options.parts()),
+        "farm_fps": round(best[farm], 2),
+        "bare_mediapipe_fps": round(best[bare], 2),
+        "ratio": round(best[farm] / best[bare], 3),
     }
 
 
@@ -335,8 +385,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor()},
         "puppet": _run_pinned("puppet"),
         "pose": _run_pinned("pose"),
+        "pose_parts": _run_pinned("pose_parts"),
     }
-    measured = {"puppet_fps_512_one_core": results["puppet"]["fps"], "pose_fps_640x480": results["pose"]["fps"]}
+    measured = {"puppet_fps_512_one_core": results["puppet"]["fps"], "pose_fps_640x480": results["pose"]["fps"],
+                "pose_body_vs_bare_mediapipe": results["pose_parts"]["ratio"]}
     if SHARED.is_dir():
         one, two = _run_campaign(LONG, 1), _run_campaign(LONG, 2)
         short = _run_campaign(SHORT, 2)

@@ -6,7 +6,8 @@ The library of an output store is `OUT/library/`. farm.pose.library keeps its ex
 name). This module keeps the named motions: `motions/<NAME>/` holds a copy of the video and
 `motion.json` (its name, tags, rights, probe and hash), written last, so a name whose copy was cut
 off is not in the library. Adding a motion also extracts its poses with the operator's pose
-settings, so the first campaign that uses it starts rendering at once.
+settings (every part they allow: the entry serves the puppet's body-only request and
+Wan-Animate's whole-body one alike), so the first campaign that uses it starts rendering at once.
 
 A campaign shot with `motion: library:NAME` renders the stored copy, and the motion's rights fill
 in the rights the shot does not give itself (motion_source, motion_consent, license, usage): the
@@ -108,17 +109,21 @@ def add_motion(
     copy = Storage.join(folder, "motion" + (Path(str(video)).suffix.lower() or ".mp4"))
     store.put_file(local, copy)
 
-    # 2. Its poses and people count, once, as every shot with the operator's pose settings asks for them
+    # 2. Its poses and people count, once, with every part the operator's pose settings allow: a
+    #    richer entry serves every backend (the puppet reads the body of it, Wan-Animate all of it).
     options = pose_options(cfg)
-    key = poses.library_key(sha, options, cfg.pose.model)
-    if poses.lookup(store, library_root(out_root), key) is None:
+    found = poses.lookup(store, library_root(out_root), sha, options, cfg.pose.model)
+    if found is not None:
+        key = found[0]
+    else:
         from farm.qa.preflight import count_people
 
         reporter.stage("pose", probe.frame_count)
         with as_given({local: video}):
-            found = extract_in_process(local, probe.frame_count, options, reporter)
+            extracted = extract_in_process(local, probe.frame_count, options, reporter)
             people = count_people(local)
-        poses.keep(store, library_root(out_root), key, poses.MotionEntry(found, people), str(video))
+        key = poses.library_key(sha, options, cfg.pose.model)
+        poses.keep(store, library_root(out_root), key, poses.MotionEntry(extracted, people, options.parts()), str(video))
 
     # 3. The record, last
     motion = Motion(

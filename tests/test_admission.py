@@ -12,8 +12,8 @@ import pytest
 from farm import cli
 from farm.backends.puppet import PuppetBackend
 from farm.config import load_config
-from farm.pose.extract import extract_poses
-from farm.pose.library import MotionEntry, keep, lookup
+from farm.pose.extract import PoseOptions, extract_poses
+from farm.pose.library import MotionEntry, keep, library_key, lookup
 from farm.pose.store import read_parquet
 from farm.records import Progress
 from farm.runtime.campaign import admission_bound, run_campaign
@@ -114,12 +114,13 @@ def test_a_motion_is_extracted_once_per_output_and_every_later_shot_and_campaign
 
 def test_an_entry_cut_off_before_its_info_is_never_read_and_a_campaign_cannot_take_the_library_name(tmp_path, capsys):
     poses = extract_poses(MEDIA / WALK, stop=5)
-    store, root = Storage(), str(tmp_path / "library")
-    keep(store, root, "k", MotionEntry(poses, (1, "one person")), "walk.gif")
-    found = lookup(store, root, "k")
-    assert found.people == (1, "one person") and np.array_equal(found.poses.body, poses.body)
-    (tmp_path / "library" / "poses" / "k" / "info.json").unlink()  # the writer died between the two files
-    assert lookup(store, root, "k") is None
+    store, root, options = Storage(), str(tmp_path / "library"), PoseOptions()
+    key = library_key("sha", options, "mediapipe")
+    keep(store, root, key, MotionEntry(poses, (1, "one person"), options.parts()), "walk.gif")
+    found_key, found = lookup(store, root, "sha", options, "mediapipe")
+    assert found_key == key and found.people == (1, "one person") and np.array_equal(found.poses.body, poses.body)
+    (tmp_path / "library" / "poses" / key / "info.json").unlink()  # the writer died between the two files
+    assert lookup(store, root, "sha", options, "mediapipe") is None
     (tmp_path / "library.yaml").write_text(f"name: library\nshots:\n{_drawing('walk', WALK, 'char3')}")
     assert cli.run(["submit", str(tmp_path / "library.yaml"), "-o", str(tmp_path / "out")]) == 2
     assert "motion library" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -33,6 +33,9 @@ class BackendSpec:
     other seeds, a campaign's `variants`, would all be the same video).
     source_type: what its frames are, as an IPTC digital source type (the C2PA label of the video):
     trainedAlgorithmicMedia for a model that makes every pixel.
+    pose_parts: the parts of the performer's pose the backend reads (of farm.pose.extract.POSE_PARTS:
+    body, hands, face); the pose stage tracks only these, as the body alone is more than twice as
+    fast as body, hands and face (mediapipe Pose against Holistic). The body is always tracked.
     """
 
     name: str
@@ -51,6 +54,7 @@ class BackendSpec:
     window_mode: str = "parallel"
     deterministic: bool = False
     source_type: str = "trainedAlgorithmicMedia"
+    pose_parts: tuple[str, ...] = ("body", "hands", "face")
 
 
 @dataclass

@@ -31,8 +31,11 @@ class SimulatedBackend:
     """seconds_per_frame: the simulated model's time per output frame of a window (overlap frames
     included, as a real model renders them); load_seconds: its time to load, once per worker."""
 
+    # The pose parts Wan-Animate reads, though only the body is drawn: the pose stage of a
+    # simulated campaign costs what the real model's would.
     spec = BackendSpec(name="simulated", version="1", window_length=77, window_overlap=8, frame_multiple=4,
-                       num_gpus=1, num_cpus=0, deterministic=False, source_type="trainedAlgorithmicMedia")
+                       num_gpus=1, num_cpus=0, deterministic=False, source_type="trainedAlgorithmicMedia",
+                       pose_parts=("body", "hands", "face"))
 
     def __init__(self, *, seconds_per_frame: float = SECONDS_PER_FRAME, load_seconds: float = LOAD_SECONDS) -> None:
         for key, value in (("seconds_per_frame", seconds_per_frame), ("load_seconds", load_seconds)):

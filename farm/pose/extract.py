@@ -8,13 +8,17 @@ are the performer's own sides, as in farm.rig. A part that was not found on a fr
 hand out of view, a part not asked for) is all zeros there: x = y = z = 0 and confidence 0, so
 arrays never hold NaN and readers filter on confidence.
 
-Speed on the 2-core CPU box at 640x480 (the ASL clips), decode and smoothing included, steady
-state: Holistic (body + hands + face) ≈ 47 frames/s, ≈ 35-45 for a whole short clip with the graph
-start-up; plain Pose ≈ 80. Holistic always runs its face model, so face=False saves no time. Both
-beat the 25 frames/s target, so hands and face are on by default.
+The parts tracked (POSE_PARTS: body, hands, face) are what a shot's backend reads
+(BackendSpec.pose_parts): the body alone runs mediapipe's Pose graph, hands or face its Holistic
+graph, which runs the same body model (equal to the bit on the ASL clip). Speed on one core of
+the 2-core CPU box, in frames per CPU second, on the 640x480 ASL book clip with decode, smoothing
+and the graph's start-up (measured as `make bench`'s pose_parts measures): Holistic (body +
+hands + face) ≈ 14, the body alone ≈ 29-32, a bare mediapipe Pose loop over frames decoded
+beforehand ≈ 30-35. Holistic always runs its face model, so face=False saves no time.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +34,9 @@ from farm.pose.subject import follow_subject, parse_subject
 from farm.rig import JOINT_INDEX, VISIBLE, from_mediapipe
 
 BODY_POINTS, HAND_POINTS, FACE_POINTS = 33, 21, 468
+# The parts of a pose that can be asked for, in this order wherever they are listed; the body is
+# always tracked (the rig, the retargeting and preflight are made from it).
+POSE_PARTS = ("body", "hands", "face")
 
 
 @dataclass
@@ -68,6 +75,16 @@ class PoseSequence:
         """(T,) bool: frames on which mediapipe found a person."""
         return self.body[..., 3].max(axis=-1, initial=0.0) > 0.0
 
+    def only(self, parts: tuple[str, ...]) -> PoseSequence:
+        """This sequence with the hands and face left out (all zeros, as an extraction that did
+        not track them leaves them) unless `parts` (of POSE_PARTS) names them; the body is kept."""
+        return dataclasses.replace(
+            self,
+            left_hand=self.left_hand if "hands" in parts else np.zeros_like(self.left_hand),
+            right_hand=self.right_hand if "hands" in parts else np.zeros_like(self.right_hand),
+            face=self.face if "face" in parts else np.zeros_like(self.face),
+        )
+
 
 def concat_poses(parts: list[PoseSequence]) -> PoseSequence:
     """Join consecutive frame ranges of one video (e.g. chunks extracted in parallel) into one."""
@@ -86,7 +103,8 @@ def concat_poses(parts: list[PoseSequence]) -> PoseSequence:
 
 @dataclass
 class LandmarkOptions:
-    """hands, face: also track them (mediapipe Holistic; plain Pose when both are off).
+    """hands, face: also track them (mediapipe Holistic; plain Pose when both are off). In a
+    shot they allow a part, and the backend decides whether it is tracked (farm.shot.tools.shot_pose_options).
     warmup_frames: frames decoded before `start` so the tracker has locked on by `start`; their
     results are dropped. smoothing: One-Euro filter (farm.pose.smooth) with min_cutoff and
     d_cutoff in Hz and beta per body size per second (coordinates are divided by the performer's
@@ -101,6 +119,10 @@ class LandmarkOptions:
     min_cutoff: float = 1.0
     beta: float = 2.0
     d_cutoff: float = 1.0
+
+    def parts(self) -> tuple[str, ...]:
+        """The parts these options track, in POSE_PARTS order."""
+        return tuple(part for part in POSE_PARTS if part == "body" or getattr(self, part))
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
-from farm.pose.extract import PoseSequence, image_pose_detector
+from farm.pose.extract import POSE_PARTS, PoseSequence, image_pose_detector
 from farm.rig import JOINT_INDEX, VISIBLE
 
 TINY_SUBJECT_RATIO = 0.15  # warn when the performer's visible height is below this share of the frame
@@ -39,7 +39,8 @@ _HEAD = [_J["head"], *_SHOULDERS]
 class Preflight:
     """people_max: most people seen on one sampled frame; people_note: which one is animated.
     video_framing, image_framing: framing_class of each (image None when no image pose is known).
-    hands_visible_ratio: share of frames with a person on which at least one hand was found.
+    hands_visible_ratio: share of frames with a person on which at least one hand was found; None
+    when the hands were not tracked (the backend does not read them).
     subject_height_ratio: median height of the performer's visible landmarks / frame height.
     motion_per_frame: 95th percentile over frames of the fastest wrist or ankle step, in body heights
     per frame (what the tracker must follow from one frame to the next).
@@ -50,7 +51,7 @@ class Preflight:
     video_framing: str
     image_framing: str | None
     framing_match: bool
-    hands_visible_ratio: float
+    hands_visible_ratio: float | None
     subject_height_ratio: float
     motion_per_frame: float
     warnings: list[str]
@@ -115,13 +116,16 @@ def run_preflight(
     image_joints15: np.ndarray | None,
     image_height: int | None,
     people: tuple[int, str] | None = None,
+    *,
+    parts: tuple[str, ...] = POSE_PARTS,
 ) -> Preflight:
     """All checks on a reference video (with its extracted poses) and the character's pose.
 
     image_joints15: (15, 3) rig pose of the character image, None when it is unknown (e.g. a
     drawing mediapipe cannot read); image_height: that image's height in pixels. Hands are only
-    checked in upper_body and close_up videos, where they are a large part of the picture.
-    people: count_people's answer when it was computed elsewhere (e.g. alongside pose extraction).
+    checked in upper_body and close_up videos, where they are a large part of the picture, and
+    only when they were tracked. people: count_people's answer when it was computed elsewhere
+    (e.g. alongside pose extraction). parts: the pose parts video_pose holds (farm.pose.extract.POSE_PARTS).
     """
     # 1. People in the video
     people_max, people_note = people or count_people(video_path)
@@ -145,11 +149,9 @@ def run_preflight(
                         f"parts one shows and the other does not will be invented or held still "
                         f"— use a reference whose framing matches the character image")
 
-    # 3. Hands, where the framing makes them a large part of the picture
-    hands_found = (video_pose.left_hand[..., 2].max(axis=-1) > 0) | \
-                  (video_pose.right_hand[..., 2].max(axis=-1) > 0)
-    hands_ratio = float(hands_found[found].mean()) if found.any() else 0.0
-    if v_framing in ("upper_body", "close_up") and hands_ratio < HANDS_MIN_RATIO:
+    # 3. Hands, where the framing makes them a large part of the picture and the backend reads them
+    hands_ratio = _hands_ratio(video_pose, found) if "hands" in parts else None
+    if hands_ratio is not None and v_framing in ("upper_body", "close_up") and hands_ratio < HANDS_MIN_RATIO:
         warnings.append(f"hands are found on only {hands_ratio:.0%} of frames of this "
                         f"{v_framing} video, so gestures will not come through — use a reference "
                         f"where the hands stay in view and are not blurred")
@@ -173,6 +175,12 @@ def run_preflight(
                      image_framing=i_framing, framing_match=framing_match,
                      hands_visible_ratio=hands_ratio, subject_height_ratio=round(height_ratio, 3),
                      motion_per_frame=round(per_frame, 3), warnings=warnings)
+
+
+def _hands_ratio(poses: PoseSequence, found: np.ndarray) -> float:
+    """Share of the frames `found` (with a person) on which at least one hand was found."""
+    hands = (poses.left_hand[..., 2].max(axis=-1) > 0) | (poses.right_hand[..., 2].max(axis=-1) > 0)
+    return float(hands[found].mean()) if found.any() else 0.0
 
 
 def subject_size_and_speed(poses: PoseSequence) -> tuple[float, float]:

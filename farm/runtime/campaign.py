@@ -48,7 +48,7 @@ from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
 from farm.shot.planned import PlanHead, ShotPlan
 from farm.shot.segment import encode_segment
-from farm.shot.tools import backend_spec, cache_root, make_backend, storage_for
+from farm.shot.tools import backend_spec, cache_root, make_backend, shot_pose_options, storage_for
 from farm.shot.types import Reporter, Shot
 from farm.shot.window import render_window
 from farm.windows import new_frames
@@ -506,8 +506,10 @@ def _duration(motion: str, cfg: FarmConfig) -> float:
 
 
 def _motion(shot: Shot, cfg: FarmConfig) -> str:
-    """A motion as a campaign names it, with what changes its poses (as the library keys them)."""
-    return json.dumps([str(shot.motion), asdict(cfg.pose), cfg.motion.subject], sort_keys=True, default=str)
+    """A motion as a campaign names it, with what changes its poses (as the library keys them: the
+    pose settings, motion.subject, the parts the shot's backend reads)."""
+    options = shot_pose_options(cfg, backend_spec(cfg))
+    return json.dumps([str(shot.motion), asdict(options), cfg.pose.model], sort_keys=True, default=str)
 
 
 def admission_bound() -> int:

@@ -21,7 +21,7 @@ from farm.provenance.watermark import SCHEME, code_hex, watermark_code
 from farm.shot.inputs import as_given, content_key, fallback_id, fetch_inputs, probe_inputs
 from farm.shot.outcome import ShotResult, claim, fail_shot, finished, reuse_verdict
 from farm.shot.planned import ShotPlan, unmarked
-from farm.shot.tools import pose_options, stage_root, storage_for
+from farm.shot.tools import shot_pose_options, stage_root, storage_for
 from farm.shot.types import Reporter, Shot, Silent, progress_callback, timed
 from farm.storage import Storage
 from farm.types import Canvas, check_shot_id
@@ -93,31 +93,39 @@ def plan_shot(
             )
             record["character"] = {**char_info.to_dict(), "pose_detectable": detector_sees(character)}
 
-        # 3. Pose of the performer (and, alongside where possible, the people in the video), from
-        #    the motion library when an earlier shot extracted them.
+        # 3. Pose of the performer, only the parts the shot uses (and, alongside where possible,
+        #    the people in the video), from the motion library when an earlier shot extracted them.
         from farm.pose import library as motions
 
-        options = pose_options(cfg)
-        motion_key = motions.library_key(inputs["motion"]["sha256"], options, cfg.pose.model) if library else None
-        entry = motions.lookup(store, library, motion_key) if library else None
-        if entry is not None:
-            driving, people_count = entry.poses, (lambda: entry.people)
+        options = shot_pose_options(cfg, spec)
+        motion_sha, motion_key = inputs["motion"]["sha256"], None
+        found = motions.lookup(store, library, motion_sha, options, cfg.pose.model) if library else None
+        if found is not None:
+            motion_key, entry = found
+            driving, people_count, tracked = entry.poses, (lambda: entry.people), entry.parts
         else:
             people_count = (people or _count_here)(local.motion)
             reporter.stage("pose", motion_probe.frame_count)
             with timed(timings, "pose"):
                 driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, options, reporter)
+            tracked = options.parts()
             if library:
                 counted = people_count()
                 people_count = lambda: counted  # noqa: E731 - counted once, for the library and preflight
-                motions.keep(store, library, motion_key, motions.MotionEntry(driving, counted), str(shot.motion))
-        record["motion_library"] = {"key": motion_key, "reused": entry is not None} if library else None
+                motion_key = motions.library_key(motion_sha, options, cfg.pose.model)
+                motions.keep(store, library, motion_key, motions.MotionEntry(driving, counted, tracked), str(shot.motion))
+        record["motion_library"] = {"key": motion_key, "reused": found is not None} if library else None
+        # The parts the poses hold, and those mediapipe tracked: more when a library entry extracted
+        # for a backend that reads more serves the shot.
+        record["pose"] = {"parts": list(options.parts()), "tracked": list(tracked)}
+        record["versions"]["pose_model"] = _pose_model(tracked)
 
         # 4. Preflight: the checks a careful user would make before spending compute.
         from farm.qa.preflight import run_preflight
 
         with timed(timings, "preflight"):
-            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count())
+            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count(),
+                                      parts=options.parts())
         record["preflight"] = preflight.to_dict()
         if cfg.qa.strict and preflight.warnings:
             raise FarmError(str(shot.motion), "preflight: " + "; ".join(preflight.warnings), "fix the inputs or set qa.strict=false")
@@ -201,8 +209,12 @@ def extract_in_process(video: Path, frame_count: int, options: PoseOptions, repo
 def _versions(spec: BackendSpec) -> dict:
     found = versions()
     found["backend"] = f"{spec.name}/{spec.version}"
-    found["pose_model"] = "mediapipe holistic/pose_landmark_full"
     return found
+
+
+def _pose_model(tracked: tuple[str, ...]) -> str:
+    """The mediapipe graph that tracks these pose parts (farm.pose.extract._landmarker's choice)."""
+    return "mediapipe holistic/pose_landmark_full" if len(tracked) > 1 else "mediapipe pose/pose_landmark_full"
 
 
 def _output_fps(cfg: FarmConfig, probe: VideoProbe, spec: BackendSpec) -> Fraction:

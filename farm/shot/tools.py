@@ -76,3 +76,14 @@ def pose_options(cfg: FarmConfig) -> PoseOptions:
     """The pose config (less the model name) and motion.subject as the options extract_poses takes."""
     return PoseOptions(**{f.name: getattr(cfg.pose, f.name) for f in dataclasses.fields(LandmarkOptions)},
                        subject=cfg.motion.subject)
+
+
+def shot_pose_options(cfg: FarmConfig, spec: BackendSpec) -> PoseOptions:
+    """pose_options with only the parts a shot uses: those its backend reads (spec.pose_parts),
+    and hands and face for output.openpose_json (OpenPose files have them). pose.hands and
+    pose.face allow a part, they do not force it: hands the backend never reads are not tracked
+    (the body alone runs mediapipe Pose, more than twice as fast as Holistic), and pose.hands=false
+    leaves them out even for a backend that reads them."""
+    options = pose_options(cfg)
+    used = set(spec.pose_parts) | ({"hands", "face"} if cfg.output.openpose_json else set())
+    return dataclasses.replace(options, hands=options.hands and "hands" in used, face=options.face and "face" in used)

@@ -108,10 +108,11 @@ class PuppetBackend:
     # Its pixels are the character image's own, moved and composited by a rig that a trained model
     # (mediapipe's pose landmarker) drives: the character is shown doing what it never did, so the
     # label says a trained model took part (compositeWithTrainedAlgorithmicMedia), not merely that
-    # pictures were combined (composite), which readers do not show as AI-made.
+    # pictures were combined (composite), which readers do not show as AI-made. The rig is moved
+    # by the performer's body alone: hands and face are not tracked for it.
     spec = BackendSpec(name="puppet", version="1", window_length=48, window_overlap=8,
                        frame_multiple=1, can_chain=False, num_gpus=0, deterministic=True,
-                       source_type="compositeWithTrainedAlgorithmicMedia")
+                       source_type="compositeWithTrainedAlgorithmicMedia", pose_parts=("body",))
 
     def __init__(self, *, grid_divisions: int = 40, deformer: str = "lbs") -> None:
         if deformer not in DEFORMERS:

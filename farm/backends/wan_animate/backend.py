@@ -46,9 +46,11 @@ class WanAnimateBackend:
     # 30 fps: upstream's preprocessing resamples every driving video to it (preprocess_data.py
     # --fps 30) and its animate config says sample_fps=30. Chained: upstream always continues a
     # segment from the one before; parallel windows (window.mode=parallel) are faster on many GPUs.
+    # Every pose part: the pose video draws the hands, the face crops are boxed on the face mesh.
     spec = BackendSpec(name="wan_animate", version="2", window_length=77, window_overlap=8, frame_multiple=4,
                        can_chain=True, condition_frames=1, num_gpus=1, max_side=4096, needs_reference=True,
-                       reference_area=1280 * 720, native_fps=30.0, window_mode="chained")
+                       reference_area=1280 * 720, native_fps=30.0, window_mode="chained",
+                       pose_parts=("body", "hands", "face"))
 
     @classmethod
     def spec_for(cls, *, device: str = "auto", condition_frames: int = 1, resolution_area: int = 1280 * 720,
