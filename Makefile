@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export RAY_AUTH_MODE := disabled
 
-.PHONY: setup tools kubectl demo test bench lint clean gpu-smoke
+.PHONY: setup tools kubectl demo test bench bench-scale lint clean gpu-smoke
 
 setup: $(STAMP)
 
@@ -43,6 +43,10 @@ test: setup tools
 
 bench: setup
 	$(PY) -m farm.bench --out bench-results/bench.json
+
+# A 1000-shot campaign on 16 simulated GPUs, the motion library's effect, driver memory (needs ../shared/data; long).
+bench-scale: setup tools
+	$(PY) -m farm.bench.scale --out bench-results/bench-scale.json
 
 # The tiny Wan-Animate model on CUDA in bf16 (needs a GPU; nothing else depends on it).
 gpu-smoke: setup

@@ -450,9 +450,9 @@ class _Recorded(Progress):
         self.record.add(result, self.extras.get(result.shot_id), position)
         self.inner.shot_done(result, position)
 
-    def admission(self, bound: int, peak: int) -> None:
-        self.record.admission = {"max_shots_in_flight": bound, "peak_shots_in_flight": peak}
-        self.inner.admission(bound, peak)
+    def admission(self, bound: int, peak: int, driver: dict | None = None) -> None:
+        self.record.admission = {"max_shots_in_flight": bound, "peak_shots_in_flight": peak, "driver": driver}
+        self.inner.admission(bound, peak, driver)
 
 
 def _campaign_report(doc: dict, out: str, folder: Path, store: Storage, warnings: list[str]) -> str | None:

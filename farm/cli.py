@@ -277,7 +277,7 @@ class CampaignProgress:
         self.progress.advance(self.shots_task, 1)
         _say(result)
 
-    def admission(self, bound: int, peak: int) -> None:
+    def admission(self, bound: int, peak: int, driver: dict | None = None) -> None:
         pass  # campaign.json records it
 
 

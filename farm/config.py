@@ -138,6 +138,7 @@ class RuntimeConfig:
     num_gpus: int | None = None
     max_retries: int = 3
     max_shots_in_flight: int | None = None
+    pose_chunk_frames: int = 300
 
 
 @dataclass
@@ -263,6 +264,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "runtime.num_gpus": (0, None),
     "runtime.max_retries": (0, 20),
     "runtime.max_shots_in_flight": (1, None),
+    "runtime.pose_chunk_frames": (10, None),
     "backend.grid_divisions": (4, 400),
     "backend.resolution_area": (64 * 64, 4096 * 4096),
     "backend.steps": (1, 1000),

@@ -42,7 +42,7 @@ class _InFlight(Progress):
     def shot_done(self, result, position=None) -> None:
         self.finished.add(position)
 
-    def admission(self, bound, peak) -> None:
+    def admission(self, bound, peak, driver=None) -> None:
         self.told = (bound, peak)
 
 
@@ -67,7 +67,10 @@ def test_the_default_bound_is_twice_the_generator_slots_and_the_campaign_records
     assert cli.run(["submit", campaign, "-o", str(tmp_path / "out"), "runtime.max_shots_in_flight=1"]) == 0
     doc = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())
     assert doc["counts"]["shots_succeeded"] == 3
-    assert doc["admission"] == {"max_shots_in_flight": 1, "peak_shots_in_flight": 1}
+    assert {k: doc["admission"][k] for k in ("max_shots_in_flight", "peak_shots_in_flight")} == {
+        "max_shots_in_flight": 1, "peak_shots_in_flight": 1}
+    driver = doc["admission"]["driver"]  # what the driver spent on each event of the run (a plan, a window, ...)
+    assert driver["events"] >= 3 * 4 and 0 < driver["median_ms"] <= driver["p90_ms"] and driver["busy_seconds"] > 0
     # A campaign file cannot raise it: runtime.* is the operator's (DESIGN §12).
     (tmp_path / "mine.yaml").write_text(f"name: mine\ndefaults: [runtime.max_shots_in_flight=1000]\nshots:\n{shots}")
     capsys.readouterr()

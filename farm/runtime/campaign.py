@@ -18,15 +18,19 @@ cluster's generator slots, a few more than keep every generator busy), the rest 
 record); the character, poses and targets stay in the object store for the workers, and are let go
 when the shot ends.
 
-Faults: a generator or worker process that dies mid-task is replaced and its task retried by Ray,
-up to `runtime.max_retries` times; a window that still fails marks its shot failed and the rest of
-the campaign goes on.
+Faults: a worker process or a whole node that dies mid-task takes its tasks with it. Plan,
+segment and finish tasks are retried by Ray (a lost plan object is made again from its task);
+a window whose generator died is queued again by its shot for the generators left, and the pool
+replaces the generator only where the cluster still has room (_GeneratorPool). Each up to
+`runtime.max_retries` times; a window that still fails marks its shot failed and the rest of the
+campaign goes on.
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
@@ -53,9 +57,6 @@ from farm.shot.types import Reporter, Shot
 from farm.shot.window import render_window
 from farm.windows import new_frames
 
-# Pose extraction of a video longer than this is split into chunks of this many frames.
-POSE_CHUNK_FRAMES = 300
-
 # Backends loaded in this worker process, by their config: a worker keeps its model between tasks.
 _LOADED: dict[str, Backend] = {}
 
@@ -72,16 +73,19 @@ def _pose_chunk(video: Path, start: int, stop: int, options: PoseOptions) -> Pos
     return extract_poses(video, start=start, stop=stop, options=options)
 
 
-def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:
-    """Pose of a long video as parallel frame-range chunks (each warms its tracker up on a few
-    frames before its range, so the joins do not jump). A chosen subject is followed from the
-    first frame on, in one piece: a chunk could not tell which person it is."""
-    if frame_count <= POSE_CHUNK_FRAMES or options.subject is not None:
+def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter, *,
+                     chunk_frames: int) -> PoseSequence:
+    """Pose of a video longer than `chunk_frames` as parallel frame-range chunks (each warms its
+    tracker up on a few frames before its range, so the joins do not jump), on this node, which
+    holds the video: if the node goes, the plan task that waits for them goes with it and is run
+    again elsewhere. A chosen subject is followed from the first frame on, in one piece: a chunk
+    could not tell which person it is."""
+    if frame_count <= chunk_frames or options.subject is not None:
         return extract_poses(video, options=options)
-    # About POSE_CHUNK_FRAMES per chunk, and a whole number of chunks per CPU, so no CPU idles in
-    # the last round.
+    # About chunk_frames per chunk, and a whole number of chunks per CPU, so no CPU idles in the
+    # last round.
     cpus = _node_cpus()
-    count = max(1, round(frame_count / POSE_CHUNK_FRAMES / cpus)) * cpus
+    count = max(1, round(frame_count / chunk_frames / cpus)) * cpus
     bounds = np.linspace(0, frame_count, count + 1).round().astype(int).tolist()
     here = _here()
     chunks = [_pose_chunk.options(scheduling_strategy=here).remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
@@ -115,7 +119,8 @@ def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool,
           library: str | None) -> tuple[PlanHead | ShotResult, ShotPlan | None]:
     """Two objects: what the driver reads (the plan's head, or the shot's result when it needs no
     render), and the whole plan, which only the workers fetch."""
-    plan = plan_shot(shot, cfg, out_root, backend_spec(cfg), force=force, extract=_sharded_extract, people=_people_alongside,
+    extract = partial(_sharded_extract, chunk_frames=cfg.runtime.pose_chunk_frames)
+    plan = plan_shot(shot, cfg, out_root, backend_spec(cfg), force=force, extract=extract, people=_people_alongside,
                      library=library)
     return (plan.head(), plan) if isinstance(plan, ShotPlan) else (plan, None)
 
@@ -135,26 +140,72 @@ class _GeneratorPool:
     for one. A GPU backend gets one actor per GPU slot of the cluster, holding its GPUs; the CPU
     puppet gets one actor per cluster CPU, holding none (it would otherwise starve the pose and
     encode tasks of CPUs while idle) and spread over the nodes. Actors start when their first window
-    is queued and live until the campaign ends."""
+    is queued and live until the campaign ends; a window goes only to an actor that has started.
+
+    The pool follows the cluster: an actor whose process or node died is not restarted by Ray (a
+    restart would wait forever for the GPU of a node that is gone, with the window it was given);
+    the pool starts another only while the cluster has a slot for it, and more when nodes join, and
+    the shot queues the window again (_ShotRun.window_done). An actor still starting when the
+    cluster has lost its slot is let go."""
 
     def __init__(self, max_retries: int) -> None:
         self.max_retries = max_retries
         self.idle: dict[tuple[float, float], list] = {}  # by (GPUs, CPUs) one actor holds
         self.queue: dict[tuple[float, float], list[tuple]] = {}
         self.busy: dict[ray.ObjectRef, tuple[tuple[float, float], object]] = {}
+        self.starting: dict[ray.ObjectRef, tuple[tuple[float, float], object]] = {}  # ready ref -> actor
+        self.live: dict[tuple[float, float], int] = {}  # actors started or starting, not known dead
+        self.checked = 0.0  # when the cluster's slots were last compared with the pool
 
     def submit(self, spec: BackendSpec, name: str, plan_ref, index: int, tag: tuple) -> None:
         # A GPU worker holds the cores its backend keeps busy (the simulated one none: it sleeps,
         # and 16 fake GPUs on a laptop must not take every core from the pose and encode tasks).
         held = (spec.num_gpus, min(1.0, spec.num_cpus) if spec.num_gpus else 0.0)
         if held not in self.idle:
-            self.idle[held] = self._start(held)
-            self.queue[held] = []
+            self.idle[held], self.live[held], self.queue[held] = [], 0, []
+            if self._slots(held) == 0:
+                raise FarmError("backend", f"needs {held[0]:g} GPU per worker and the Ray cluster has "
+                                f"{ray.cluster_resources().get('GPU', 0):g}",
+                                "run on a cluster with GPUs, set backend.device=cpu, or pick the CPU puppet (backend=puppet)")
+            self._top_up(held)
         self.queue[held].append((name, plan_ref, index, tag))
 
+    def queued(self) -> bool:
+        """Windows wait for an actor (one may be starting)."""
+        return any(self.queue.values())
+
+    def waiting_for(self) -> list[ray.ObjectRef]:
+        """What the campaign loop also waits on: the actors still starting."""
+        return list(self.starting)
+
+    def started(self, ref: ray.ObjectRef) -> bool:
+        """Take the news of a starting actor: ready (it gets windows now) or dead. False when `ref`
+        is not one of the pool's."""
+        if ref not in self.starting:
+            return False
+        held, actor = self.starting.pop(ref)
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError:  # its node went before it started
+            self._lost(held, actor)
+            return True
+        self.idle[held].append(actor)
+        return True
+
     def dispatch(self, waiting: dict, wanted) -> None:
-        """Hand queued windows to idle actors; `wanted(tag)` is False for a window of a failed shot."""
+        """Hand queued windows to idle actors; `wanted(tag)` is False for a window of a failed shot.
+        At most once a second, while windows wait for an actor, the pool is fitted to the cluster
+        (a node may have joined, or gone while an actor was starting on it). With no actor left and
+        no slot in the cluster (its last GPU node gone), the waiting windows fail: nothing would
+        ever render them."""
+        starved = []
         for held, queue in self.queue.items():
+            if queue and not self.idle[held] and time.monotonic() - self.checked > 1.0:
+                self.checked = time.monotonic()
+                self._fit(held)
+                if self.live[held] == 0:
+                    starved += [(held, item) for item in queue if wanted(item[3])]
+                    queue.clear()
             while queue and self.idle[held]:
                 name, plan_ref, index, tag = queue.pop(0)
                 if not wanted(tag):
@@ -163,42 +214,60 @@ class _GeneratorPool:
                 ref = actor.render.options(name=name).remote(plan_ref, index)
                 self.busy[ref] = (held, actor)
                 waiting[ref] = tag
+        for held, (name, _, index, tag) in starved:
+            what = f"{held[0]:g} GPU" if held[0] else "a CPU"
+            tag[1](FarmError(f"{name} (window {index})", f"no worker is left to render it: no node of the Ray cluster has {what} "
+                             "any more (nodes were lost)", "run the campaign again when the cluster has its nodes back "
+                             "(finished windows are kept)"))
 
     def close(self) -> None:
         """End the actors (their processes and the models they hold)."""
         for actors in self.idle.values():
             for actor in actors:
                 ray.kill(actor)
-        for _, actor in self.busy.values():
+        for _, actor in [*self.busy.values(), *self.starting.values()]:
             ray.kill(actor)
-        self.idle, self.busy = {}, {}
+        self.idle, self.busy, self.starting = {}, {}, {}
 
     def release(self, ref: ray.ObjectRef, *, broken: bool = False) -> None:
-        """The actor that ran `ref` is free again; one whose process died (broken) is replaced by a
-        new actor, so no window is sent to it while Ray is still restarting it."""
+        """The actor that ran `ref` is free again. One whose process or node died (broken) is let go
+        and replaced while the cluster has a slot for it."""
         if ref in self.busy:
             held, actor = self.busy.pop(ref)
             if broken:
-                ray.kill(actor)
-                actor = self._start(held, count=1)[0]
-            self.idle[held].append(actor)
+                self._lost(held, actor)
+            else:
+                self.idle[held].append(actor)
 
-    def _start(self, held: tuple[float, float], count: int | None = None) -> list:
-        gpus, cpus = held
+    def _lost(self, held: tuple[float, float], actor) -> None:
+        ray.kill(actor)
+        self.live[held] -= 1
+        self._fit(held)
+
+    def _slots(self, held: tuple[float, float]) -> int:
+        """Actors of this kind the cluster's live nodes have room for: one per GPU slot, or one per CPU."""
         resources = ray.cluster_resources()
-        if gpus:
-            slots = int(resources.get("GPU", 0) // gpus)
-            if slots == 0:
-                raise FarmError("backend", f"needs {gpus:g} GPU per worker and the Ray cluster has {resources.get('GPU', 0):g}",
-                                "run on a cluster with GPUs, set backend.device=cpu, or pick the CPU puppet (backend=puppet)")
-            options = {"num_cpus": cpus, "num_gpus": gpus}
-            count = count or slots
-        else:
-            options = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
-            count = count or max(1, int(resources.get("CPU", 1)))
-        # Unlimited restarts (a pool actor serves many windows); each window is retried max_retries times.
-        return [_Generator.options(**options, max_restarts=-1, max_task_retries=self.max_retries).remote()
-                for _ in range(count)]
+        gpus = held[0]
+        return int(resources.get("GPU", 0) // gpus) if gpus else max(1, int(resources.get("CPU", 0)))
+
+    def _fit(self, held: tuple[float, float]) -> None:
+        """Let go of starting actors the cluster has no room for any more, then top up."""
+        extra = self.live[held] - self._slots(held)
+        for ref in [r for r, (h, _) in self.starting.items() if h == held][: max(0, extra)]:
+            _, actor = self.starting.pop(ref)
+            ray.kill(actor)
+            self.live[held] -= 1
+        self._top_up(held)
+
+    def _top_up(self, held: tuple[float, float]) -> None:
+        gpus, cpus = held
+        options = {"num_cpus": cpus, "num_gpus": gpus} if gpus else {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+        for _ in range(self._slots(held) - self.live[held]):
+            # No restarts and no task retries by Ray: the pool replaces a dead actor where there is
+            # room, and the shot queues its window again.
+            actor = _Generator.options(**options, max_restarts=0, max_task_retries=0).remote()
+            self.starting[actor.__ray_ready__.remote()] = (held, actor)
+            self.live[held] += 1
 
 
 @ray.remote
@@ -271,6 +340,7 @@ class _ShotRun:
         self.plan_ref: ray.ObjectRef | None = None  # the plan in the object store, for the workers
         self.logs: dict[int, dict] = {}  # window -> its log
         self.pending = 0  # windows not rendered yet
+        self.tries: dict[int, int] = {}  # window -> times it was queued again after its generator died
         self.held: dict[int, int] = {}  # chained: window -> the window waiting for it
         self.new: list[int] = []  # output frames each window adds (progress)
         self.segments: dict[int, dict] = {}  # segment -> its log
@@ -325,6 +395,10 @@ class _ShotRun:
             self._encode()
 
     def window_done(self, w: int, value) -> None:
+        if isinstance(value, ray.exceptions.RayActorError) and self.tries.get(w, 0) < self.run.max_retries:
+            self.tries[w] = self.tries.get(w, 0) + 1  # its generator's process or node died: another one takes it
+            self.run.window(self, w)
+            return
         if isinstance(value, BaseException):  # the first failed window fails the shot
             self._fail(_window_failure(value, self.plan.windows[w], self.run.max_retries))
             return
@@ -435,19 +509,26 @@ def run_campaign(
                 shots[-1].start()
 
     admit()
+    busy, took = _EventTimes(), None
     try:
         while True:
             # Windows go to generators as they free up (every turn: a shot's event may queue some).
             run.generators.dispatch(run.waiting, lambda tag: not tag[0].done)
-            if not run.waiting:  # nothing in flight: admit what is left, or the campaign is done
+            if took is not None:  # the driver's time on the last event: its delivery, admissions, dispatch
+                busy.add(time.perf_counter() - took)
+                took = None
+            if not run.waiting and not run.generators.queued():  # nothing in flight: admit what is left, or the campaign is done
                 run.extracting.clear()  # (nothing can be planning now: never hold a shot back for it)
                 admitted = len(shots)
                 admit()
                 if len(shots) == admitted:
                     break
                 continue
-            ready, _ = ray.wait(list(run.waiting), num_returns=1)
-            ref = ready[0]
+            # A second at most, so the pool looks at the cluster while windows wait for an actor.
+            ready, _ = ray.wait([*run.waiting, *run.generators.waiting_for()], num_returns=1, timeout=1.0)
+            if not ready or run.generators.started(ready[0]):
+                continue
+            ref, took = ready[0], time.perf_counter()
             shot, deliver = run.waiting.pop(ref)
             try:
                 value = ray.get(ref)
@@ -463,8 +544,38 @@ def run_campaign(
             admit()
     finally:
         run.generators.close()  # the pool lives as long as its campaign
-        progress.admission(bound, run.peak)
+        progress.admission(bound, run.peak, busy.to_dict())
     return [shot.result for shot in sorted(shots, key=lambda s: s.position) if shot.result is not None]
+
+
+class _EventTimes:
+    """How long the driver spends on each event of a run (a plan head, a window, a segment or a
+    result coming back): counted in fixed buckets, 20 a decade from 1 µs to 10 s, so what the run
+    keeps does not grow with the campaign."""
+
+    EDGES = np.logspace(-6, 1, 141)
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(self.EDGES) + 1, dtype=np.int64)
+        self.seconds = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.counts[np.searchsorted(self.EDGES, seconds)] += 1
+        self.seconds += seconds
+
+    def quantile(self, q: float) -> float | None:
+        """The upper edge of the bucket holding the q-quantile (at most 12% above it)."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return None
+        bucket = int(np.searchsorted(np.cumsum(self.counts), q * total))
+        return float(self.EDGES[min(bucket, len(self.EDGES) - 1)])
+
+    def to_dict(self) -> dict:
+        ms = {q: self.quantile(q) for q in (0.5, 0.9)}
+        return {"events": int(self.counts.sum()), "busy_seconds": round(self.seconds, 3),
+                "median_ms": None if ms[0.5] is None else round(ms[0.5] * 1000, 3),
+                "p90_ms": None if ms[0.9] is None else round(ms[0.9] * 1000, 3)}
 
 
 def admission_order(

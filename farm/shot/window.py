@@ -21,7 +21,7 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     path = plan.window_file(window)
     if plan.has_window(window):
         return {**window.to_dict(), "reused": True}
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     request = plan.request(window)
     request.previous = plan.continuation(window)  # chained: the frames of the window before where this one starts
     after = plan.next_window(window)
@@ -44,7 +44,7 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     log = {
         **window.to_dict(), "reused": False, "worker": worker,
-        "seconds": round(seconds, 3), "gpus": backend.spec.num_gpus, "cpus": backend.spec.num_cpus,
+        "started": round(began, 3), "seconds": round(seconds, 3), "gpus": backend.spec.num_gpus, "cpus": backend.spec.num_cpus,
         "rig_error_px_max": None if error is None else round(error, 3),
     }
     if "lab" in stored:

@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 MEDIA = REPO / "jobs" / "media"
 SHARED = REPO.parent / "shared" / "data"
 LONG, SHORT = "long_people_walk_in_one_by_one.mp4", "juggle_fullbody_outdoor.mp4"
@@ -435,7 +435,3 @@ def main(argv: list[str] | None = None) -> int:
               f"opened in headless Chromium in {page['load_s_median']:.2f} s (median of {len(page['load_s'])})")
     print(f"written to {out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
