@@ -281,6 +281,29 @@ def headless_chromium(profile: Path):
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
+def page_load_seconds(page: Path, rows: int, loads: int = 3) -> list[float]:
+    """Seconds headless Chromium takes, `loads` times, from asking for the campaign page to its load
+    event (readyState complete) with the first `rows` rows of its table drawn."""
+    import tempfile
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with tempfile.TemporaryDirectory() as work:
+        browser = headless_chromium(Path(work) / "chromium")
+        try:
+            seconds = []
+            for _ in range(loads):
+                browser.get("about:blank")
+                started = time.perf_counter()
+                browser.get(page.as_uri())  # returns once readyState is complete
+                WebDriverWait(browser, 60, poll_frequency=0.005).until(
+                    lambda b: b.execute_script("return document.querySelectorAll('#shots tbody tr').length") == rows)
+                seconds.append(time.perf_counter() - started)
+        finally:
+            browser.quit()
+    return seconds
+
+
 def bench_campaign_report(shots: int = REPORT_SHOTS, loads: int = 3) -> dict:
     """Write the campaign page of `shots` synthetic shots, with a real thumbnail per shot beside it,
     and open it `loads` times in headless Chromium: seconds from asking for the page to its load
@@ -288,7 +311,6 @@ def bench_campaign_report(shots: int = REPORT_SHOTS, loads: int = 3) -> dict:
     import tempfile
 
     import cv2
-    from selenium.webdriver.support.ui import WebDriverWait
 
     from farm.report import PAGE_ROWS, THUMB, write_campaign_report
 
@@ -305,18 +327,7 @@ def bench_campaign_report(shots: int = REPORT_SHOTS, loads: int = 3) -> dict:
         page = write_campaign_report(folder / "report.html", doc)
         write_s = time.perf_counter() - started
         size = page.stat().st_size
-        browser = headless_chromium(Path(work) / "chromium")
-        try:
-            seconds = []
-            for _ in range(loads):
-                browser.get("about:blank")
-                started = time.perf_counter()
-                browser.get(page.as_uri())  # returns once readyState is complete
-                WebDriverWait(browser, 30, poll_frequency=0.005).until(
-                    lambda b: b.execute_script("return document.querySelectorAll('#shots tbody tr').length") == first_page)
-                seconds.append(time.perf_counter() - started)
-        finally:
-            browser.quit()
+        seconds = page_load_seconds(page, first_page, loads)
     return {
         "shots": shots,
         "report_bytes": size,

@@ -30,7 +30,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -142,29 +141,6 @@ def gpu_figures(campaign_uri: str, wall_s: float) -> dict:
             "makespan_over_ideal": round(wall_s / (busy / GPUS), 4)}
 
 
-def load_page(page: Path, loads: int = 3) -> list[float]:
-    """Seconds headless Chromium takes to load the campaign page with its first table page drawn."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from farm.bench import headless_chromium
-    from farm.report import PAGE_ROWS
-
-    with tempfile.TemporaryDirectory() as work:
-        browser = headless_chromium(Path(work) / "chromium")
-        try:
-            seconds = []
-            for _ in range(loads):
-                browser.get("about:blank")
-                started = time.perf_counter()
-                browser.get(page.as_uri())
-                WebDriverWait(browser, 60, poll_frequency=0.005).until(
-                    lambda b: b.execute_script("return document.querySelectorAll('#shots tbody tr').length") >= min(PAGE_ROWS, 1))
-                seconds.append(round(time.perf_counter() - started, 3))
-        finally:
-            browser.quit()
-    return seconds
-
-
 LIBRARY_RUN = """
 import json, sys, time
 from farm.config import load_config
@@ -221,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the simulated GPU's time per frame; GPU work must dominate the 2 cores' work")
     parser.add_argument("--skip", action="append", default=[], choices=["scale", "driver", "library", "pose"])
     args = parser.parse_args(argv)
+    from farm.bench import page_load_seconds
+    from farm.report import PAGE_ROWS
+
     if not SHARED.is_dir():
         print(f"bench-scale needs the shared media in {SHARED}")
         return 2
@@ -238,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             page = Path(run["report"]) if run["report"] else None
             results["scale"] = {"shots": shots, "frames_per_motion": args.frames, "seconds_per_frame": args.seconds_per_frame,
                                 **run, **gpu, "report_bytes": page.stat().st_size if page else None,
-                                "report_load_s": load_page(page) if page else None}
+                                "report_load_s": [round(t, 3) for t in page_load_seconds(page, min(PAGE_ROWS, shots))] if page else None}
             figures.update(gpu_busy_fraction=gpu["gpu_busy_fraction"], makespan_over_ideal=gpu["makespan_over_ideal"],
                            poses_extracted=run["counts"]["poses_extracted"],
                            driver_ms_per_window_median=driver.get("median_ms"))
