@@ -23,11 +23,11 @@ from pathlib import Path
 
 from farm.config import FarmConfig
 from farm.errors import FarmError
-from farm.media.probe import probe_video, sha256_file
+from farm.media.probe import sha256_file
 from farm.pose import library as poses
-from farm.shot.inputs import as_given
+from farm.shot.inputs import as_given, fetch_input, probe_motion
 from farm.shot.plan import extract_in_process
-from farm.shot.tools import cache_root, pose_options, storage_for
+from farm.shot.tools import pose_options, storage_for
 from farm.shot.types import Reporter, Shot, Silent
 from farm.storage import Storage
 from farm.types import LIBRARY_PREFIX, MOTION_NAME, check_motion_name, library_name
@@ -99,12 +99,9 @@ def add_motion(
         raise FarmError(f"library:{name}", f"is already in the motion library {library_root(out_root)}",
                         "give another --name, or --force to replace it")
     # 1. The video, checked as a shot's motion is, and copied into the library
-    qa = cfg.qa
-    local = store.fetch(str(video), cache_root(cfg) / "inputs", max_bytes=int(qa.max_input_mb * 2**20),
-                        cache_bytes=int(qa.max_cache_mb * 2**20))
+    local = fetch_input(video, store, cfg)
     with as_given({local: video}):
-        probe = probe_video(local, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
-                            max_frames=qa.max_frames)
+        probe = probe_motion(local, cfg)
     sha = sha256_file(local)
     copy = Storage.join(folder, "motion" + (Path(str(video)).suffix.lower() or ".mp4"))
     store.put_file(local, copy)

@@ -43,16 +43,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
-from farm.media.probe import probe_video
 from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
 from farm.qa.preflight import count_people
 from farm.records import Progress
 from farm.shot.finish import finish_shot
+from farm.shot.inputs import fetch_input, probe_motion
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
 from farm.shot.planned import PlanHead, ShotPlan
 from farm.shot.segment import encode_segment
-from farm.shot.tools import backend_spec, cache_root, make_backend, shot_pose_options, storage_for
+from farm.shot.tools import backend_spec, make_backend, shot_pose_options, storage_for
 from farm.shot.types import Reporter, Shot
 from farm.shot.window import render_window
 from farm.windows import new_frames
@@ -606,11 +606,7 @@ def admission_order(
 
 def _duration(motion: str, cfg: FarmConfig) -> float:
     try:
-        qa = cfg.qa
-        local = storage_for(cfg).fetch(motion, cache_root(cfg) / "inputs", max_bytes=int(qa.max_input_mb * 2**20),
-                                       cache_bytes=int(qa.max_cache_mb * 2**20))
-        probe = probe_video(local, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
-                            max_frames=qa.max_frames)
+        probe = probe_motion(fetch_input(motion, storage_for(cfg), cfg), cfg)
         return probe.frame_count / probe.fps
     except Exception:  # noqa: BLE001 - the shot's own plan reports what is wrong with its motion
         return 0.0

@@ -29,17 +29,30 @@ class LocalInputs:
     license: Path | None = None  # rights.license_file, when it is a file (a URL is only recorded)
 
 
+def fetch_input(uri: str | Path, store: Storage, cfg: FarmConfig) -> Path:
+    """One input as a local file, within the operator's limits: a local path is checked against
+    storage.roots, an s3:// object is downloaded once into the input cache."""
+    qa = cfg.qa
+    return store.fetch(str(uri), cache_root(cfg) / "inputs", max_bytes=int(qa.max_input_mb * 2**20),
+                       cache_bytes=int(qa.max_cache_mb * 2**20))
+
+
+def probe_motion(path: Path, cfg: FarmConfig) -> VideoProbe:
+    """A motion video's probe, refused over the operator's limits (qa.max_side, max_video_seconds,
+    max_fps, max_frames)."""
+    qa = cfg.qa
+    return probe_video(path, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
+                       max_frames=qa.max_frames)
+
+
 def fetch_inputs(shot: Shot, store: Storage, cfg: FarmConfig) -> LocalInputs:
-    """The shot's inputs as local files: local paths are checked against storage.roots, s3://
-    objects are downloaded once into the cache."""
-    cache = cache_root(cfg) / "inputs"
-    limits = {"max_bytes": int(cfg.qa.max_input_mb * 2**20), "cache_bytes": int(cfg.qa.max_cache_mb * 2**20)}
+    """The shot's inputs as local files (fetch_input)."""
 
     def fetch(value, name: str) -> Path | None:
         if value is None:
             return None
         try:
-            return store.fetch(str(value), cache, **limits)
+            return fetch_input(value, store, cfg)
         except FarmError as exc:
             if exc.problem == "file not found" and name in ("skeleton", "mask"):
                 raise FarmError(exc.subject, f"{name} file not found", f"check the --character-{name} path") from None
@@ -65,8 +78,7 @@ def probe_inputs(shot: Shot, local: LocalInputs, cfg: FarmConfig) -> tuple[dict,
     Errors name each input as the user gave it (an s3:// URI, not its file in the cache)."""
     qa = cfg.qa
     with as_given({local.motion: _given_motion(shot)}):
-        motion = probe_video(local.motion, max_side=qa.max_side, max_duration_s=qa.max_video_seconds, max_fps=qa.max_fps,
-                             max_frames=qa.max_frames)
+        motion = probe_motion(local.motion, cfg)
     with as_given({local.character: shot.character}):
         image = probe_image(local.character, max_side=qa.max_side)
     inputs = {
