@@ -427,7 +427,9 @@ def _overrides(value: object, where: str) -> list[str]:
 def _priority(value: object, where: str) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > 10**9:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**9:
+        raise FarmError(where, f"{value} is out of range", "give a priority between -1000000000 and 1000000000")
+    if isinstance(value, bool) or not isinstance(value, int):
         raise FarmError(where, f"{value!r} is not a whole number",
                         "give a priority as a whole number, e.g. priority: 10 (higher starts sooner)")
     return value
