@@ -35,7 +35,6 @@ from farm.storage.lease import LEASE, Lease
 from farm.types import check_shot_id
 
 CAMPAIGN_SUFFIXES = (".yaml", ".yml", ".csv", ".parquet")
-# OUT/library: the motion library every campaign and sweep of OUT shares (farm.pose.library).
 
 
 @dataclass
