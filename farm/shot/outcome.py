@@ -5,7 +5,8 @@ import json
 import os
 import shutil
 import traceback
-from dataclasses import dataclass
+import zlib
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 
 from farm.config import FarmConfig
@@ -29,9 +30,23 @@ class ShotResult:
     shot_id: str
     status: str  # "succeeded" | "failed" | "reused"
     folder: Path
-    manifest: dict
+    record: InitVar[dict]  # the shot's manifest: `manifest`
     error: str | None = None
     uri: str = ""
+    _packed: bytes = field(init=False, repr=False)
+
+    def __post_init__(self, record: dict) -> None:
+        self.manifest = record
+
+    @property
+    def manifest(self) -> dict:
+        """The shot's record, read back from the compressed copy the result holds: a campaign's
+        driver keeps thousands of results, so each keeps ~2 KB, not a manifest's ~50 KB of dicts."""
+        return json.loads(zlib.decompress(self._packed))
+
+    @manifest.setter
+    def manifest(self, record: dict) -> None:
+        self._packed = zlib.compress(json.dumps(record, separators=(",", ":")).encode(), 6)
 
     @property
     def video(self) -> Path | None:
