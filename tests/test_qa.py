@@ -323,6 +323,19 @@ def test_shot_report_is_self_contained_and_records_the_shot(tmp_path, capsys):
     assert manifest["report"] == "report.html" and manifest["report_error"] is None
 
 
+def test_a_per_frame_plot_breaks_where_a_value_is_missing_and_shades_the_joins():
+    from farm.report import _line_plot
+
+    pck = np.array([0.9, 0.8, np.nan, np.nan, 0.7, 0.75, 0.8, 0.85])
+    svg = str(_line_plot("Pose <fidelity>", np.arange(8), [("PCK", pck), ("OKS", np.full(8, 0.5))], (0, 1.02), [(3, 4)]))
+    lines = re.findall(r'<polyline points="([^"]+)"', svg)
+    assert [len(points.split()) for points in lines] == [2, 4, 8]  # PCK around its gap, then OKS whole
+    assert svg.count('fill="#f4c542"') == 1 and 'aria-label="Pose &lt;fidelity&gt;"' in svg
+    ys = [float(p.split(",")[1]) for p in lines[2].split()]
+    assert len(set(ys)) == 1  # a flat series is a flat line
+    assert ">0.50<" in svg and ">1.00<" in svg  # round ticks
+
+
 def test_campaign_table_has_the_metrics_and_flags(tmp_path, ray_cluster):
     from tests.test_runtime import _campaign, _drawing
 
