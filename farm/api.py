@@ -17,7 +17,10 @@ these functions, so the two do the same thing.
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from farm.campaign import Campaign, CampaignShot, load_campaign
 from farm.config import FarmConfig, load_config
 from farm.errors import FarmError
 from farm.library import LIBRARY, Motion, add_motion, library_root, list_motions, resolve_shot
-from farm.records import CampaignRecord, Progress, read_campaign
+from farm.records import CampaignRecord, CancelRequest, Progress, read_campaign
 from farm.shot.outcome import ShotResult
 from farm.shot.render import render_shot
 from farm.shot.tools import backend_spec, cache_root, stage_root, storage_for
@@ -297,6 +300,29 @@ def skeleton(image: str | Path, *, mask: str | Path | None = None, out: str | Pa
     return SkeletonFiles(path, overlay, info.skeleton_source)
 
 
+def cancel(campaign_uri: str | Path, *, overrides: list[str] | tuple[str, ...] = (), wait: float = 120.0) -> dict:
+    """Ask the running campaign OUT/<campaign> (local or s3://, from any machine) to stop (`farm
+    cancel`): no more shots start, windows in flight are dropped (finished windows and shots are
+    kept), and its record says `cancelled`. Waits up to `wait` seconds (0: not at all) for the run
+    to stop; returns the campaign record as it then is."""
+    uri = str(campaign_uri)
+    store = storage_for(load_config(list(overrides)))
+    doc = read_campaign(uri, store)
+    if doc["status"] != "running":
+        raise FarmError(uri, f"is not running (campaign.json says {doc['status']})",
+                        "nothing to cancel; `farm status` shows how it ended, and `farm submit` runs it again")
+    CancelRequest(store, uri).ask(f"{os.environ.get('USER', '?')}@{socket.gethostname()}")
+    deadline = time.monotonic() + wait
+    while doc["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        doc = read_campaign(uri, store)
+    if wait and doc["status"] == "running":
+        raise FarmError(uri, f"was asked to stop but its record still says running after {wait:g} s",
+                        f"its run may have crashed without a record: {LEASE} in the folder names its holder; "
+                        "`farm submit` of the campaign resumes it (finished windows are kept)")
+    return doc
+
+
 def status(campaign_uri: str | Path, *, overrides: list[str] | tuple[str, ...] = ()) -> dict:
     """The campaign record (campaign.json) of OUT/<campaign>, local or s3:// (`farm status`)."""
     return read_campaign(str(campaign_uri), storage_for(load_config(list(overrides))))
@@ -351,6 +377,8 @@ def render_batch(
     items, durations = resolve_motions(items, out_root, store)
     _claim_campaign(store, out)
     with Lease(store, out):  # one run at a time writes a campaign folder
+        cancel = CancelRequest(store, out)
+        cancel.clear()  # a request left from an earlier run does not stop this one
         connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None,
                 runtime.num_gpus if runtime else None)
         record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
@@ -363,11 +391,14 @@ def render_batch(
                 items, Storage.join(out, "shots"), force=force, max_retries=runtime.max_retries if runtime else 0,
                 max_in_flight=runtime.max_shots_in_flight if runtime else None, library=library_root(out_root), order=order,
                 progress=_Recorded(record, extras or {}, progress or Progress()),
+                window_timeout=runtime.window_timeout_s if runtime else None,
+                bad_node_failures=runtime.bad_node_failures if runtime else 0, cancelled=cancel,
             )
             finished = True
         finally:
             # Also when interrupted: the record says how far the run got, not "running" forever.
-            doc = record.write(finished=True, interrupted=not finished)
+            doc = record.write(finished=True, interrupted=not finished and not cancel.requested, cancelled=cancel.requested)
+            cancel.clear()
             warnings: list[str] = []
             report = _campaign_report(doc, out, record.folder, store, warnings)
             if first is not None and first.notify.urls:  # last: the message points at the final record and page
@@ -452,6 +483,11 @@ class _Recorded(Progress):
     def admission(self, bound: int, peak: int, driver: dict | None = None) -> None:
         self.record.admission = {"max_shots_in_flight": bound, "peak_shots_in_flight": peak, "driver": driver}
         self.inner.admission(bound, peak, driver)
+
+    def node_blocked(self, node: str, entry: dict) -> None:
+        self.record.bad_nodes.append(entry)
+        self.record.write()
+        self.inner.node_blocked(node, entry)
 
 
 def _campaign_report(doc: dict, out: str, folder: Path, store: Storage, warnings: list[str]) -> str | None:

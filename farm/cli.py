@@ -129,6 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between redraws with --watch (default 2)")
     status.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
+    cancel = sub.add_parser("cancel", help="stop a running campaign cleanly (from any machine): no more shots start, "
+                            "windows in flight are dropped, finished ones are kept; its record says cancelled")
+    cancel.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
+    cancel.add_argument("--wait", type=float, default=120.0, metavar="S",
+                        help="seconds to wait for the run to stop (default 120; 0: ask and return)")
+    cancel.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
+
     verify = sub.add_parser("verify", help="read a video's content credentials and watermark: who signed it, from what, which shot")
     verify.add_argument("video")
     verify.add_argument("--records", help="farm output folder in which to look up the watermark's shot (default: the video's folder)")
@@ -199,7 +206,7 @@ def run(argv: list[str]) -> int:
     results.quiet = bool(getattr(args, "json", False))  # --json: stdout holds the JSON alone
     try:
         commands = {
-            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
+            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status, "cancel": cmd_cancel,
             "report": cmd_report, "verify": cmd_verify, "skeleton": cmd_skeleton,
             "library": cmd_library, "config": cmd_config,
         }
@@ -279,6 +286,10 @@ class CampaignProgress:
 
     def admission(self, bound: int, peak: int, driver: dict | None = None) -> None:
         pass  # campaign.json records it
+
+    def node_blocked(self, node: str, entry: dict) -> None:
+        console.print(f"[yellow]warning:[/yellow] node {escape(node[:12])} gets no more windows of this campaign: "
+                      f"{entry['failures']} failed in a row there (last: {escape(entry['last_failure'])})")
 
 
 def cmd_submit(args) -> int:
@@ -439,6 +450,21 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_cancel(args) -> int:
+    from farm import api
+
+    if args.wait < 0:
+        raise FarmError("farm cancel --wait", f"{args.wait:g} is not a number of seconds", "use e.g. --wait 120, or 0 not to wait")
+    doc = api.cancel(args.campaign, overrides=args.overrides, wait=args.wait)
+    if doc["status"] == "running":
+        results.print(f"asked campaign {escape(str(doc['name']))} to stop; `farm status {escape(str(args.campaign))}` shows when it has")
+    else:
+        c = doc["counts"]
+        results.print(f"campaign {escape(str(doc['name']))} {escape(str(doc['status']))}: {c['shots_done']}/{c['shots_total']} "
+                      "shots done; `farm submit` of the campaign renders the rest (finished windows are kept)")
+    return 0
+
+
 def _watch(args) -> int:
     """Redraw the status of a campaign from its campaign.json (local or s3://, so from any machine)
     every `--interval` seconds while it runs; the last drawing stays on the terminal."""
@@ -491,6 +517,9 @@ def _status_view(doc: dict, now: float):
     ]
     if "gpu_seconds" in counts:  # a record of an older farm has no cost
         lines.append(_cost_line(counts))
+    for entry in doc.get("bad_nodes") or []:
+        lines.append(f"bad node {entry['node'][:12]}: no more windows after {entry['failures']} failed in a row "
+                     f"(last: {entry['last_failure']})")
     return Group(table, *(Text(line) for line in lines))
 
 

@@ -139,6 +139,8 @@ class RuntimeConfig:
     max_retries: int = 3
     max_shots_in_flight: int | None = None
     pose_chunk_frames: int = 300
+    window_timeout_s: float | None = None
+    bad_node_failures: int = 3
 
 
 @dataclass
@@ -265,6 +267,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "runtime.max_retries": (0, 20),
     "runtime.max_shots_in_flight": (1, None),
     "runtime.pose_chunk_frames": (10, None),
+    "runtime.window_timeout_s": (1.0, None),
+    "runtime.bad_node_failures": (0, 1000),
     "backend.grid_divisions": (4, 400),
     "backend.resolution_area": (64 * 64, 4096 * 4096),
     "backend.steps": (1, 1000),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Message:
     """title and body as any apprise service shows them; kind: success, warning (shots flagged
-    for a re-render) or failure (failed shots, or a run interrupted before every shot was done)."""
+    for a re-render, or a run cancelled by `farm cancel`) or failure (failed shots, or a run interrupted before every shot was done)."""
 
     title: str
     body: str
@@ -22,6 +22,8 @@ def campaign_message(doc: dict, uri: str, report: str | None) -> Message:
     c = doc["counts"]
     if doc["status"] == "interrupted":
         kind, outcome = "failure", f"interrupted after {c['shots_done']} of {c['shots_total']} shots"
+    elif doc["status"] == "cancelled":
+        kind, outcome = "warning", f"cancelled after {c['shots_done']} of {c['shots_total']} shots"
     elif c["shots_failed"]:
         kind, outcome = "failure", f"finished with {c['shots_failed']} failed shot{'s' if c['shots_failed'] != 1 else ''}"
     elif c["shots_flagged"]:

@@ -21,6 +21,7 @@ from farm.storage.local import write_atomically
 CAMPAIGN_JSON = "campaign.json"
 ISO = "%Y-%m-%dT%H:%M:%SZ"  # the times of campaign.json, UTC
 CAMPAIGN_PARQUET = "campaign.parquet"
+CANCEL = ".farm-cancel"  # `farm cancel` asks the run of the campaign folder that holds it to stop
 # Shot metrics (manifest `metrics`, farm.qa.measure) that are columns of the campaign table.
 QA_METRICS = ("pose_pck", "pose_oks", "joint_pck", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
               "overlap_overhead")
@@ -129,6 +130,8 @@ class CampaignRecord:
     every: float = 2.0  # seconds between rewrites of campaign.json while only states change
     # The run's admission: the most shots allowed in flight at once, and the most there were.
     admission: dict | None = None
+    # Nodes that got no more windows of this run (windows failed there runtime.bad_node_failures times in a row).
+    bad_nodes: list[dict] = field(default_factory=list)
     _written: float = 0.0
 
     def queue(self, shots: list[str]) -> None:
@@ -166,19 +169,21 @@ class CampaignRecord:
             "money": round(sum(priced), 6) if (priced := [r["money"] for r in self.rows if r["money"] is not None]) else None,
         }
 
-    def write(self, *, finished: bool = False, interrupted: bool = False) -> dict:
-        """finished: the run is over (interrupted: before every shot was done)."""
+    def write(self, *, finished: bool = False, interrupted: bool = False, cancelled: bool = False) -> dict:
+        """finished: the run is over (interrupted: before every shot was done; cancelled: stopped by
+        `farm cancel`)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         doc = {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
-            "status": ("interrupted" if interrupted else "finished") if finished else "running",
+            "status": ("cancelled" if cancelled else "interrupted" if interrupted else "finished") if finished else "running",
             "started": _iso(self.started),
             "finished": _iso(time.time()) if finished else None,
             "counts": self.counts(),
             "shots": self.rows,
             "pending": list(self.pending.values()),  # not done (yet): their last state
             "admission": self.admission,
+            "bad_nodes": self.bad_nodes,
         }
         write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
         self._written = time.monotonic()
@@ -202,6 +207,31 @@ class Progress:
     def shot_state(self, position: int, state: str, windows_done: int = 0, windows: int | None = None) -> None: ...
     def shot_done(self, result: ShotResult, position: int | None = None) -> None: ...
     def admission(self, bound: int, peak: int, driver: dict | None = None) -> None: ...
+    def node_blocked(self, node: str, entry: dict) -> None: ...
+
+
+class CancelRequest:
+    """Whether `farm cancel` asked the run of the campaign folder `uri` (local or s3://) to stop: the
+    marker CANCEL in it, looked for at most every `every` seconds (one stat, or one S3 HEAD).
+    Once seen, it stays seen; `clear` removes the marker (at the start and the end of a run)."""
+
+    def __init__(self, store: Storage, uri: str, every: float = 2.0) -> None:
+        self.store, self.uri, self.every = store, Storage.join(uri, CANCEL), every
+        self.requested = False
+        self._looked = 0.0
+
+    def __call__(self) -> bool:
+        if not self.requested and time.monotonic() - self._looked >= self.every:
+            self._looked = time.monotonic()
+            self.requested = self.store.exists(self.uri)
+        return self.requested
+
+    def ask(self, by: str) -> None:
+        """Ask the run to stop (what `farm cancel` writes: who asked, and when)."""
+        self.store.put_bytes(json.dumps({"by": by, "at": _iso(time.time())}).encode(), self.uri)
+
+    def clear(self) -> None:
+        self.store.delete(self.uri)
 
 
 def read_campaign(uri: str, store: Storage) -> dict:

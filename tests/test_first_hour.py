@@ -93,9 +93,9 @@ def test_campaign_json_lists_every_shot_from_the_start_and_keeps_what_is_known_w
     seen = []
     real = runtime._ShotRun.window_done
 
-    def window_done(self, w, value):  # look at the record as a window comes in, then stop the run there
+    def window_done(self, w, value, **given):  # look at the record as a window comes in, then stop the run there
         seen.append(json.loads((tmp_path / "out" / "c" / "campaign.json").read_text()))
-        real(self, w, value)
+        real(self, w, value, **given)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runtime._ShotRun, "window_done", window_done)

@@ -28,3 +28,15 @@ def test_a_node_lost_mid_campaign_costs_no_shot_and_changes_no_frame(tmp_path):
     for shot in clean:
         a, b = (read_frames(tmp_path / run / shot / "video.mp4") for run in ("clean", "lost"))
         assert len(a) == 73 and np.array_equal(a, b), shot
+    # A generator that hangs mid-window (SIGSTOP) on a newly joined node: after runtime.window_timeout_s
+    # its window is a failed try, rendered again elsewhere; its node, blocked after one failure, gets no more.
+    hung = runs["hung"]
+    assert runs["stopped"] and {s["status"] for s in hung.values()} == {"succeeded"}, runs
+    (entry,) = runs["bad_nodes"]
+    assert entry["node"] == runs["hung_node"] and "window_timeout_s (3 s)" in entry["last_failure"], entry
+    (trouble,) = [t for s in hung.values() for t in s["failed_tries"]]
+    assert trouble["node"] == runs["hung_node"] and "no result within runtime.window_timeout_s" in trouble["reason"], hung
+    assert runs["hung_node"] not in {n for s in hung.values() for n in s["nodes"]}, hung
+    for shot in clean:
+        a, b = (read_frames(tmp_path / run / shot / "video.mp4") for run in ("clean", "hung"))
+        assert np.array_equal(a, b), shot

@@ -114,6 +114,45 @@ def test_a_campaign_records_its_cost_and_sends_one_message_with_counts_and_repor
     assert f"cost: 0 GPU-seconds, {cpu_seconds:g} CPU-seconds, money {manifest['cost']['money']:.4g}" in status
 
 
+def test_farm_cancel_stops_a_running_campaign_cleanly_and_a_rerun_finishes_it(tmp_path, receiver, capsys, ray_cluster):
+    # Six one-window shots on the session's two fake GPUs (three rounds of ~6 s windows): cancelled once
+    # the first shot is done, so at least the last round cannot have started.
+    shots = "".join(_drawing(f"take{i}", "gesture_asl_please.mkv") for i in range(6))
+    campaign = Path(_campaign(tmp_path, shots, name="night"))
+    out, folder = tmp_path / "out", tmp_path / "out" / "night"
+    operator = ["backend=simulated", "backend.seconds_per_frame=0.08", "backend.load_seconds=0", f"notify.urls=['{receiver.url}']"]
+    code: list[int] = []
+    runner = threading.Thread(target=lambda: code.append(cli.run(["submit", str(campaign), "-o", str(out), *operator])))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while runner.is_alive() and time.monotonic() < deadline:
+        doc = json.loads((folder / "campaign.json").read_text()) if (folder / "campaign.json").exists() else None
+        if doc and doc["counts"]["shots_done"] >= 1:
+            break
+        time.sleep(0.2)
+    asked = time.monotonic()
+    assert cli.run(["cancel", str(folder), "--wait", "60"]) == 0
+    runner.join(60)
+    assert code == [0] and time.monotonic() - asked < 15  # stopped within seconds, not after the other windows
+    said = capsys.readouterr().out
+    doc = json.loads((folder / "campaign.json").read_text())
+    assert doc["status"] == "cancelled" and "campaign night cancelled" in said, said
+    done = {r["shot_id"] for r in doc["shots"]}
+    assert 1 <= len(done) <= 4 and {r["status"] for r in doc["shots"]} == {"succeeded"}
+    assert {p["state"] for p in doc["pending"]} <= {"cancelled", "queued"} and len(doc["pending"]) == 6 - len(done)
+    for shot in {f"take{i}" for i in range(6)} - done:  # nothing half-written looks finished
+        assert not (folder / "shots" / shot / "video.mp4").exists() and not (folder / "shots" / shot / "manifest.json").exists()
+    assert not (folder / ".farm-cancel").exists()
+    assert receiver.received[-1]["title"] == f"motion-farm: campaign night cancelled after {len(done)} of 6 shots"
+    # Cancelling what is not running says so; running the campaign again renders only what is missing.
+    assert cli.run(["cancel", str(folder)]) == 2
+    assert "is not running (campaign.json says cancelled)" in capsys.readouterr().err
+    assert cli.run(["submit", str(campaign), "-o", str(out), *operator]) == 0
+    again = json.loads((folder / "campaign.json").read_text())
+    assert again["status"] == "finished" and again["counts"]["shots_reused"] == len(done)
+    assert again["counts"]["shots_succeeded"] == 6 - len(done)
+
+
 def test_a_notification_that_cannot_be_sent_is_a_warning(receiver):
     message = Message("motion-farm: campaign c finished", "1/1 shots done", "success")
     assert send([receiver.url], message) == []
@@ -164,6 +203,19 @@ def test_status_watch_follows_a_campaign_json_rewritten_on_s3_until_it_finishes(
     # While it ran: windows done of all (the unplanned shots at the planned ones' mean), and an ETA.
     assert [(s["windows_done"], s["windows_total"]) for s in seen] == [(1, 6), (3, 6), (5, 6)]
     assert all(s["eta_seconds"] is not None and s["eta_seconds"] >= 0 for s in seen)
+
+
+def test_status_names_the_nodes_a_campaign_stopped_giving_windows_to(tmp_path, capsys):
+    record = CampaignRecord(tmp_path / "night", "night", 1)
+    record.add(_result("a", "succeeded"), position=0)
+    record.bad_nodes.append({"node": "9f3c0a1b2c3d" + "0" * 44, "failures": 3, "at": time.time(),
+                             "last_failure": "no result within runtime.window_timeout_s (600 s)"})
+    record.write(finished=True)
+    assert json.loads((tmp_path / "night" / "campaign.json").read_text())["bad_nodes"][0]["failures"] == 3
+    assert cli.run(["status", str(tmp_path / "night")]) == 0
+    out = capsys.readouterr().out
+    assert "bad node 9f3c0a1b2c3d: no more windows after 3 failed in a row (last: no result within " \
+           "runtime.window_timeout_s (600 s))" in out
 
 
 @pytest.mark.slow

@@ -50,3 +50,20 @@ def test_what_a_simulated_gpu_costs_is_the_operators_setting():
         load_config(["backend=simulated"], campaign=["backend.seconds_per_frame=1000"])
     with pytest.raises(FarmError, match="backend.seconds_per_frame"):
         load_config(["backend=simulated", "backend.seconds_per_frame=-1"])
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_window_slower_than_the_window_timeout_is_tried_again_then_fails_its_shot_alone(tmp_path):
+    slow = load_config(["backend=simulated", "backend.seconds_per_frame=0.5", "backend.load_seconds=0", "output.size=96",
+                        "output.pose_preview=false"])
+    quick = load_config(["backend=simulated", "backend.seconds_per_frame=0.005", "backend.load_seconds=0", "output.size=96",
+                         "output.pose_preview=false"])
+    shots = [(drawing_shot("gesture_asl_please.mkv", "char1", shot_id="hangs"), slow),
+             (drawing_shot("gesture_asl_please.mkv", "char1", shot_id="quick"), quick)]
+    started = time.monotonic()
+    hangs, fine = run_campaign(shots, tmp_path, max_retries=1, window_timeout=2.0)
+    assert time.monotonic() - started < 30  # two tries of 2 s, not the 36 s the slow window would take
+    assert fine.status == "succeeded", fine.error
+    assert hangs.status == "failed"
+    assert "window 0 (frames 0-72)" in hangs.error and "runtime.window_timeout_s (2 s), 2 times" in hangs.error, hangs.error
+    assert "raise runtime.window_timeout_s" in hangs.error

@@ -23,7 +23,9 @@ segment and finish tasks are retried by Ray (a lost plan object is made again fr
 a window whose generator died is queued again by its shot for the generators left, and the pool
 replaces the generator only where the cluster still has room (_GeneratorPool). Each up to
 `runtime.max_retries` times; a window that still fails marks its shot failed and the rest of the
-campaign goes on.
+campaign goes on. A window with no result within `runtime.window_timeout_s` (a hung GPU) is a failed
+try too: its generator is killed and replaced. A node where `runtime.bad_node_failures` windows in a
+row failed gets no more windows of the campaign (the pool's bad-node list, in campaign.json).
 """
 from __future__ import annotations
 
@@ -129,10 +131,15 @@ def _plan(shot: Shot, cfg: FarmConfig, out_root: Path | str, force: bool,
 class _Generator:
     """A window worker: one backend per config, loaded once and kept between windows."""
 
+    def node(self) -> str:
+        """The Ray node this actor runs on (also: it has started)."""
+        return ray.get_runtime_context().get_node_id()
+
     def render(self, plan: ShotPlan, index: int) -> dict:
         backend = _backend(plan.cfg)
         backend.prepare(plan.character, plan.canvas)
-        return render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}")
+        log = render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}")
+        return {**log, "node": self.node()}
 
 
 class _GeneratorPool:
@@ -146,16 +153,26 @@ class _GeneratorPool:
     restart would wait forever for the GPU of a node that is gone, with the window it was given);
     the pool starts another only while the cluster has a slot for it, and more when nodes join, and
     the shot queues the window again (_ShotRun.window_done). An actor still starting when the
-    cluster has lost its slot is let go."""
+    cluster has lost its slot is let go.
 
-    def __init__(self, max_retries: int) -> None:
-        self.max_retries = max_retries
-        self.idle: dict[tuple[float, float], list] = {}  # by (GPUs, CPUs) one actor holds
+    Hung workers and bad nodes: a window that has run longer than `timeout` seconds is a failed try
+    (`expired`: its actor is killed and replaced). A node on which `bad_after` windows in a row
+    failed (a dead or hung worker, an error that is not the input's) gets no more windows of this
+    campaign: its actors go, new ones are placed elsewhere (Ray's node-id label), and `on_block`
+    is told (Deadline's bad-worker list)."""
+
+    def __init__(self, max_retries: int, timeout: float | None = None, bad_after: int = 0,
+                 on_block: Callable[[str, dict], None] | None = None) -> None:
+        self.max_retries, self.timeout, self.bad_after = max_retries, timeout, bad_after
+        self.on_block = on_block or (lambda node, entry: None)
+        self.idle: dict[tuple[float, float], list[tuple[object, str]]] = {}  # by (GPUs, CPUs) one actor holds: (actor, node)
         self.queue: dict[tuple[float, float], list[tuple]] = {}
-        self.busy: dict[ray.ObjectRef, tuple[tuple[float, float], object]] = {}
-        self.starting: dict[ray.ObjectRef, tuple[tuple[float, float], object]] = {}  # ready ref -> actor
+        self.busy: dict[ray.ObjectRef, tuple[tuple[float, float], object, str, float]] = {}  # (held, actor, node, since)
+        self.starting: dict[ray.ObjectRef, tuple[tuple[float, float], object]] = {}  # node ref -> actor
         self.live: dict[tuple[float, float], int] = {}  # actors started or starting, not known dead
         self.checked = 0.0  # when the cluster's slots were last compared with the pool
+        self.strikes: dict[str, int] = {}  # node -> windows that failed there in a row
+        self.bad: dict[str, dict] = {}  # node -> why it gets no more windows
 
     def submit(self, spec: BackendSpec, name: str, plan_ref, index: int, tag: tuple) -> None:
         # A GPU worker holds the cores its backend keeps busy (the simulated one none: it sleeps,
@@ -185,19 +202,22 @@ class _GeneratorPool:
             return False
         held, actor = self.starting.pop(ref)
         try:
-            ray.get(ref)
+            node = ray.get(ref)
         except ray.exceptions.RayError:  # its node went before it started
             self._lost(held, actor)
             return True
-        self.idle[held].append(actor)
+        if node in self.bad:  # placed before its node was blocked
+            self._lost(held, actor)
+            return True
+        self.idle[held].append((actor, node))
         return True
 
     def dispatch(self, waiting: dict, wanted) -> None:
         """Hand queued windows to idle actors; `wanted(tag)` is False for a window of a failed shot.
         At most once a second, while windows wait for an actor, the pool is fitted to the cluster
         (a node may have joined, or gone while an actor was starting on it). With no actor left and
-        no slot in the cluster (its last GPU node gone), the waiting windows fail: nothing would
-        ever render them."""
+        no slot in the cluster (its last GPU node gone, or blocked), the waiting windows fail:
+        nothing would ever render them."""
         starved = []
         for held, queue in self.queue.items():
             if queue and not self.idle[held] and time.monotonic() - self.checked > 1.0:
@@ -210,34 +230,81 @@ class _GeneratorPool:
                 name, plan_ref, index, tag = queue.pop(0)
                 if not wanted(tag):
                     continue
-                actor = self.idle[held].pop()
+                actor, node = self.idle[held].pop()
                 ref = actor.render.options(name=name).remote(plan_ref, index)
-                self.busy[ref] = (held, actor)
+                self.busy[ref] = (held, actor, node, time.monotonic())
                 waiting[ref] = tag
         for held, (name, _, index, tag) in starved:
-            what = f"{held[0]:g} GPU" if held[0] else "a CPU"
-            tag[1](FarmError(f"{name} (window {index})", f"no worker is left to render it: no node of the Ray cluster has {what} "
-                             "any more (nodes were lost)", "run the campaign again when the cluster has its nodes back "
-                             "(finished windows are kept)"))
+            tag[1](self._starved(held, f"{name} (window {index})"))
+
+    def expired(self) -> list[tuple[ray.ObjectRef, str]]:
+        """Windows that have run longer than the timeout, with the node each ran on: their actors
+        are killed (a hung GPU), counted against their nodes and replaced; each is a failed try of
+        its window."""
+        if not self.timeout:
+            return []
+        now = time.monotonic()
+        late = [(ref, busy[2]) for ref, busy in self.busy.items() if now - busy[3] > self.timeout]
+        for ref, _ in late:
+            self.release(ref, broken=True, failure=f"no result within runtime.window_timeout_s ({self.timeout:g} s)")
+        return late
 
     def close(self) -> None:
         """End the actors (their processes and the models they hold)."""
         for actors in self.idle.values():
-            for actor in actors:
+            for actor, _ in actors:
                 ray.kill(actor)
-        for _, actor in [*self.busy.values(), *self.starting.values()]:
-            ray.kill(actor)
+        for busy in [*self.busy.values(), *self.starting.values()]:
+            ray.kill(busy[1])
         self.idle, self.busy, self.starting = {}, {}, {}
 
-    def release(self, ref: ray.ObjectRef, *, broken: bool = False) -> None:
-        """The actor that ran `ref` is free again. One whose process or node died (broken) is let go
-        and replaced while the cluster has a slot for it."""
-        if ref in self.busy:
-            held, actor = self.busy.pop(ref)
-            if broken:
-                self._lost(held, actor)
-            else:
-                self.idle[held].append(actor)
+    def release(self, ref: ray.ObjectRef, *, broken: bool = False, failure: str | None = None, ok: bool = True) -> str | None:
+        """The actor that ran `ref` is free again; returns the node it ran on. One whose process or
+        node died (broken) is let go and replaced while the cluster has a slot for it. `failure`:
+        why the window failed there, when that was not the input's fault (counted against the node);
+        ok: it rendered (the node's count starts again). A window that failed on its input is neither."""
+        if ref not in self.busy:
+            return None
+        held, actor, node, _ = self.busy.pop(ref)
+        if failure is None:
+            if ok:
+                self.strikes[node] = 0
+        else:
+            self.strikes[node] = self.strikes.get(node, 0) + 1
+            if self.bad_after and self.strikes[node] >= self.bad_after and node not in self.bad:
+                self._block(node, failure)
+        if broken or node in self.bad:
+            self._lost(held, actor)
+        else:
+            self.idle[held].append((actor, node))
+        return node
+
+    def _block(self, node: str, failure: str) -> None:
+        """No more windows of this campaign on `node`: its idle actors go now, busy ones when their
+        window ends; new actors are placed on other nodes."""
+        self.bad[node] = entry = {"node": node, "failures": self.strikes[node], "last_failure": failure,
+                                  "at": round(time.time(), 3)}
+        for held, actors in self.idle.items():
+            for actor, where in [a for a in actors if a[1] == node]:
+                actors.remove((actor, where))
+                ray.kill(actor)
+                self.live[held] -= 1
+        for held in self.idle:
+            self._fit(held)
+        self.on_block(node, entry)
+
+    def _starved(self, held: tuple[float, float], what: str) -> FarmError:
+        kind = f"{held[0]:g} GPU" if held[0] else "a CPU"
+        if self.bad:
+            nodes = ", ".join(f"{node[:12]} ({entry['failures']} failures, last: {entry['last_failure']})"
+                              for node, entry in self.bad.items())
+            return FarmError(what, f"no worker is left to render it: every node of the Ray cluster with {kind} is lost or on "
+                             f"this campaign's bad-node list (windows failed there {self.bad_after} times in a row): {nodes}",
+                             "check those nodes (campaign.json lists them under bad_nodes), then run the campaign again "
+                             "(finished windows are kept); runtime.bad_node_failures=0 turns the list off")
+        return FarmError(what, f"no worker is left to render it: no node of the Ray cluster has {kind} "
+                         "any more (nodes were lost)", "run the campaign again when the cluster has its nodes back "
+                         "(finished windows are kept)")
 
     def _lost(self, held: tuple[float, float], actor) -> None:
         ray.kill(actor)
@@ -245,10 +312,20 @@ class _GeneratorPool:
         self._fit(held)
 
     def _slots(self, held: tuple[float, float]) -> int:
-        """Actors of this kind the cluster's live nodes have room for: one per GPU slot, or one per CPU."""
-        resources = ray.cluster_resources()
+        """Actors of this kind the cluster's live nodes (less the blocked ones) have room for: one
+        per GPU slot, or one per CPU."""
+        if self.bad:
+            resources: dict[str, float] = {}
+            for node in ray.nodes():
+                if node.get("Alive") and node["NodeID"] not in self.bad:
+                    for key, value in node.get("Resources", {}).items():
+                        resources[key] = resources.get(key, 0.0) + value
+        else:
+            resources = ray.cluster_resources()
         gpus = held[0]
-        return int(resources.get("GPU", 0) // gpus) if gpus else max(1, int(resources.get("CPU", 0)))
+        if gpus:
+            return int(resources.get("GPU", 0) // gpus)
+        return int(resources.get("CPU", 0)) if self.bad else max(1, int(resources.get("CPU", 0)))
 
     def _fit(self, held: tuple[float, float]) -> None:
         """Let go of starting actors the cluster has no room for any more, then top up."""
@@ -262,11 +339,13 @@ class _GeneratorPool:
     def _top_up(self, held: tuple[float, float]) -> None:
         gpus, cpus = held
         options = {"num_cpus": cpus, "num_gpus": gpus} if gpus else {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+        if self.bad:  # not on a blocked node (every Ray node carries its id as a label)
+            options["label_selector"] = {"ray.io/node-id": f"!in({','.join(self.bad)})"}
         for _ in range(self._slots(held) - self.live[held]):
             # No restarts and no task retries by Ray: the pool replaces a dead actor where there is
             # room, and the shot queues its window again.
             actor = _Generator.options(**options, max_restarts=0, max_task_retries=0).remote()
-            self.starting[actor.__ray_ready__.remote()] = (held, actor)
+            self.starting[actor.node.remote()] = (held, actor)
             self.live[held] += 1
 
 
@@ -285,10 +364,11 @@ class _Run:
     in flight (ref -> the shot and the method its result goes to), and which shot renders each
     output folder (identical shots render once)."""
 
-    def __init__(self, out_root: Path | str, force: bool, max_retries: int, progress: Progress, library: str | None) -> None:
+    def __init__(self, out_root: Path | str, force: bool, max_retries: int, progress: Progress, library: str | None,
+                 window_timeout: float | None = None, bad_after: int = 0) -> None:
         self.out_root, self.force, self.max_retries, self.progress = out_root, force, max_retries, progress
         self.library = library
-        self.generators = _GeneratorPool(max_retries)
+        self.generators = _GeneratorPool(max_retries, window_timeout, bad_after, progress.node_blocked)
         self.waiting: dict[ray.ObjectRef, tuple[_ShotRun, Callable]] = {}
         self.owners: dict[str, _ShotRun] = {}
         self.in_flight = 0  # admitted shots without a result (each may hold a plan)
@@ -306,6 +386,34 @@ class _Run:
         """Queue window `index` of `shot` for the next free generator."""
         name = f"window {shot.plan.shot_id} {index}"
         self.generators.submit(backend_spec(shot.cfg), name, shot.plan_ref, index, (shot, partial(shot.window_done, index)))
+
+    def drop(self, shots: list[_ShotRun]) -> None:
+        """The run is cancelled: shots already finishing (committing their take) end and are
+        recorded; the other CPU tasks in flight are stopped (windows end with their generators, when
+        the pool closes); each started shot not done is now "cancelled" (with its windows done)."""
+        finishing = [ref for ref, (shot, _) in self.waiting.items() if shot.state == "finishing"]
+        ray.wait(finishing, num_returns=len(finishing), timeout=120.0)
+        for ref in finishing:
+            shot, deliver = self.waiting.pop(ref)
+            try:
+                deliver(ray.get(ref, timeout=0))
+            except (ray.exceptions.RayError, FarmError) as exc:
+                deliver(exc)
+        for ref in self.waiting:
+            if ref not in self.generators.busy:
+                ray.cancel(ref)
+        self.waiting.clear()
+        for shot in shots:
+            if not shot.done:
+                shot._move("cancelled")
+
+    def stalled(self) -> None:
+        """Windows past runtime.window_timeout_s: each is a failed try of its window (its generator
+        was killed and is replaced)."""
+        for ref, node in self.generators.expired():
+            shot, deliver = self.waiting.pop(ref)
+            if not shot.done:
+                deliver(WindowStalled(self.generators.timeout), node=node)
 
     def owner(self, uri: str, shot: _ShotRun) -> _ShotRun:
         """The shot that renders the folder `uri` in this run: the first one to claim it."""
@@ -340,7 +448,7 @@ class _ShotRun:
         self.plan_ref: ray.ObjectRef | None = None  # the plan in the object store, for the workers
         self.logs: dict[int, dict] = {}  # window -> its log
         self.pending = 0  # windows not rendered yet
-        self.tries: dict[int, int] = {}  # window -> times it was queued again after its generator died
+        self.tries: dict[int, list[dict]] = {}  # window -> its failed tries (generator died or hung): node, reason
         self.held: dict[int, int] = {}  # chained: window -> the window waiting for it
         self.new: list[int] = []  # output frames each window adds (progress)
         self.segments: dict[int, dict] = {}  # segment -> its log
@@ -394,14 +502,19 @@ class _ShotRun:
         if self.pending == 0:
             self._encode()
 
-    def window_done(self, w: int, value) -> None:
-        if isinstance(value, ray.exceptions.RayActorError) and self.tries.get(w, 0) < self.run.max_retries:
-            self.tries[w] = self.tries.get(w, 0) + 1  # its generator's process or node died: another one takes it
-            self.run.window(self, w)
-            return
+    def window_done(self, w: int, value, node: str | None = None) -> None:
+        if isinstance(value, (ray.exceptions.RayActorError, WindowStalled)):
+            tries = self.tries.setdefault(w, [])
+            tries.append({"node": node, "reason": str(value) if isinstance(value, WindowStalled) else
+                          f"its worker process or node died ({type(value).__name__})"})
+            if len(tries) <= self.run.max_retries:  # another generator takes it
+                self.run.window(self, w)
+                return
         if isinstance(value, BaseException):  # the first failed window fails the shot
             self._fail(_window_failure(value, self.plan.windows[w], self.run.max_retries))
             return
+        if w in self.tries:  # the manifest keeps the tries that failed before this one
+            value = {**value, "failed_tries": self.tries.pop(w)}
         self.logs[w] = value
         self.pending -= 1
         self._move("rendering")
@@ -482,16 +595,25 @@ def run_campaign(
     library: str | None = None,
     order: list[int] | None = None,
     progress: Progress | None = None,
+    window_timeout: float | None = None,
+    bad_node_failures: int = 0,
+    cancelled: Callable[[], bool] | None = None,
 ) -> list[ShotResult]:
     """Render every shot; results come back in the order of `items`. A shot whose config could
     not be loaded (a FarmError in place of its config) is recorded as failed without running.
     max_in_flight: the most shots planned or rendering at once (None: admission_bound()).
     library: the motion library's folder (farm.pose.library); None: every shot extracts its poses.
-    order: the positions of `items` in the order they start (admission_order); None: as given."""
+    order: the positions of `items` in the order they start (admission_order); None: as given.
+    window_timeout: seconds after which a window's generator counts as hung (killed, the window
+    tried again); None: no limit. bad_node_failures: windows failed in a row on one node before it
+    gets no more windows of this campaign; 0: never. cancelled: asked at least once a second; when
+    it says True the run stops: no more shots start, the windows and tasks in flight are dropped
+    (every checkpoint and output is written whole or not at all), and the shots done so far are
+    returned (the others are left as they were, for a later run to finish)."""
     progress = progress or Progress()
     progress.shots(len(items))
     bound = max_in_flight or admission_bound()
-    run = _Run(out_root, force, max_retries, progress, library)
+    run = _Run(out_root, force, max_retries, progress, library, window_timeout, bad_node_failures)
     shots: list[_ShotRun] = []
     waiting = ((i, items[i]) for i in order) if order is not None else iter(enumerate(items))
     upcoming = [next(waiting, None)]  # the next shot to admit, None at the end
@@ -526,7 +648,11 @@ def run_campaign(
                 continue
             # A second at most, so the pool looks at the cluster while windows wait for an actor.
             ready, _ = ray.wait([*run.waiting, *run.generators.waiting_for()], num_returns=1, timeout=1.0)
-            if not ready or run.generators.started(ready[0]):
+            if cancelled is not None and cancelled():
+                run.drop(shots)
+                break
+            run.stalled()
+            if not ready or run.generators.started(ready[0]) or ready[0] not in run.waiting:  # (or given up as hung just now)
                 continue
             ref, took = ready[0], time.perf_counter()
             shot, deliver = run.waiting.pop(ref)
@@ -534,11 +660,12 @@ def run_campaign(
                 value = ray.get(ref)
             except (ray.exceptions.RayError, FarmError) as exc:
                 value = exc
-            run.generators.release(ref, broken=isinstance(value, ray.exceptions.RayActorError))
+            node = run.generators.release(ref, broken=isinstance(value, ray.exceptions.RayActorError),
+                                          failure=_node_failure(value), ok=not isinstance(value, BaseException))
             if shot.done:  # the shot already failed on another window; drop what is left of it
                 continue
             try:
-                deliver(value)
+                deliver(value, node=node) if node is not None else deliver(value)
             except FarmError as exc:  # the store failed while recording this shot: the others go on
                 shot.end(ShotResult(shot.shot.shot_id or "?", "failed", Path("."), {}, str(exc), ""))
             admit()
@@ -638,15 +765,44 @@ def _options(max_retries: int, name: str) -> dict:
 def _window_failure(exc: BaseException, window, max_retries: int) -> BaseException:
     """A window's error as the user should read it: its own FarmError, or what happened to its worker."""
     cause = _cause(exc)
+    tries = max_retries + 1
+    where = f"window {window.index} (frames {window.start}-{window.end - 1})"
+    if isinstance(exc, WindowStalled):
+        times = f"{tries} time{'s' if tries > 1 else ''}"
+        return FarmError(where, f"gave no result within runtime.window_timeout_s ({exc.seconds:g} s), {times} "
+                         "(its generator was stopped each time)",
+                         "raise runtime.window_timeout_s if windows of this backend really take that long; otherwise check the "
+                         "GPU nodes (campaign.json lists blocked ones under bad_nodes) and run the campaign again (finished "
+                         "windows are kept)")
     if isinstance(cause, FarmError) or not isinstance(exc, ray.exceptions.RayError) or isinstance(exc, ray.exceptions.RayTaskError):
         return cause
-    tries = max_retries + 1
     return FarmError(
-        f"window {window.index} (frames {window.start}-{window.end - 1})",
+        where,
         f"its worker process died {tries} time{'s' if tries > 1 else ''} ({type(exc).__name__})",
         "run the campaign again (finished windows are kept); if it keeps dying, check memory and the Ray worker logs, "
         "or raise runtime.max_retries",
     )
+
+
+class WindowStalled(Exception):
+    """A window's generator gave no result within runtime.window_timeout_s (a hung GPU): a failed try."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no result within runtime.window_timeout_s ({seconds:g} s): its generator was stopped")
+        self.seconds = seconds
+
+
+def _node_failure(value) -> str | None:
+    """Why a window failed on its node, when that counts against the node (a worker that died, an
+    error that is not about the input); None for a result, an error of the input's, or a lost object
+    (the node that held it is to blame, not this one)."""
+    if isinstance(value, ray.exceptions.RayActorError):
+        return f"its worker process died ({type(value).__name__})"
+    if isinstance(value, ray.exceptions.RayTaskError):
+        cause = _cause(value)
+        if not isinstance(cause, FarmError):
+            return f"{type(cause).__name__}: {str(cause).splitlines()[0][:200] if str(cause) else ''}"
+    return None
 
 
 def _cause(exc: BaseException) -> BaseException:
