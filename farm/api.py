@@ -17,6 +17,8 @@ these functions, so the two do the same thing.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import socket
 import tempfile
@@ -28,7 +30,7 @@ from farm.campaign import Campaign, CampaignShot, load_campaign
 from farm.config import FarmConfig, load_config
 from farm.errors import FarmError
 from farm.library import LIBRARY, Motion, add_motion, library_root, list_motions, resolve_shot
-from farm.records import CampaignRecord, CancelRequest, Progress, read_campaign
+from farm.records import RETAKES, CampaignRecord, CancelRequest, Progress, read_campaign
 from farm.shot.outcome import ShotResult
 from farm.shot.render import render_shot
 from farm.shot.tools import backend_spec, cache_root, stage_root, storage_for
@@ -111,7 +113,71 @@ def submit(
     if not isinstance(campaign, Campaign):
         campaign = load_campaign(campaign)
     return render_batch(campaign.name, check(campaign, overrides), str(out), force=force, progress=progress,
-                        priorities=campaign.priorities())
+                        priorities=campaign.priorities(), source=campaign.path)
+
+
+def requeue(
+    campaign_uri: str | Path,
+    *,
+    failed: bool = False,
+    flagged: bool = False,
+    shots: list[str] | tuple[str, ...] = (),
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> CampaignResult | None:
+    """Render some shots of a finished (or cancelled, or interrupted) campaign again (`farm requeue
+    OUT/<campaign>`): the failed ones, the ones QA flagged for a re-render (with the next seed, which
+    later runs of the campaign keep: OUT/<campaign>/retakes.json), and the shots named. It runs the
+    campaign file the record names, as `farm submit` would (unchanged since: its sha256 is checked),
+    so every other finished shot is reused and the record stays whole. None when no shot is chosen."""
+    uri = str(campaign_uri).rstrip("/")
+    store = storage_for(load_config(list(overrides)))
+    doc = read_campaign(uri, store)
+    if doc["status"] == "running":
+        raise FarmError(uri, "is running", "wait for it to end, or stop it with `farm cancel` first")
+    if not (failed or flagged or shots):
+        raise FarmError("farm requeue", "no shots chosen", "give --failed, --flagged and/or --shot ID")
+    source = doc.get("source")
+    if not source:
+        raise FarmError(uri, "its record names no campaign file (a sweep, or a run of an older farm)",
+                        "run `farm submit FILE --force` (or `farm sweep`) again")
+    path = Path(source["path"])
+    if not path.is_file():
+        raise FarmError(str(path), f"the campaign file of {uri} is gone", "run `farm submit` of the campaign file where it is now")
+    if hashlib.sha256(path.read_bytes()).hexdigest() != source["sha256"]:
+        raise FarmError(str(path), f"changed since the run recorded in {uri}",
+                        "run `farm submit` of it instead: finished shots that did not change are reused")
+    campaign = load_campaign(path, name=doc["name"])
+    known = {item.shot.shot_id for item in campaign.shots}
+    unknown = [shot for shot in shots if shot not in known]
+    if unknown:
+        raise FarmError(f"--shot {unknown[0]}", f"is not a shot of campaign {doc['name']}",
+                        f"use one of {', '.join(sorted(known)[:20])}{' …' if len(known) > 20 else ''}")
+    rows = doc["shots"]
+    redo = {r["shot_id"] for r in rows if failed and r["status"] == "failed"} | set(shots)
+    retake = {r["shot_id"] for r in rows if flagged and r.get("needs_rerender")}
+    if not redo | retake:
+        return None
+    if retake:  # the next seed of each flagged shot's last take, kept for later runs of the campaign
+        seeds = _retakes(store, uri)
+        for shot_id in sorted(retake):
+            manifest = json.loads(store.get_bytes(Storage.join(uri, "shots", shot_id, "manifest.json")))
+            seeds[shot_id] = int((manifest.get("seeds") or [manifest["config"]["seed"]])[0]) + 1
+        store.put_bytes(json.dumps(seeds, indent=1).encode(), Storage.join(uri, RETAKES))
+    out_root = uri.rsplit("/", 1)[0] if "/" in uri else "."
+    return render_batch(campaign.name, check(campaign, overrides), out_root, force=frozenset(redo), progress=progress,
+                        priorities=campaign.priorities(), source=campaign.path)
+
+
+def _retakes(store: Storage, uri: str) -> dict[str, int]:
+    """OUT/<campaign>/retakes.json: shot id -> the seed `farm requeue --flagged` gave it ({} when none)."""
+    target = Storage.join(uri, RETAKES)
+    if not store.exists(target):
+        return {}
+    seeds = json.loads(store.get_bytes(target))
+    if not isinstance(seeds, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in seeds.items()):
+        raise FarmError(target, "is not a map of shot ids to seeds", "delete it (the flagged shots go back to their campaign's seeds)")
+    return seeds
 
 
 def check(
@@ -355,15 +421,18 @@ def render_batch(
     items: list[tuple[Shot, FarmConfig | FarmError]],
     out_root: str,
     *,
-    force: bool = False,
+    force: bool | frozenset[str] = False,
     extras: dict[str, dict] | None = None,
     progress: Progress | None = None,
     priorities: list[int] | None = None,
+    source: Path | None = None,
 ) -> CampaignResult:
     """Render (shot, config) items as one batch on Ray into OUT/<name>/shots/, keeping
     campaign.json up to date, then write campaign.parquet and the campaign report. extras: more
     columns of the campaign table for some shots, by shot id (a sweep's sweep_of and settings).
-    priorities: per item, higher starts sooner (farm.runtime.campaign.admission_order)."""
+    priorities: per item, higher starts sooner (farm.runtime.campaign.admission_order).
+    force: render finished shots again (all, or those with these ids). source: the campaign file
+    (recorded for `farm requeue`). Shots of OUT/<name>/retakes.json render with the seed given there."""
     from farm.runtime.campaign import admission_order, run_campaign
     from farm.runtime.cluster import connect
 
@@ -381,7 +450,13 @@ def render_batch(
         cancel.clear()  # a request left from an earlier run does not stop this one
         connect(runtime.address if runtime else None, runtime.num_cpus if runtime else None,
                 runtime.num_gpus if runtime else None)
+        seeds = _retakes(store, out)
+        if seeds:  # flagged shots that `farm requeue --flagged` gave their next seed keep it
+            items = [(shot, dataclasses.replace(cfg, seed=seeds[shot.shot_id]))
+                     if shot.shot_id in seeds and not isinstance(cfg, FarmError) else (shot, cfg) for shot, cfg in items]
         record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
+        if source is not None:
+            record.source = {"path": str(Path(source).resolve()), "sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
         record.queue([shot.shot_id or Path(str(shot.motion)).name for shot, _ in items])
         record.write()
         finished, results = False, []

@@ -136,6 +136,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds to wait for the run to stop (default 120; 0: ask and return)")
     cancel.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
+    requeue = sub.add_parser("requeue", help="render some shots of a campaign again: failed, flagged (with the next seed) "
+                             "or named ones; every other finished shot is reused")
+    requeue.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
+    requeue.add_argument("--failed", action="store_true", help="the shots that failed")
+    requeue.add_argument("--flagged", action="store_true",
+                         help="the shots QA flagged for a re-render, with the next seed (kept from now on)")
+    requeue.add_argument("--shot", action="append", default=[], metavar="ID", help="this shot, rendered again (repeatable)")
+    requeue.add_argument("--json", action="store_true", help="print the campaign's record as JSON on stdout (for scripts)")
+    requeue.add_argument("overrides", nargs="*", help="the operator's config overrides, as for farm submit")
+
     verify = sub.add_parser("verify", help="read a video's content credentials and watermark: who signed it, from what, which shot")
     verify.add_argument("video")
     verify.add_argument("--records", help="farm output folder in which to look up the watermark's shot (default: the video's folder)")
@@ -206,8 +216,8 @@ def run(argv: list[str]) -> int:
     results.quiet = bool(getattr(args, "json", False))  # --json: stdout holds the JSON alone
     try:
         commands = {
-            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status, "cancel": cmd_cancel,
-            "report": cmd_report, "verify": cmd_verify, "skeleton": cmd_skeleton,
+            "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
+            "cancel": cmd_cancel, "requeue": cmd_requeue, "report": cmd_report, "verify": cmd_verify, "skeleton": cmd_skeleton,
             "library": cmd_library, "config": cmd_config,
         }
         return commands[args.command](args)
@@ -340,6 +350,22 @@ def _submit(campaign, args) -> int:
         return 0
     with CampaignProgress() as progress:
         result = api.submit(campaign, args.out, overrides=args.overrides, force=args.force, progress=progress)
+    _summary(result)
+    if args.json:
+        _json({**result.doc, "uri": result.uri, "report": result.report, "warnings": result.warnings})
+    return 3 if result.counts["shots_failed"] else 0
+
+
+def cmd_requeue(args) -> int:
+    from farm import api
+
+    with CampaignProgress() as progress:
+        result = api.requeue(args.campaign, failed=args.failed, flagged=args.flagged, shots=args.shot,
+                             overrides=args.overrides, progress=progress)
+    if result is None:
+        results.print(f"nothing to requeue in {escape(str(args.campaign))}: no shot is "
+                      + " or ".join(w for w, on in (("failed", args.failed), ("flagged", args.flagged)) if on))
+        return 0
     _summary(result)
     if args.json:
         _json({**result.doc, "uri": result.uri, "report": result.report, "warnings": result.warnings})

@@ -22,6 +22,7 @@ CAMPAIGN_JSON = "campaign.json"
 ISO = "%Y-%m-%dT%H:%M:%SZ"  # the times of campaign.json, UTC
 CAMPAIGN_PARQUET = "campaign.parquet"
 CANCEL = ".farm-cancel"  # `farm cancel` asks the run of the campaign folder that holds it to stop
+RETAKES = "retakes.json"  # `farm requeue --flagged`: shot id -> the seed its shots render with from now on
 # Shot metrics (manifest `metrics`, farm.qa.measure) that are columns of the campaign table.
 QA_METRICS = ("pose_pck", "pose_oks", "joint_pck", "pose_detected", "jitter", "appearance_drift", "appearance_ssim", "seam_score",
               "overlap_overhead")
@@ -132,6 +133,8 @@ class CampaignRecord:
     admission: dict | None = None
     # Nodes that got no more windows of this run (windows failed there runtime.bad_node_failures times in a row).
     bad_nodes: list[dict] = field(default_factory=list)
+    # The campaign file this run rendered ({"path", "sha256"}; None for a sweep): what `farm requeue` runs again.
+    source: dict | None = None
     _written: float = 0.0
 
     def queue(self, shots: list[str]) -> None:
@@ -184,6 +187,7 @@ class CampaignRecord:
             "pending": list(self.pending.values()),  # not done (yet): their last state
             "admission": self.admission,
             "bad_nodes": self.bad_nodes,
+            "source": self.source,
         }
         write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
         self._written = time.monotonic()

@@ -23,7 +23,7 @@ from farm.notify import Message, send
 from farm.records import CampaignRecord, progress_of
 from farm.shot.outcome import ShotResult
 from tests.test_render import REPO
-from tests.test_runtime import _campaign, _drawing
+from tests.test_runtime import MEDIA, _campaign, _drawing
 
 
 class _Receiver:
@@ -151,6 +151,40 @@ def test_farm_cancel_stops_a_running_campaign_cleanly_and_a_rerun_finishes_it(tm
     again = json.loads((folder / "campaign.json").read_text())
     assert again["status"] == "finished" and again["counts"]["shots_reused"] == len(done)
     assert again["counts"]["shots_succeeded"] == 6 - len(done)
+
+
+def test_farm_requeue_renders_failed_flagged_and_named_shots_again_and_reuses_the_rest(tmp_path, capsys, ray_cluster):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    shots = (_drawing("good", "gesture_asl_please.mkv")
+             + _drawing("strict", "gesture_asl_please.mkv").replace("}\n", ", overrides: [qa.max_jitter=0.0]}\n")
+             + f"  - {{id: bad, motion: {broken}, character: {MEDIA / 'childdrawing_char1.png'}}}\n")
+    campaign = Path(_campaign(tmp_path, shots, name="night"))
+    out, folder = tmp_path / "out", tmp_path / "out" / "night"
+
+    def run(*args: str) -> tuple[int, dict]:
+        code = cli.run([*args])
+        doc = json.loads((folder / "campaign.json").read_text())
+        return code, {r["shot_id"]: r for r in doc["shots"]}
+
+    code, rows = run("submit", str(campaign), "-o", str(out))
+    assert code == 3 and rows["bad"]["status"] == "failed" and rows["strict"]["needs_rerender"] and not rows["good"]["needs_rerender"]
+    assert cli.run(["requeue", str(folder)]) == 2 and "no shots chosen" in capsys.readouterr().err
+    assert cli.run(["requeue", str(folder), "--shot", "nope"]) == 2 and "is not a shot of campaign night" in capsys.readouterr().err
+    # Flagged: a new take with the next seed; the good shot is reused; the failed one is tried again (and fails again).
+    code, rows = run("requeue", str(folder), "--flagged")
+    seeds = json.loads((folder / "shots" / "strict" / "manifest.json").read_text())["seeds"]
+    assert code == 3 and rows["strict"]["status"] == "succeeded" and seeds == [1], rows
+    assert rows["good"]["status"] == "reused" and rows["bad"]["status"] == "failed"
+    assert json.loads((folder / "retakes.json").read_text()) == {"strict": 1}
+    # Named: rendered again though finished; the retake keeps its seed (reused), in a requeue and in a plain rerun.
+    code, rows = run("requeue", str(folder), "--shot", "good")
+    assert rows["good"]["status"] == "succeeded" and rows["strict"]["status"] == "reused"
+    code, rows = run("submit", str(campaign), "-o", str(out))
+    assert rows["good"]["status"] == "reused" and rows["strict"]["status"] == "reused"
+    # The record names the campaign file; one that changed since is not requeued behind the user's back.
+    campaign.write_text(campaign.read_text() + "\n# edited\n")
+    assert cli.run(["requeue", str(folder), "--failed"]) == 2 and "changed since the run" in capsys.readouterr().err
 
 
 def test_a_notification_that_cannot_be_sent_is_a_warning(receiver):

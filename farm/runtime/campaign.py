@@ -364,7 +364,7 @@ class _Run:
     in flight (ref -> the shot and the method its result goes to), and which shot renders each
     output folder (identical shots render once)."""
 
-    def __init__(self, out_root: Path | str, force: bool, max_retries: int, progress: Progress, library: str | None,
+    def __init__(self, out_root: Path | str, force: bool | frozenset[str], max_retries: int, progress: Progress, library: str | None,
                  window_timeout: float | None = None, bad_after: int = 0) -> None:
         self.out_root, self.force, self.max_retries, self.progress = out_root, force, max_retries, progress
         self.library = library
@@ -414,6 +414,10 @@ class _Run:
             shot, deliver = self.waiting.pop(ref)
             if not shot.done:
                 deliver(WindowStalled(self.generators.timeout), node=node)
+
+    def forced(self, shot: Shot) -> bool:
+        """Render `shot` again even when it is finished."""
+        return self.force if isinstance(self.force, bool) else shot.shot_id in self.force
 
     def owner(self, uri: str, shot: _ShotRun) -> _ShotRun:
         """The shot that renders the folder `uri` in this run: the first one to claim it."""
@@ -467,7 +471,7 @@ class _ShotRun:
         self._move("planning")
         name = f"plan {self.shot.shot_id or Path(str(self.shot.motion)).name}"
         _, self.plan_ref = self.run.task(_plan, name, self, self.planned, self.shot, self.cfg, self.run.out_root,
-                                         self.run.force, self.run.library, returns=2)
+                                         self.run.forced(self.shot), self.run.library, returns=2)
 
     def planned(self, value) -> None:
         self.run.planning(self, -1)
@@ -589,7 +593,7 @@ def run_campaign(
     items: list[tuple[Shot, FarmConfig | FarmError]],
     out_root: Path | str,
     *,
-    force: bool = False,
+    force: bool | frozenset[str] = False,
     max_retries: int = 3,
     max_in_flight: int | None = None,
     library: str | None = None,
@@ -601,6 +605,7 @@ def run_campaign(
 ) -> list[ShotResult]:
     """Render every shot; results come back in the order of `items`. A shot whose config could
     not be loaded (a FarmError in place of its config) is recorded as failed without running.
+    force: render finished shots again: all (True), or those with these shot ids.
     max_in_flight: the most shots planned or rendering at once (None: admission_bound()).
     library: the motion library's folder (farm.pose.library); None: every shot extracts its poses.
     order: the positions of `items` in the order they start (admission_order); None: as given.
