@@ -237,6 +237,46 @@ def refused(items: list[tuple[Shot, FarmConfig]]) -> dict[str, str]:
     return found
 
 
+def job(
+    campaigns: str | Path,
+    out: str,
+    address: str,
+    *,
+    job_id: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    say=print,
+    log=print,
+    warn=print,
+) -> int:
+    """Run `farm submit` of a campaign file or folder as a Ray Job on the head at `address` (its
+    dashboard URL) and follow it (`farm job`, the nightly CronJob): the submitter may die and the
+    campaign goes on; run again, it attaches (see farm.runtime.jobs). The files are checked here
+    first: one that cannot be read is reported (warn) and left out, as `farm submit FOLDER` does;
+    none readable is an error. Returns the job's exit status (2 when a file was left out)."""
+    from farm.runtime.jobs import default_id, run_job
+
+    campaigns = Path(campaigns)
+    if not campaigns.exists():
+        raise FarmError(str(campaigns), "campaign file or folder not found", "check the path")
+    files, names = [], {}
+    for path in campaign_files(campaigns) if campaigns.is_dir() else [campaigns]:
+        try:
+            campaign = load_campaign(path)
+            if campaign.name in names:
+                raise FarmError(str(path), f"names the campaign {campaign.name!r}, as {names[campaign.name]} does",
+                                "give every campaign file of the folder its own name")
+            check(campaign, overrides)
+            names[campaign.name] = path.name
+            files.append(path)
+        except FarmError as exc:
+            warn(str(exc))
+    if not files:
+        raise FarmError(str(campaigns), "no campaign file could be read (see above)", "fix them; nothing was submitted")
+    code = run_job(campaigns, files, out, address, job_id=job_id or default_id(campaigns), overrides=list(overrides),
+                   say=say, log=log)
+    return 2 if code == 0 and len(files) < len(campaign_files(campaigns) if campaigns.is_dir() else [campaigns]) else code
+
+
 def campaign_files(folder: str | Path) -> list[Path]:
     """The campaign files of a folder in name order (`farm submit FOLDER`, the nightly CronJob)."""
     folder = Path(folder)
@@ -455,6 +495,7 @@ def render_batch(
             items = [(shot, dataclasses.replace(cfg, seed=seeds[shot.shot_id]))
                      if shot.shot_id in seeds and not isinstance(cfg, FarmError) else (shot, cfg) for shot, cfg in items]
         record = CampaignRecord(stage_root(out, first), name, len(items), store if Storage.is_remote(out) else None, out)
+        record.ray_job = os.environ.get("FARM_RAY_JOB")  # set by `farm job` for the driver it runs on the head
         if source is not None:
             record.source = {"path": str(Path(source).resolve()), "sha256": hashlib.sha256(Path(source).read_bytes()).hexdigest()}
         record.queue([shot.shot_id or Path(str(shot.motion)).name for shot, _ in items])

@@ -136,6 +136,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="seconds to wait for the run to stop (default 120; 0: ask and return)")
     cancel.add_argument("overrides", nargs="*", help="config overrides, e.g. storage.endpoint_url=http://minio:9000")
 
+    job = sub.add_parser("job", help="run farm submit of a campaign file or folder as a Ray Job on the cluster's head and follow it "
+                         "(the submitter may die, the campaign goes on; run again, it attaches)")
+    job.add_argument("campaign", help="campaign file, or a folder: every campaign file in it")
+    job.add_argument("-o", "--out", required=True, help="output folder or s3:// prefix, as the head sees it")
+    job.add_argument("--address", default=os.environ.get("FARM_RAY_JOBS"),
+                     help="the Ray head's job server (dashboard) URL, e.g. http://farm-head-svc:8265 (default: FARM_RAY_JOBS)")
+    job.add_argument("--id", help="the job's submission id (default farm-<campaign>-<UTC date>: one a night)")
+    job.add_argument("overrides", nargs="*", help="config overrides applied to every shot (as for farm submit)")
+
     requeue = sub.add_parser("requeue", help="render some shots of a campaign again: failed, flagged (with the next seed) "
                              "or named ones; every other finished shot is reused")
     requeue.add_argument("campaign", help="the campaign's output folder, OUT/<campaign> (local or s3://)")
@@ -217,7 +226,8 @@ def run(argv: list[str]) -> int:
     try:
         commands = {
             "render": cmd_render, "pose": cmd_pose, "submit": cmd_submit, "sweep": cmd_sweep, "status": cmd_status,
-            "cancel": cmd_cancel, "requeue": cmd_requeue, "report": cmd_report, "verify": cmd_verify, "skeleton": cmd_skeleton,
+            "cancel": cmd_cancel, "requeue": cmd_requeue, "job": cmd_job, "report": cmd_report, "verify": cmd_verify,
+            "skeleton": cmd_skeleton,
             "library": cmd_library, "config": cmd_config,
         }
         return commands[args.command](args)
@@ -354,6 +364,17 @@ def _submit(campaign, args) -> int:
     if args.json:
         _json({**result.doc, "uri": result.uri, "report": result.report, "warnings": result.warnings})
     return 3 if result.counts["shots_failed"] else 0
+
+
+def cmd_job(args) -> int:
+    from farm import api
+
+    if not args.address:
+        raise FarmError("farm job --address", "no Ray job server given", "give --address http://HEAD:8265, or set FARM_RAY_JOBS")
+    return api.job(args.campaign, args.out, args.address, job_id=args.id, overrides=args.overrides,
+                   say=lambda line: results.print(escape(line)),
+                   log=lambda text: console.file.write(text) and console.file.flush(),
+                   warn=lambda line: console.print(f"[red]error:[/red] {escape(line)}"))
 
 
 def cmd_requeue(args) -> int:

@@ -135,6 +135,8 @@ class CampaignRecord:
     bad_nodes: list[dict] = field(default_factory=list)
     # The campaign file this run rendered ({"path", "sha256"}; None for a sweep): what `farm requeue` runs again.
     source: dict | None = None
+    # The Ray Job (submission id) whose driver ran this run, when `farm job` started it.
+    ray_job: str | None = None
     _written: float = 0.0
 
     def queue(self, shots: list[str]) -> None:
@@ -188,6 +190,7 @@ class CampaignRecord:
             "admission": self.admission,
             "bad_nodes": self.bad_nodes,
             "source": self.source,
+            "ray_job": self.ray_job,
         }
         write_json_atomic(self.folder / CAMPAIGN_JSON, doc)
         self._written = time.monotonic()

@@ -8,8 +8,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sysconfig
+import tempfile
+import time
 from pathlib import Path
 
 import boto3
@@ -19,7 +22,6 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from farm import cli
 from tests.test_render import MEDIA, REPO
 
 K8S = REPO / "k8s"
@@ -44,7 +46,7 @@ def _build(overlay: str) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
-@pytest.fixture(scope="module", params=["base", "overlays/dev", "campaign-job"])
+@pytest.fixture(scope="module", params=["base", "overlays/dev", "campaign-job", "raycronjob"])
 def rendered(request) -> tuple[str, list[dict]]:
     return request.param, _build(request.param)
 
@@ -64,6 +66,9 @@ def test_every_manifest_validates(rendered):
     kinds = sorted(d["kind"] for d in docs)
     if overlay == "campaign-job":
         assert kinds == ["RayJob"]
+    elif overlay == "raycronjob":  # the alternative to the CronJob where KubeRay's feature gate is on
+        assert kinds == ["RayCronJob"]
+        assert docs[0]["spec"]["jobTemplate"]["clusterSelector"] == {"ray.io/cluster": "farm"}
     else:  # applying the farm starts no campaign
         assert {"Namespace", "ConfigMap", "RayCluster", "CronJob", "NetworkPolicy"} <= set(kinds) and "RayJob" not in kinds
     if overlay == "overlays/dev":
@@ -150,9 +155,21 @@ def test_dockerfile_runs_farm_as_a_non_root_user():
     assert f"torch=={pinned}" in runs
 
 
-def test_nightly_cronjob_command_submits_the_campaign_files_and_a_rerun_renders_nothing(
-    tmp_path, s3_endpoint, ray_cluster, capsys, monkeypatch
-):
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_nightly_cronjob_runs_the_campaigns_as_a_ray_job_that_outlives_its_submitter(tmp_path, s3_endpoint):
+    """The CronJob's command against a Ray head with its job server on 127.0.0.1 (a cluster of its
+    own, in its own temp folder) and the S3 test server: the submitter is killed mid-run and the
+    campaign completes; a retry the same night attaches (nothing new); the next night renders nothing."""
+    from ray.job_submission import JobSubmissionClient
+
+    from farm.runtime.jobs import default_id
+    from tests.test_cluster import _fresh_process_env, _kill_processes_of
+
     docs = _build("overlays/dev")
     (cron,) = _by_kind(docs, "CronJob")
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
@@ -163,11 +180,7 @@ def test_nightly_cronjob_command_submits_the_campaign_files_and_a_rerun_renders_
     for source in container["envFrom"]:
         if "configMapRef" in source:
             env.update(configmaps[source["configMapRef"]["name"]])
-    # Here: the S3 test server instead of MinIO, the local Ray instead of the cluster's head.
-    env.update(AWS_ENDPOINT_URL=s3_endpoint)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("RAY_ADDRESS")
+    assert env["FARM_RAY_JOBS"] == "http://farm-head-svc:8265"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     campaigns_dir = next(path for path, name in mounts.items() if "configMap" in volumes[name])
@@ -181,19 +194,63 @@ def test_nightly_cronjob_command_submits_the_campaign_files_and_a_rerun_renders_
         s3.create_bucket(Bucket=bucket)
     for path in MEDIA.iterdir():
         s3.upload_file(str(path), "farm-inputs", f"demo/{path.name}")
+    # Here: the S3 test server instead of MinIO, a local head's job server instead of farm-head-svc.
+    port = _free_port()
+    env.update(AWS_ENDPOINT_URL=s3_endpoint, FARM_RAY_JOBS=f"http://127.0.0.1:{port}")
     argv = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], arg) for arg in container["args"]]
     argv = [str(local_dir) if arg == campaigns_dir else arg for arg in argv]
-    assert argv[:2] == ["submit", str(local_dir)] and argv[3] == "s3://farm-renders/nightly"
+    assert argv[:2] == ["job", str(local_dir)] and argv[3] == "s3://farm-renders/nightly"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="farm-job-"))  # short: Ray's socket paths must fit in 107 bytes
+    head_env = {**_fresh_process_env(RAY_TMPDIR=str(ray_tmp)), **{k: v for k, v in env.items() if k != "RAY_ADDRESS"},
+                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    job_id = default_id(local_dir)
+    record_key = "nightly/nightly-demo/campaign.json"
+    try:
+        subprocess.run([VENV_BIN / "ray", "start", "--head", "--port=0", "--num-cpus=2", "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={port}", "--disable-usage-stats"],
+                       check=True, capture_output=True, env=head_env, timeout=300)
+        submitter = subprocess.Popen([VENV_BIN / "farm", *argv], env=head_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        jobs = JobSubmissionClient(env["FARM_RAY_JOBS"])
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and submitter.poll() is None:  # the driver is rendering on the head
+            if _status(jobs, job_id) == "RUNNING" and _exists(s3, "farm-renders", record_key):
+                break
+            time.sleep(0.5)
+        assert submitter.poll() is None, submitter.communicate()
+        submitter.kill()  # the CronJob's pod goes (evicted, node drained)
+        submitter.communicate()
+        while time.monotonic() < deadline and _status(jobs, job_id) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            time.sleep(1)
+        assert _status(jobs, job_id) == "SUCCEEDED", jobs.get_job_logs(job_id)[-3000:]
+        record = json.loads(s3.get_object(Bucket="farm-renders", Key=record_key)["Body"].read())
+        assert record["status"] == "finished" and record["ray_job"] == job_id
+        assert record["counts"]["shots_succeeded"] == 1 and record["counts"]["windows_rendered"] > 0
+        shot = "nightly/nightly-demo/shots/please-crown-man/"
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="farm-renders", Prefix=shot)["Contents"]}
+        assert {shot + "video.mp4", shot + "manifest.json", shot + "report.html"} <= keys
+        manifest = json.loads(s3.get_object(Bucket="farm-renders", Key=shot + "manifest.json")["Body"].read())
+        assert manifest["config"]["storage"]["endpoint_url"] == s3_endpoint  # from AWS_ENDPOINT_URL
+        # A retried pod the same night: the job has succeeded, nothing more runs.
+        retry = subprocess.run([VENV_BIN / "farm", *argv], env=head_env, capture_output=True, text=True, timeout=120)
+        assert retry.returncode == 0 and f"job {job_id} has already succeeded" in retry.stdout, retry.stderr
+        # The next night: a new job, which renders nothing.
+        night = subprocess.run([VENV_BIN / "farm", *argv, "--id", "next-night"], env=head_env, capture_output=True, text=True,
+                               timeout=300)
+        assert night.returncode == 0 and "job next-night succeeded" in night.stdout, night.stderr[-3000:]
+        again = json.loads(s3.get_object(Bucket="farm-renders", Key=record_key)["Body"].read())
+        assert again["ray_job"] == "next-night"
+        assert again["counts"]["shots_reused"] == 1 and again["counts"]["windows_rendered"] == 0
+    finally:
+        _kill_processes_of(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
-    assert cli.run(argv) == 0, capsys.readouterr().err
-    record = json.loads(s3.get_object(Bucket="farm-renders", Key="nightly/nightly-demo/campaign.json")["Body"].read())
-    assert record["counts"]["shots_succeeded"] == 1 and record["counts"]["windows_rendered"] > 0
-    shot = "nightly/nightly-demo/shots/please-crown-man/"
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="farm-renders", Prefix=shot)["Contents"]}
-    assert {shot + "video.mp4", shot + "manifest.json", shot + "report.html"} <= keys
-    manifest = json.loads(s3.get_object(Bucket="farm-renders", Key=shot + "manifest.json")["Body"].read())
-    assert manifest["config"]["storage"]["endpoint_url"] == s3_endpoint  # from AWS_ENDPOINT_URL
-    # The next night (or a retry after a crash) renders nothing.
-    assert cli.run(argv) == 0
-    again = json.loads(s3.get_object(Bucket="farm-renders", Key="nightly/nightly-demo/campaign.json")["Body"].read())
-    assert again["counts"]["shots_reused"] == 1 and again["counts"]["windows_rendered"] == 0
+
+def _status(jobs, job_id: str) -> str | None:
+    try:
+        return str(jobs.get_job_status(job_id).value)
+    except RuntimeError:  # not submitted yet
+        return None
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    return "Contents" in s3.list_objects_v2(Bucket=bucket, Prefix=key)

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results/bench-scale.json")
     parser.add_argument("--variants", type=int, default=10, help="takes per (motion, character, setting): 10 makes 1000 shots")
     parser.add_argument("--frames", type=int, default=48, help="frames each motion is cut to")
-    parser.add_argument("--seconds-per-frame", type=float, default=0.4,
+    parser.add_argument("--seconds-per-frame", type=float, default=0.5,
                         help="the simulated GPU's time per frame; GPU work must dominate the 2 cores' work")
     parser.add_argument("--skip", action="append", default=[], choices=["scale", "driver", "library", "pose"])
     args = parser.parse_args(argv)
