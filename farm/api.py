@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.campaign import Campaign, CampaignShot, load_campaign
-from farm.config import FarmConfig, load_config
+from farm.config import SEED_MAX, FarmConfig, load_config
 from farm.errors import FarmError
 from farm.library import LIBRARY, Motion, add_motion, library_root, list_motions, resolve_shot
 from farm.records import RETAKES, CampaignRecord, CancelRequest, Progress, read_campaign
@@ -162,7 +162,7 @@ def requeue(
         seeds = _retakes(store, uri)
         for shot_id in sorted(retake):
             manifest = json.loads(store.get_bytes(Storage.join(uri, "shots", shot_id, "manifest.json")))
-            seeds[shot_id] = int((manifest.get("seeds") or [manifest["config"]["seed"]])[0]) + 1
+            seeds[shot_id] = (int((manifest.get("seeds") or [manifest["config"]["seed"]])[0]) + 1) % (SEED_MAX + 1)
         store.put_bytes(json.dumps(seeds, indent=1).encode(), Storage.join(uri, RETAKES))
     out_root = uri.rsplit("/", 1)[0] if "/" in uri else "."
     return render_batch(campaign.name, check(campaign, overrides), out_root, force=frozenset(redo), progress=progress,
@@ -175,7 +175,7 @@ def _retakes(store: Storage, uri: str) -> dict[str, int]:
     if not store.exists(target):
         return {}
     seeds = json.loads(store.get_bytes(target))
-    if not isinstance(seeds, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in seeds.items()):
+    if not isinstance(seeds, dict) or not all(isinstance(k, str) and type(v) is int and 0 <= v <= SEED_MAX for k, v in seeds.items()):
         raise FarmError(target, "is not a map of shot ids to seeds", "delete it (the flagged shots go back to their campaign's seeds)")
     return seeds
 

@@ -234,7 +234,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 # (min, max) inclusive ranges of numeric options; None is open.
+SEED_MAX = 2**63 - 1  # numpy and torch generators take seeds in [0, 2**64); 63 bits keep a seed an int64 in Parquet
 RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, SEED_MAX),
     "match.motion_weight": (0.0, 1.0),
     "output.size": (64, 4096),
     "output.fps": (1.0, 120.0),

@@ -24,6 +24,7 @@ def test_group_choice_and_value_overrides():
         ("output.size=big", "output.size"),
         ("match.mode=sideways", "use one of image, video"),
         ("match.motion_weight=1.5", "out of range"),
+        ("seed=-1", "out of range"),  # a generator takes no negative seed: once an internal error mid-render
         ("backend=nope", "backend/nope"),
         ("backend.grid_divisions=2", "backend.grid_divisions"),
         ("backend.deformer=arap", "use one of lbs"),
