@@ -258,8 +258,9 @@ def job(
     campaigns = Path(campaigns)
     if not campaigns.exists():
         raise FarmError(str(campaigns), "campaign file or folder not found", "check the path")
+    given = campaign_files(campaigns) if campaigns.is_dir() else [campaigns]
     files, names = [], {}
-    for path in campaign_files(campaigns) if campaigns.is_dir() else [campaigns]:
+    for path in given:
         try:
             campaign = load_campaign(path)
             if campaign.name in names:
@@ -274,7 +275,7 @@ def job(
         raise FarmError(str(campaigns), "no campaign file could be read (see above)", "fix them; nothing was submitted")
     code = run_job(campaigns, files, out, address, job_id=job_id or default_id(campaigns), overrides=list(overrides),
                    say=say, log=log)
-    return 2 if code == 0 and len(files) < len(campaign_files(campaigns) if campaigns.is_dir() else [campaigns]) else code
+    return 2 if code == 0 and len(files) < len(given) else code
 
 
 def campaign_files(folder: str | Path) -> list[Path]:

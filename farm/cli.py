@@ -373,8 +373,14 @@ def cmd_job(args) -> int:
         raise FarmError("farm job --address", "no Ray job server given", "give --address http://HEAD:8265, or set FARM_RAY_JOBS")
     return api.job(args.campaign, args.out, args.address, job_id=args.id, overrides=args.overrides,
                    say=lambda line: results.print(escape(line)),
-                   log=lambda text: console.file.write(text) and console.file.flush(),
+                   log=_job_log,
                    warn=lambda line: console.print(f"[red]error:[/red] {escape(line)}"))
+
+
+def _job_log(text: str) -> None:
+    """The job's own output, as it comes, with the diagnostics on stderr."""
+    console.file.write(text)
+    console.file.flush()
 
 
 def cmd_requeue(args) -> int:

@@ -18,7 +18,6 @@ import asyncio
 import re
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,7 +121,3 @@ async def _tail(client, submission: str, log: Callable[[str], None]) -> None:
     async for lines in client.tail_job_logs(submission):
         log(lines)
 
-
-def echo(text: str) -> None:
-    sys.stderr.write(text)
-    sys.stderr.flush()
