@@ -53,13 +53,9 @@ def run_job(campaigns: Path, files: list[Path], out: str, address: str, *, job_i
                 shutil.copyfile(path, Path(folder) / path.name)
             target = "." if campaigns.is_dir() else campaigns.name
             entrypoint = shlex.join(["farm", "submit", target, "-o", out, *overrides])
-            try:
-                client.submit_job(entrypoint=entrypoint, submission_id=submission,
-                                  runtime_env={"working_dir": folder, "env_vars": {JOB_ENV: submission}},
-                                  metadata={"farm": "campaign", "campaigns": str(campaigns)})
-            except Exception as exc:  # noqa: BLE001 - the SDK raises RuntimeError/ConnectionError with the server's text
-                raise FarmError(f"Ray job server {address}", f"did not take the job: {exc}",
-                                "check --address (the head's dashboard port, 8265) and that the head runs ray[default]") from None
+            _submit(client, address, say, entrypoint=entrypoint, submission_id=submission,
+                    runtime_env={"working_dir": folder, "env_vars": {JOB_ENV: submission}},
+                    metadata={"farm": "campaign", "campaigns": str(campaigns)})
         say(f"submitted job {submission}: farm submit on the Ray head; it goes on if this process ends "
             f"(ray job logs {submission} --address {address} follows it)")
     status = _follow(client, submission, log, say, poll)
@@ -71,6 +67,35 @@ def run_job(campaigns: Path, files: list[Path], out: str, address: str, *, job_i
     say(f"job {submission} {status.lower()}" + (f" (farm submit exit status {code})" if code is not None else "")
         + (f": {info.message}" if info.message and status != "FAILED" else ""))
     return code if status == "FAILED" and code not in (None, 0) else 1
+
+
+AGENT_WAIT_S = 120.0  # a head that has just started (or restarted) has no job agent for some seconds
+
+
+def _submit(client, address: str, say: Callable[[str], None], **job) -> None:
+    """submit_job, waiting out a head whose job agent is not up yet: the server answers "No available
+    agent to submit job, please try again later" for a while after `ray start` (a CronJob that
+    fires as the cluster comes up, a head pod just restarted)."""
+    deadline = time.monotonic() + AGENT_WAIT_S
+    waiting = False
+    while True:
+        try:
+            client.submit_job(**job)
+            return
+        except Exception as exc:  # noqa: BLE001 - the SDK raises RuntimeError/ConnectionError with the server's text
+            if "try again later" in str(exc) and time.monotonic() < deadline:
+                if not waiting:
+                    say(f"the Ray head at {address} has no job agent yet; waiting up to {AGENT_WAIT_S:.0f} s for it")
+                    waiting = True
+                time.sleep(2.0)
+                continue
+            raise FarmError(f"Ray job server {address}", f"did not take the job: {_last_line(exc)}",
+                            "check --address (the head's dashboard port, 8265) and that the head runs ray[default]") from None
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def _client(address: str):
