@@ -552,6 +552,8 @@ def _status_view(doc: dict, now: float):
         table.add_column(column, no_wrap=column in ("state", "windows", "frames", "seconds", "GPU-s", "CPU-s"))
     for row in doc["shots"]:
         windows = f"{row['windows_rendered']} new + {row['windows_reused']} reused"
+        if row.get("retakes"):
+            windows += f", {row['retakes']} re-takes"
         qa = _qa_word(row)
         if qa == "re-render":
             qa = "needs re-render: " + "; ".join(row.get("qa_reasons") or [])

@@ -141,6 +141,7 @@ class RuntimeConfig:
     pose_chunk_frames: int = 300
     window_timeout_s: float | None = None
     bad_node_failures: int = 3
+    backend_wrapper: str | None = None  # "package.module:function", backend -> the backend the farm uses
 
 
 @dataclass
@@ -164,6 +165,9 @@ class QAConfig:
     min_appearance_ssim: float | None = None
     max_seam_score: float | None = 1.5
     max_overlap_overhead: float | None = None
+    # Automatic re-takes (farm.qa.window), operator-only: they spend GPU time.
+    retakes: int = 0  # windows of a shot rendered again with the next seed when they fail a window check
+    abort_below: float | None = None  # a window whose pose_pck (after its re-takes) is below this stops its shot
 
 
 @dataclass
@@ -264,6 +268,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "qa.min_appearance_ssim": (-1.0, 1.0),
     "qa.max_seam_score": (1.0, None),
     "qa.max_overlap_overhead": (0.0, None),
+    "qa.retakes": (0, 100),
+    "qa.abort_below": (0.0, 1.0),
     "runtime.num_cpus": (1, None),
     "runtime.num_gpus": (0, None),
     "runtime.max_retries": (0, 20),

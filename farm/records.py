@@ -42,6 +42,7 @@ COLUMNS = pa.schema(
         ("height", pa.int64()),
         ("windows_rendered", pa.int64()),
         ("windows_reused", pa.int64()),
+        ("retakes", pa.int64()),  # windows rendered again after failing their check (qa.retakes)
         ("rig_error_px_max", pa.float64()),
         ("seconds", pa.float64()),
         # What its windows cost in this run: generator seconds times the GPUs / CPU cores held, and
@@ -91,6 +92,7 @@ def shot_row(result: ShotResult) -> dict:
         "height": metrics.get("height"),
         "windows_rendered": 0 if reused else metrics.get("windows_rendered", 0),
         "windows_reused": len(windows) if reused else metrics.get("windows_reused", 0),
+        "retakes": 0 if reused else metrics.get("retakes", 0),
         "rig_error_px_max": metrics.get("rig_error_px_max"),
         "seconds": 0.0 if reused else round(sum((m.get("timings") or {}).values()), 3),
         **_cost(m.get("cost") or {}, reused),

@@ -104,6 +104,7 @@ def write_shot_report(sources: ShotSources) -> Path:
     page = _env().get_template("shot.html.j2").render(
         r=record, m=metrics, qa=record.get("qa") or {}, metrics=METRICS, sheet=sheet, character=character,
         motion_missing=sources.motion is None, windows=metrics.get("windows") or [],
+        takes=[(w["index"], t) for w in record.get("windows") or [] for t in w.get("takes") or [] if len(w["takes"]) > 1],
         plots=_plots(table),
         settings=yaml.safe_dump(record.get("config") or {}, sort_keys=False),
         thresholds=_thresholds(record),

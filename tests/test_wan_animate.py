@@ -15,6 +15,7 @@ from farm.backends.wan_animate.inputs import draw_pose, face_boxes, render_size,
 from farm.config import load_config
 from farm.media.decode import read_frames
 from farm.media.encode import VideoWriter
+from farm.qa.window import CONSISTENCY
 from farm.runtime.campaign import run_campaign
 from farm.shot.plan import plan_shot
 from farm.shot.render import render_shot
@@ -534,3 +535,24 @@ def _upstream_pose_image(img, kp2ds, lhand, rhand, threshold=0.5):
             if x > eps and y > eps:
                 cv2.circle(img, (x, y), hand_stick, (0, 0, 255), thickness=-1)
     return img
+
+
+def test_a_chained_windows_retakes_use_the_next_seeds_keep_the_best_and_check_the_seam(tiny_wan, shared_data, tmp_path):
+    """A tiny random model paints noise: every window fails its check, so the shot's two re-takes
+    go to its first window (seeds 1 and 2); later windows are checked, seam included, and kept."""
+    result = render_shot(_photo(shared_data), _cfg(tiny_wan, "window.mode=chained", "qa.retakes=2"), tmp_path)
+    assert result.status == "succeeded", result.error
+    first, *rest = result.manifest["windows"]
+    assert [t["seed"] for t in first["takes"]] == [0, 1, 2] and all(t["reasons"] for t in first["takes"])
+    kept = [t for t in first["takes"] if t["kept"]]
+    assert len(kept) == 1 and kept[0]["badness"] == min(t["badness"] for t in first["takes"])
+    assert first["takes"][0]["seam_score"] is None  # it continues nothing
+    for window in rest:  # no re-takes left; the seam with the window each continues is measured
+        [take] = window["takes"]
+        assert take["kept"] and take["seed"] == 0 and take["seam_score"] is not None and take["seam_score"] >= 0
+    assert result.manifest["metrics"]["retakes"] == 2
+    asked = [t["prompt_fix"] for t in first["takes"]]
+    drifted = ["appearance_drift" in " ".join(t["reasons"]) for t in first["takes"]]
+    assert asked[1:] == [any(drifted[: k + 1]) for k in range(2)]  # a take after appearance drift asks for consistency
+    if kept[0]["prompt_fix"]:
+        assert CONSISTENCY in result.manifest["prompts"]["prompt"]

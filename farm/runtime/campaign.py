@@ -47,6 +47,7 @@ from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
 from farm.qa.preflight import count_people
+from farm.qa.window import Takes, checking
 from farm.records import Progress
 from farm.shot.finish import finish_shot
 from farm.shot.inputs import fetch_input, probe_motion
@@ -64,7 +65,7 @@ _LOADED: dict[str, Backend] = {}
 
 
 def _backend(cfg: FarmConfig) -> Backend:
-    key = json.dumps(asdict(cfg.backend), sort_keys=True)
+    key = json.dumps([asdict(cfg.backend), cfg.runtime.backend_wrapper], sort_keys=True)
     if key not in _LOADED:
         _LOADED[key] = make_backend(cfg)
     return _LOADED[key]
@@ -135,10 +136,11 @@ class _Generator:
         """The Ray node this actor runs on (also: it has started)."""
         return ray.get_runtime_context().get_node_id()
 
-    def render(self, plan: ShotPlan, index: int) -> dict:
+    def render(self, plan: ShotPlan, index: int, **take) -> dict:
+        """Window `index` of the plan; `take`: which re-take (farm.qa.window.Takes), if one."""
         backend = _backend(plan.cfg)
         backend.prepare(plan.character, plan.canvas)
-        log = render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}")
+        log = render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}", **take)
         return {**log, "node": self.node()}
 
 
@@ -174,7 +176,7 @@ class _GeneratorPool:
         self.strikes: dict[str, int] = {}  # node -> windows that failed there in a row
         self.bad: dict[str, dict] = {}  # node -> why it gets no more windows
 
-    def submit(self, spec: BackendSpec, name: str, plan_ref, index: int, tag: tuple) -> None:
+    def submit(self, spec: BackendSpec, name: str, plan_ref, index: int, tag: tuple, take: dict | None = None) -> None:
         # A GPU worker holds the cores its backend keeps busy (the simulated one none: it sleeps,
         # and 16 fake GPUs on a laptop must not take every core from the pose and encode tasks).
         held = (spec.num_gpus, min(1.0, spec.num_cpus) if spec.num_gpus else 0.0)
@@ -185,7 +187,8 @@ class _GeneratorPool:
                                 f"{ray.cluster_resources().get('GPU', 0):g}",
                                 "run on a cluster with GPUs, set backend.device=cpu, or pick the CPU puppet (backend=puppet)")
             self._top_up(held)
-        self.queue[held].append((name, plan_ref, index, tag))
+        # A re-take goes first: its shot waits for it (and qa.abort_below stops a bad shot sooner).
+        self.queue[held].insert(0 if take else len(self.queue[held]), (name, plan_ref, index, tag, take or {}))
 
     def queued(self) -> bool:
         """Windows wait for an actor (one may be starting)."""
@@ -227,14 +230,14 @@ class _GeneratorPool:
                     starved += [(held, item) for item in queue if wanted(item[3])]
                     queue.clear()
             while queue and self.idle[held]:
-                name, plan_ref, index, tag = queue.pop(0)
+                name, plan_ref, index, tag, take = queue.pop(0)
                 if not wanted(tag):
                     continue
                 actor, node = self.idle[held].pop()
-                ref = actor.render.options(name=name).remote(plan_ref, index)
+                ref = actor.render.options(name=name).remote(plan_ref, index, **take)
                 self.busy[ref] = (held, actor, node, time.monotonic())
                 waiting[ref] = tag
-        for held, (name, _, index, tag) in starved:
+        for held, (name, _, index, tag, _) in starved:
             tag[1](self._starved(held, f"{name} (window {index})"))
 
     def expired(self) -> list[tuple[ray.ObjectRef, str]]:
@@ -384,8 +387,9 @@ class _Run:
 
     def window(self, shot: _ShotRun, index: int) -> None:
         """Queue window `index` of `shot` for the next free generator."""
-        name = f"window {shot.plan.shot_id} {index}"
-        self.generators.submit(backend_spec(shot.cfg), name, shot.plan_ref, index, (shot, partial(shot.window_done, index)))
+        take = shot.retaking.get(index)
+        name = f"window {shot.plan.shot_id} {index}" + (f" take {take['take']}" if take else "")
+        self.generators.submit(backend_spec(shot.cfg), name, shot.plan_ref, index, (shot, partial(shot.window_done, index)), take)
 
     def drop(self, shots: list[_ShotRun]) -> None:
         """The run is cancelled: shots already finishing (committing their take) end and are
@@ -453,6 +457,8 @@ class _ShotRun:
         self.logs: dict[int, dict] = {}  # window -> its log
         self.pending = 0  # windows not rendered yet
         self.tries: dict[int, list[dict]] = {}  # window -> its failed tries (generator died or hung): node, reason
+        self.takes: Takes | None = None  # qa.retakes / qa.abort_below: the windows' takes
+        self.retaking: dict[int, dict] = {}  # window -> the re-take it is being rendered as
         self.held: dict[int, int] = {}  # chained: window -> the window waiting for it
         self.new: list[int] = []  # output frames each window adds (progress)
         self.segments: dict[int, dict] = {}  # segment -> its log
@@ -489,6 +495,8 @@ class _ShotRun:
             owner.follow(self)
             return
         self.plan = value
+        if checking(self.cfg.qa):
+            self.takes = Takes(self.cfg.qa, value.shot_id, len(value.windows))
         self._move("rendering")
         self.new = new_frames(value.windows)  # progress counts output frames, overlaps once
         self.run.progress.frames(sum(self.new))
@@ -519,6 +527,18 @@ class _ShotRun:
             return
         if w in self.tries:  # the manifest keeps the tries that failed before this one
             value = {**value, "failed_tries": self.tries.pop(w)}
+        if self.takes is not None:
+            again = self.takes.add(w, value)
+            if again is not None:  # it failed its check: the next take, with the next seed
+                self.retaking[w] = again
+                self.run.window(self, w)
+                return
+            self.retaking.pop(w, None)
+            value = self.takes.settle(w)
+            stop = self.takes.stopped(w, value)
+            if stop is not None:
+                self._fail(stop)
+                return
         self.logs[w] = value
         self.pending -= 1
         self._move("rendering")

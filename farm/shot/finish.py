@@ -95,6 +95,7 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             "rig_error_px_max": max(errors) if errors else None,
             "windows_rendered": sum(1 for w in window_logs if not w.get("reused")),
             "windows_reused": sum(1 for w in window_logs if w.get("reused")),
+            "retakes": sum(len(w["takes"]) - 1 for w in window_logs if w.get("takes")),  # qa.retakes
             **quality.summary,
             "windows": quality.windows,
         }

@@ -14,6 +14,7 @@ from pathlib import Path
 from farm.backends.base import Backend
 from farm.config import FarmConfig
 from farm.errors import FarmError
+from farm.qa.window import Takes, checking
 from farm.shot.finish import finish_shot
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
@@ -56,8 +57,17 @@ def render_shot(
                 backend.prepare(planned.character, planned.canvas)
             reporter.stage("render", len(planned.targets))
             logs = []
+            takes = Takes(cfg.qa, planned.shot_id, len(planned.windows)) if checking(cfg.qa) else None
             for window, new in zip(planned.windows, new_frames(planned.windows)):
-                logs.append(render_window(backend, planned, window))
+                log = render_window(backend, planned, window)
+                while takes is not None and (again := takes.add(window.index, log)) is not None:
+                    log = render_window(backend, planned, window, **again)  # a re-take (qa.retakes)
+                if takes is not None:
+                    log = takes.settle(window.index)
+                    stop = takes.stopped(window.index, log)
+                    if stop is not None:
+                        raise stop
+                logs.append(log)
                 reporter.advance(new)  # output frames: overlaps count once
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest
             return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc, uri=planned.uri, cfg=cfg)

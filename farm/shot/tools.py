@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 from pathlib import Path
 
 from farm.backends.base import Backend, BackendSpec
@@ -65,7 +66,25 @@ def backend_spec(cfg: FarmConfig) -> BackendSpec:
 
 
 def make_backend(cfg: FarmConfig) -> Backend:
-    return backend_class(cfg)(**_backend_options(cfg))
+    """The configured backend, loaded (its model too), inside runtime.backend_wrapper when one is set."""
+    backend = backend_class(cfg)(**_backend_options(cfg))
+    if cfg.runtime.backend_wrapper is None:
+        return backend
+    target = cfg.runtime.backend_wrapper
+    module, _, name = target.partition(":")
+    try:
+        wrap = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise FarmError(f"config runtime.backend_wrapper {target}", f"cannot be imported ({exc})",
+                        "give it as package.module:function, importable on every node that renders windows") from None
+    wrapped = wrap(backend)
+    spec = getattr(wrapped, "spec", None)
+    # The driver schedules by the configured backend's spec; a wrapper may only make it sample
+    # (deterministic=False: a seed then changes its frames, and re-takes are worth making).
+    if not isinstance(spec, BackendSpec) or dataclasses.replace(spec, deterministic=backend.spec.deterministic) != backend.spec:
+        raise FarmError(f"config runtime.backend_wrapper {target}", "returned a backend with another spec",
+                        "return an object with the wrapped backend's spec (only `deterministic` may differ), prepare and render_window")
+    return wrapped
 
 
 def _backend_options(cfg: FarmConfig) -> dict:

@@ -1,6 +1,7 @@
 """Step 7 of a shot: render one window with a loaded backend and write its checkpoint."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -14,15 +15,26 @@ from farm.storage.local import write_atomically
 from farm.windows import Window
 
 
-def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local") -> dict:
+def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: str = "local",
+                  take: int = 0, best: float | None = None, fix: bool = False) -> dict:
     """Render the window (unless its checkpoint exists) and write the checkpoint. The backend must
     have been prepared for this plan. Returns the window's log entry: its generator seconds and
-    the GPUs and CPU cores its worker held meanwhile (the backend's spec) are what it cost."""
+    the GPUs and CPU cores its worker held meanwhile (the backend's spec) are what it cost.
+
+    With qa.retakes or qa.abort_below the window is checked as well (farm.qa.window; log "check").
+    take > 0 is a re-take (farm.qa.window.Takes): rendered with the next seed (and with `fix` the
+    prompt asks for consistency), it replaces the checkpoint only when its check is better than
+    `best`, the best take's so far, so the checkpoint always holds the window's best take."""
+    from farm.qa.window import check_window, checking, take_seed, with_consistency
+
     path = plan.window_file(window)
-    if plan.has_window(window):
+    if take == 0 and plan.has_window(window):
         return {**window.to_dict(), "reused": True}
     started, began = time.perf_counter(), time.time()
     request = plan.request(window)
+    request.seed = take_seed(request.seed, take)
+    if fix:
+        request.prompt = with_consistency(request.prompt)
     request.previous = plan.continuation(window)  # chained: the frames of the window before where this one starts
     after = plan.next_window(window)
     request.handoff_at = None if after is None else after.start - window.start
@@ -39,14 +51,24 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
         stored["handoff"] = result.handoff
     if plan.cfg.window.colour == "lab":  # what the stitch fits colours with, measured here in parallel
         stored["lab"] = overlap_statistics(plan.windows, window.index, frames)
-    write_atomically(path, lambda out: np.savez(out, **stored), str(path))
-    if plan.remote:  # other nodes, and a rerun on another machine, find it in the store
+    made = path if take == 0 else path.with_name(f"{path.stem}.take{take}{path.suffix}")
+    write_atomically(made, lambda out: np.savez(out, **stored), str(made))
+    check = check_window(plan, window, frames) if checking(plan.cfg.qa) else None
+    kept = take == 0 or check["badness"] < best
+    if made != path:
+        if kept:
+            os.replace(made, path)
+        else:
+            made.unlink()
+    if kept and plan.remote:  # other nodes, and a rerun on another machine, find it in the store
         storage_for(plan.cfg).put_file(path, plan.window_uri(window))
     log = {
         **window.to_dict(), "reused": False, "worker": worker,
         "started": round(began, 3), "seconds": round(seconds, 3), "gpus": backend.spec.num_gpus, "cpus": backend.spec.num_cpus,
         "rig_error_px_max": None if error is None else round(error, 3),
     }
+    if check is not None:
+        log.update(take=take, seed=request.seed, prompt_fix=fix, check=check, deterministic=backend.spec.deterministic)
     if "lab" in stored:
         log["lab"] = stored["lab"].tolist()
     if result.prompts is not None:
