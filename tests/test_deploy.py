@@ -207,7 +207,10 @@ def test_nightly_cronjob_runs_the_campaigns_as_a_ray_job_that_outlives_its_submi
     record_key = "nightly/nightly-demo/campaign.json"
     try:
         subprocess.run([VENV_BIN / "ray", "start", "--head", "--port=0", "--num-cpus=2", "--include-dashboard=true",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={port}", "--disable-usage-stats"],
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={port}", "--disable-usage-stats",
+                        # The session's own cluster holds the agent's default port (52365): without a
+                        # port of its own this head's job agent never starts.
+                        f"--dashboard-agent-listen-port={_free_port()}"],
                        check=True, capture_output=True, env=head_env, timeout=300)
         submitter = subprocess.Popen([VENV_BIN / "farm", *argv], env=head_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         jobs = JobSubmissionClient(env["FARM_RAY_JOBS"])

@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 
-from farm.config import SEED_MAX
 from farm.errors import FarmError
 from farm.windows import Window
 
@@ -35,11 +34,6 @@ _SHOWN = ("pose_source", "pose_pck", "pose_oks", "joint_pck", "joint_pck_worst",
 def checking(qa) -> bool:
     """Windows are checked as they are rendered (qa.retakes or qa.abort_below is set)."""
     return bool(qa.retakes) or qa.abort_below is not None
-
-
-def take_seed(seed: int, take: int) -> int:
-    """The seed of a window's take: the shot's, then the next ones."""
-    return (seed + take) % (SEED_MAX + 1)
 
 
 def with_consistency(prompt: str | None) -> str:

@@ -89,6 +89,10 @@ def _submit(client, address: str, say: Callable[[str], None], **job) -> None:
                     waiting = True
                 time.sleep(2.0)
                 continue
+            if "try again later" in str(exc):
+                raise FarmError(f"Ray job server {address}", f"has had no job agent for {AGENT_WAIT_S:.0f} s",
+                                "look at the head's dashboard_agent.log: its port (52365, ray start "
+                                "--dashboard-agent-listen-port) may be taken by another Ray on that machine") from None
             raise FarmError(f"Ray job server {address}", f"did not take the job: {_last_line(exc)}",
                             "check --address (the head's dashboard port, 8265) and that the head runs ray[default]") from None
 

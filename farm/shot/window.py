@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from farm.backends.base import Backend
+from farm.config import SEED_MAX
 from farm.pose.extract import PoseSequence
 from farm.shot.planned import ShotPlan
 from farm.shot.tools import storage_for
@@ -25,14 +26,14 @@ def render_window(backend: Backend, plan: ShotPlan, window: Window, *, worker: s
     take > 0 is a re-take (farm.qa.window.Takes): rendered with the next seed (and with `fix` the
     prompt asks for consistency), it replaces the checkpoint only when its check is better than
     `best`, the best take's so far, so the checkpoint always holds the window's best take."""
-    from farm.qa.window import check_window, checking, take_seed, with_consistency
+    from farm.qa.window import check_window, checking, with_consistency
 
     path = plan.window_file(window)
     if take == 0 and plan.has_window(window):
         return {**window.to_dict(), "reused": True}
     started, began = time.perf_counter(), time.time()
     request = plan.request(window)
-    request.seed = take_seed(request.seed, take)
+    request.seed = (request.seed + take) % (SEED_MAX + 1)  # a re-take: the shot's next seeds
     if fix:
         request.prompt = with_consistency(request.prompt)
     request.previous = plan.continuation(window)  # chained: the frames of the window before where this one starts
