@@ -234,7 +234,7 @@ class _GeneratorPool:
                 if not wanted(tag):
                     continue
                 actor, node = self.idle[held].pop()
-                ref = actor.render.options(name=name).remote(plan_ref, index, **take)
+                ref = actor.render.options(name="window").remote(plan_ref, index, **take)  # see _options
                 self.busy[ref] = (held, actor, node, time.monotonic())
                 waiting[ref] = tag
         for held, (name, _, index, tag, _) in starved:
@@ -380,7 +380,7 @@ class _Run:
 
     def task(self, remote, name: str, shot: _ShotRun, deliver: Callable, *args, returns: int = 1):
         """Start a CPU task (plan, segment, finish) whose (first) result goes to `deliver` of `shot`."""
-        refs = remote.options(**_options(self.max_retries, name), num_returns=returns).remote(*args)
+        refs = remote.options(**_options(self.max_retries, name.split(" ", 1)[0]), num_returns=returns).remote(*args)
         first = refs[0] if returns > 1 else refs
         self.waiting[first] = (shot, deliver)
         return refs
@@ -780,11 +780,14 @@ def admission_bound() -> int:
     return 2 * slots
 
 
-def _options(max_retries: int, name: str) -> dict:
+def _options(max_retries: int, kind: str) -> dict:
     """Resources of a CPU task (plan, segment, finish): one CPU, no GPU. Retries cover dead workers
-    only (bad input does not get better). The name ("segment <shot> <index>") is what
-    `ray list tasks` and the worker's process title show."""
-    return {"num_cpus": 1, "num_gpus": 0, "max_retries": max_retries, "retry_exceptions": False, "name": name}
+    only (bad input does not get better). The Ray task name is the kind of work ("plan", "segment",
+    "finish"; "window" for the generators), what `ray list tasks` and the worker's process title
+    show: never the shot, as Ray keeps metrics per task name (in the driver and in what Prometheus
+    scrapes), and a name per shot made the driver's memory grow by about 0.3 MB a shot
+    (farm status and campaign.json say which shot is where)."""
+    return {"num_cpus": 1, "num_gpus": 0, "max_retries": max_retries, "retry_exceptions": False, "name": kind}
 
 
 def _window_failure(exc: BaseException, window, max_retries: int) -> BaseException:
