@@ -174,7 +174,12 @@ def _run(command: list[str]) -> dict:
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark run failed: {done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # The run's result is its last JSON line: Ray's raylet may print warnings to the driver's
+    # stdout after it (e.g. "N PYTHON worker processes have been started").
+    for line in reversed(done.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"benchmark run printed no result: {done.stdout[-3000:]}")
 
 
 def _verdicts(figures: dict) -> dict:
