@@ -69,10 +69,10 @@ def test_long_video_in_many_windows_over_two_workers_matches_one_window(tmp_path
 
 
 def _kill_first_window_worker(stop: threading.Event, killed: list[int], shot_id: str) -> None:
-    """SIGKILL the first worker seen rendering a window of `shot_id` (tasks are named "window <shot> <index>")."""
+    """SIGKILL the first worker seen rendering a window of `shot_id` (their process title is "ray::window <shot> <index>")."""
     while not stop.is_set() and not killed:
         for proc in psutil.process_iter(["pid", "cmdline"]):
-            if proc.info["cmdline"] and proc.info["cmdline"][0].startswith(f"ray::window {shot_id} "):
+            if proc.info["cmdline"] and " ".join(proc.info["cmdline"]).startswith(f"ray::window {shot_id} "):
                 os.kill(proc.info["pid"], signal.SIGKILL)
                 killed.append(proc.info["pid"])
                 return

@@ -138,6 +138,7 @@ class _Generator:
 
     def render(self, plan: ShotPlan, index: int, **take) -> dict:
         """Window `index` of the plan; `take`: which re-take (farm.qa.window.Takes), if one."""
+        _title(f"window {plan.shot_id} {index}")
         backend = _backend(plan.cfg)
         backend.prepare(plan.character, plan.canvas)
         log = render_window(backend, plan, plan.windows[index], worker=f"{socket.gethostname()}:{os.getpid()}", **take)
@@ -352,8 +353,17 @@ class _GeneratorPool:
             self.live[held] += 1
 
 
+def _title(text: str) -> None:
+    """The worker's process title while it runs this task: `ray::window <shot> <index>`, where Ray
+    shows the task name only (by kind, see _options). Ray sets the title back after the task."""
+    setter = getattr(getattr(ray, "_raylet", None), "setproctitle", None)
+    if setter is not None:
+        setter(f"ray::{text}")
+
+
 @ray.remote
 def _segment(plan: ShotPlan, index: int, logs: list[dict]) -> dict:
+    _title(f"segment {plan.shot_id} {index}")
     return encode_segment(plan, plan.segments[index], logs, worker=f"{socket.gethostname()}:{os.getpid()}")
 
 
