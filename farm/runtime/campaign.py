@@ -583,6 +583,7 @@ class _ShotRun:
             self.result, self.state = result, "failed" if result.status == "failed" else "done"
             self.plan = self.plan_ref = None  # let go of the plan (character image, poses) as soon as the shot is done
             self.logs, self.segments = {}, {}
+            self.takes, self.retaking = None, {}  # a stopped shot's unsettled takes go too (DESIGN §13)
             self._leave()
             self.run.progress.shot_done(result, self.position)
         for other in self.followers:
@@ -793,8 +794,8 @@ def admission_bound() -> int:
 def _options(max_retries: int, kind: str) -> dict:
     """Resources of a CPU task (plan, segment, finish): one CPU, no GPU. Retries cover dead workers
     only (bad input does not get better). The Ray task name is the kind of work ("plan", "segment",
-    "finish"; "window" for the generators), what `ray list tasks` and the worker's process title
-    show: never the shot, as Ray keeps metrics per task name (in the driver and in what Prometheus
+    "finish"; "window" for the generators), what `ray list tasks` shows (the process title names
+    the shot, see _title): never the shot, as Ray keeps metrics per task name (in the driver and in what Prometheus
     scrapes), and a name per shot made the driver's memory grow by about 0.3 MB a shot
     (farm status and campaign.json say which shot is where)."""
     return {"num_cpus": 1, "num_gpus": 0, "max_retries": max_retries, "retry_exceptions": False, "name": kind}
