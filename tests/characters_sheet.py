@@ -1,7 +1,7 @@
 """Every character image we have, rendered as a new user would (no skeleton, no mask given), with
 one contact sheet per character to check by eye; not a test (it takes minutes), a survey:
 
-    .venv/bin/python -m tests.characters_sheet OUT [--motion VIDEO] [--size PX]
+    .venv/bin/python -m tests.characters_sheet OUT [--motion VIDEO] [--size PX] [--only NAME ...]
 
 Prints one row per character (status, skeleton source, mask method, detection view, PCK, drift,
 QA verdict or the refusal), writes OUT/characters.json, and OUT/<character>.png: the character,
@@ -38,9 +38,11 @@ def characters() -> list[Path]:
     return list(unique.values())
 
 
-def survey(out: Path, motion: Path, size: int) -> list[dict]:
+def survey(out: Path, motion: Path, size: int, only: list[str] | None = None) -> list[dict]:
     rows = []
     for image in characters():
+        if only and not any(part in image.name for part in only):
+            continue
         row = {"character": image.name}
         try:
             result = api.render(motion, image, out=out / "renders", shot_id=image.stem.replace(" ", "-")[:64],
@@ -81,9 +83,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--motion", type=Path, default=REPO / "jobs" / "media" / "gesture_asl_please.mkv")
     parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--only", nargs="*", help="characters whose file name contains one of these")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = survey(args.out, args.motion, args.size)
+    rows = survey(args.out, args.motion, args.size, args.only)
     (args.out / "characters.json").write_text(json.dumps(rows, indent=2))
     for row in rows:
         if row["status"] == "refused":
