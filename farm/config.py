@@ -142,6 +142,7 @@ class RuntimeConfig:
     window_timeout_s: float | None = None
     bad_node_failures: int = 3
     backend_wrapper: str | None = None  # "package.module:function", backend -> the backend the farm uses
+    stream: bool = True  # farm render: the stages of a shot overlap (farm.shot.render); false: one after the other
 
 
 @dataclass

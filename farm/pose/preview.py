@@ -32,7 +32,9 @@ def write_pose_preview(
     height = canvas_size[1] if canvas_size else min(max_height, driving.height) // 2 * 2
     left_width = max(2, int(round(driving.width * height / driving.height / 2)) * 2)
     width = left_width + (canvas_size[0] if canvas_size else 0)
-    with VideoWriter(path, fps=fps, width=width, height=height, crf=23) as writer:
+    # One encoder thread: the same preview bytes on every machine, and the render's other stages
+    # (which run beside it, farm.shot.render) keep their cores.
+    with VideoWriter(path, fps=fps, width=width, height=height, crf=23, threads=1) as writer:
         for t, src in enumerate(index):
             frame = draw_pose_frame(
                 driving.width, driving.height, driving.body[src], driving.left_hand[src], driving.right_hand[src], driving.face[src]

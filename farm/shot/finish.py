@@ -3,6 +3,7 @@ the quality, write the report, and commit the manifest."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -18,12 +19,13 @@ from farm.storage import Storage
 from farm.windows import overlap_overhead
 
 
-def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict] | None = None) -> ShotResult:
+def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict] | None = None, *,
+                pose_artifacts: Callable[[], None] | None = None) -> ShotResult:
     """Join the encoded segments (encoding them here first when `segment_logs` is None) with the
-    reference's audio into exactly T frames, write the pose artifacts, then the manifest; the
-    checkpoints and segments are removed on success."""
+    reference's audio into exactly T frames, write the pose artifacts (or wait for
+    `pose_artifacts()`, which returns once they were written meanwhile, raising what went wrong),
+    then the manifest; the checkpoints and segments are removed on success."""
     from farm.media.encode import join_segments
-    from farm.pose.store import write_parquet, write_rig_parquet
 
     cfg, take, timings, record = plan.cfg, plan.take, plan.timings, plan.record
     timings["generate"] = sum(w.get("seconds", 0.0) for w in window_logs)  # inside the backend, on whichever worker
@@ -57,25 +59,11 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             _copy_license(plan)
             record["provenance"]["c2pa"] = _credentials(plan)
 
-        # 10. Pose artifacts: parquet tables and the preview video.
-        with timed(timings, "artifacts"):
-            (take / "poses").mkdir(exist_ok=True)
-            write_parquet(plan.driving, take / "poses" / "driving.parquet")
-            write_rig_parquet(
-                plan.targets, take / "poses" / "target.parquet", fps=float(plan.fps),
-                width=plan.canvas.width, height=plan.canvas.height,
-            )
-            if cfg.output.pose_preview:
-                from farm.pose.preview import write_pose_preview
-
-                write_pose_preview(
-                    take / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
-                    canvas_size=(plan.canvas.width, plan.canvas.height),
-                )
-            if cfg.output.openpose_json:
-                from farm.pose.openpose import write_openpose_json
-
-                write_openpose_json(plan.driving, take / "poses" / "openpose")
+        # 10. Pose artifacts: parquet tables and the preview video (or those made meanwhile).
+        if pose_artifacts is None:
+            write_pose_artifacts(plan)
+        else:
+            pose_artifacts()
 
         # 10b. Quality: what the segments measured, against the target pose; thresholds.
         with timed(timings, "qa"):
@@ -121,6 +109,32 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
             except FarmError:
                 pass
     return result
+
+
+def write_pose_artifacts(plan: ShotPlan) -> None:
+    """Step 10 into the take: the driving and target poses as parquet tables, the pose preview
+    video and OpenPose JSON (as configured); timed as "artifacts"."""
+    from farm.pose.store import write_parquet, write_rig_parquet
+
+    cfg, take = plan.cfg, plan.take
+    with timed(plan.timings, "artifacts"):
+        (take / "poses").mkdir(parents=True, exist_ok=True)
+        write_parquet(plan.driving, take / "poses" / "driving.parquet")
+        write_rig_parquet(
+            plan.targets, take / "poses" / "target.parquet", fps=float(plan.fps),
+            width=plan.canvas.width, height=plan.canvas.height,
+        )
+        if cfg.output.pose_preview:
+            from farm.pose.preview import write_pose_preview
+
+            write_pose_preview(
+                take / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
+                canvas_size=(plan.canvas.width, plan.canvas.height),
+            )
+        if cfg.output.openpose_json:
+            from farm.pose.openpose import write_openpose_json
+
+            write_openpose_json(plan.driving, take / "poses" / "openpose")
 
 
 def _copy_license(plan: ShotPlan) -> None:

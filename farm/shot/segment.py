@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -12,14 +13,19 @@ from farm.storage.local import write_atomically
 from farm.windows import Segment
 
 
-def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *, worker: str = "local") -> dict:
+def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *, worker: str = "local",
+                   ready: Callable[[int], list[dict]] | None = None) -> dict:
     """Stitch the segment's windows (colour-fitted along the whole chain, see
     farm.stitch.chain_fits) into frames [segment.start, segment.end) and encode them, without audio,
     to the segment's file; uploaded for s3:// outputs. Returns the segment's log entry.
 
     x264 runs on one thread: its output depends on its thread count, and a shot's video must not
     depend on the machine (segments of a long video encode side by side on the farm instead).
-    Every frame carries the shot's watermark (provenance.watermark) before it is measured and encoded."""
+    Every frame carries the shot's watermark (provenance.watermark) before it is measured and encoded.
+
+    ready(w): waits until window w is rendered and returns the windows' logs so far (farm.shot.render
+    streams: the windows render on another thread while this one encodes those already made); None:
+    every window of the segment is rendered and `window_logs` holds their logs."""
     from farm.media.encode import VideoWriter
     from farm.provenance.watermark import embed
     from farm.qa.measure import Appearance, FrameMeter
@@ -28,11 +34,14 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
 
     started = time.perf_counter()
     cfg, windows, code = plan.cfg, plan.windows, plan.watermark
-    fits = _colour_fits(plan, window_logs[: segment.stop]) if cfg.window.colour == "lab" else [None] * segment.stop
+    if ready is None:
+        ready = lambda w: window_logs  # noqa: E731 - all rendered
+    fits = _Fits(plan, ready) if cfg.window.colour == "lab" else (lambda w: None)
     stitcher = Stitcher(len(plan.targets), cfg.window.blend, cfg.window.colour, start=segment.start)
-    if segment.first > 0:
+    if segment.first > 0 and windows[segment.first - 1].end > segment.start:  # its overlap tail blends into this segment
         before = windows[segment.first - 1]
-        stitcher.prime(before, plan.window_frames(before), fits[before.index])
+        ready(before.index)
+        stitcher.prime(before, plan.window_frames(before), fits(before.index))
     path = plan.segment_file(segment)
     path.parent.mkdir(parents=True, exist_ok=True)
     texture = None if plan.detector_sees else Texture.of(plan.character)  # its pose is tracked by its texture
@@ -43,7 +52,8 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
         for w in range(segment.first, segment.stop):
             next_start = windows[w + 1].start if w + 1 < len(windows) else None
             held = plan.held_frames(windows[w])
-            for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits[w], held=held):
+            ready(w)
+            for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits(w), held=held):
                 if code is not None:
                     frame = embed(frame, code)
                 writer.write(frame)
@@ -59,17 +69,27 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
             "seconds": round(time.perf_counter() - started, 3), "measure_seconds": round(meter.seconds, 3)}
 
 
-def _colour_fits(plan: ShotPlan, window_logs: list[dict]) -> list:
-    """The colour fit of each window in `window_logs` (the first ones of the shot, in order), from
-    the overlap statistics its worker measured; read back from the checkpoint for a window reused
-    from an earlier run, or measured here for a checkpoint that predates them."""
-    from farm.stitch import chain_fits, overlap_statistics
+class _Fits:
+    """The colour fit of window w (farm.stitch.chain_fits: it depends on the windows up to w only),
+    from the overlap statistics each window's worker measured; read back from the checkpoint for a
+    window reused from an earlier run, or measured here for a checkpoint that predates them."""
 
-    statistics = []
-    for window, log in zip(plan.windows, window_logs):
-        if "lab" in log:
-            statistics.append(np.array(log["lab"], dtype=np.float64))
-            continue
-        with np.load(plan.local_window(window)) as stored:
-            statistics.append(stored["lab"] if "lab" in stored.files else overlap_statistics(plan.windows, window.index, stored["frames"]))
-    return chain_fits(statistics)
+    def __init__(self, plan: ShotPlan, ready: Callable[[int], list[dict]]) -> None:
+        self.plan, self.ready = plan, ready
+        self.statistics: list[np.ndarray] = []
+        self.fits: list = []
+
+    def __call__(self, w: int):
+        from farm.stitch import chain_fits, overlap_statistics
+
+        if w >= len(self.fits):
+            logs = self.ready(w)
+            for window, log in zip(self.plan.windows[len(self.statistics) : w + 1], logs[len(self.statistics) : w + 1]):
+                if "lab" in log:
+                    self.statistics.append(np.array(log["lab"], dtype=np.float64))
+                    continue
+                with np.load(self.plan.local_window(window)) as stored:
+                    self.statistics.append(stored["lab"] if "lab" in stored.files
+                                           else overlap_statistics(self.plan.windows, window.index, stored["frames"]))
+            self.fits = chain_fits(self.statistics)
+        return self.fits[w]
