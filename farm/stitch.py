@@ -99,10 +99,10 @@ def overlap_statistics(windows: list[Window], index: int, frames: np.ndarray) ->
     compute this next to the frames, so colour fits are chained without loading any frames."""
     window = windows[index]
     out = np.full((2, 2, 3), np.nan)
-    if index > 0:
+    if index > 0 and windows[index - 1].end > window.start:
         head = windows[index - 1].end - window.start
         out[0] = lab_statistics(frames[:head])
-    if index + 1 < len(windows):
+    if index + 1 < len(windows) and windows[index + 1].start < window.end:
         tail = windows[index + 1].start - window.start
         out[1] = lab_statistics(frames[tail : window.length])
     return out
@@ -112,9 +112,13 @@ def chain_fits(statistics: list[np.ndarray]) -> list[ColourFit]:
     """The colour fit of every window from their overlap statistics (overlap_statistics): the
     first window is kept as it is; each later one is fitted, on their overlap, to its predecessor
     as the predecessor's own fit leaves it. Every window is thereby anchored to the first one, and
-    errors do not add up along the chain."""
+    errors do not add up along the chain. A window that does not overlap its predecessor (NaN
+    statistics: windows cut end to end) has nothing to fit on and keeps the predecessor's fit."""
     fits = [ColourFit.identity()]
     for before, this in zip(statistics, statistics[1:]):
+        if np.isnan(this[0]).any() or np.isnan(before[1]).any():
+            fits.append(fits[-1])
+            continue
         tail = fits[-1].moves((before[1][0], before[1][1]))
         fits.append(ColourFit.between((this[0][0], this[0][1]), tail))
     return fits
@@ -178,7 +182,8 @@ class Stitcher:
         final = (window.end if next_start is None else next_start) - window.start
         if self.colour == "lab":
             if fit is None:
-                fit = ColourFit.identity() if not n else ColourFit.between(lab_statistics(frames[:n]), self._fit.moves(self._tail_stats))
+                # No overlap: the first window, or one cut end to end with the one before (it keeps that one's fit).
+                fit = self._fit if not n else ColourFit.between(lab_statistics(frames[:n]), self._fit.moves(self._tail_stats))
                 self._tail_stats = lab_statistics(frames[final:]) if final < len(frames) else None
             self._fit = fit
             frames = fit.apply(frames)

@@ -37,7 +37,9 @@ def plan_windows(total: int, length: int, overlap: int, frame_multiple: int = 1)
 
     The last window is shifted back to end exactly at `total`, so no padding reaches the output;
     a clip shorter than one window becomes one window of `total` frames (rendered at the next valid
-    length, then trimmed).
+    length, then trimmed). Without overlap, for a backend that takes any length (the puppet, whose
+    frames each depend on their own pose only), the windows are cut end to end and the last one is
+    shorter: no frame is rendered twice.
     """
     if total < 1:
         raise FarmError("window plan", f"cannot plan windows for {total} frames", "the motion video has no frames")
@@ -51,6 +53,8 @@ def plan_windows(total: int, length: int, overlap: int, frame_multiple: int = 1)
         raise FarmError("config window.overlap", f"{overlap} must be in [0, {length})", "lower window.overlap")
     if total <= length:
         return [Window(0, 0, total, valid_length(total, frame_multiple))]
+    if overlap == 0 and frame_multiple == 1:  # windows of any length that need no blending: cut end to end
+        return [Window(i, s, min(s + length, total), min(length, total - s)) for i, s in enumerate(range(0, total, length))]
     step = length - overlap
     starts = list(range(0, total - length, step)) + [total - length]
     return [Window(i, s, s + length, length) for i, s in enumerate(starts)]

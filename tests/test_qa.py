@@ -181,7 +181,8 @@ class _ShiftedWindow(PuppetBackend):
 
 @pytest.mark.parametrize("colour", ["none", "lab"])
 def test_one_window_colour_shifted_is_flagged_unless_the_stitch_corrects_it(tmp_path, colour):
-    cfg = load_config(["output.size=160", "output.pose_preview=false", f"window.colour={colour}"])
+    # Overlapping windows, as a model's are (the puppet's own are cut end to end).
+    cfg = load_config(["output.size=160", "output.pose_preview=false", f"window.colour={colour}", "window.overlap=8"])
     result = render_shot(drawing_shot(VIDEO, "char1"), cfg, tmp_path, backend=_ShiftedWindow(start=25))
     assert result.status == "succeeded", result.error
     metrics, qa = result.manifest["metrics"], result.manifest["qa"]
@@ -339,7 +340,7 @@ def test_a_per_frame_plot_breaks_where_a_value_is_missing_and_shades_the_joins()
 def test_campaign_table_has_the_metrics_and_flags(tmp_path, ray_cluster):
     from tests.test_runtime import _campaign, _drawing
 
-    shots = _drawing("please", "gesture_asl_please.mkv").replace("}", ", overrides: [qa.max_overlap_overhead=0.1]}")
+    shots = _drawing("please", "gesture_asl_please.mkv").replace("}", ", overrides: [qa.max_overlap_overhead=0.1, window.overlap=8]}")
     assert cli.run(["submit", _campaign(tmp_path, shots), "-o", str(tmp_path / "out")]) == 0
     row = pq.read_table(tmp_path / "out" / "c" / "campaign.parquet").to_pylist()[0]
     manifest = json.loads((tmp_path / "out" / "c" / "shots" / "please" / "manifest.json").read_text())
@@ -356,8 +357,8 @@ def test_a_new_threshold_renders_nothing_and_judges_finished_shots_again(tmp_pat
 
     campaign = _campaign(tmp_path, _drawing("please", "gesture_asl_please.mkv"))
     out = str(tmp_path / "out")
-    assert cli.run(["submit", campaign, "-o", out]) == 0
-    assert cli.run(["submit", campaign, "-o", out, "qa.max_overlap_overhead=0.1"]) == 0
+    assert cli.run(["submit", campaign, "-o", out, "window.overlap=8"]) == 0  # windows that overlap, as a model's
+    assert cli.run(["submit", campaign, "-o", out, "window.overlap=8", "qa.max_overlap_overhead=0.1"]) == 0
     doc = json.loads((tmp_path / "out" / "c" / "campaign.json").read_text())
     assert doc["counts"]["windows_rendered"] == 0 and doc["counts"]["shots_reused"] == 1
     assert doc["shots"][0]["needs_rerender"] is True and doc["shots"][0]["qa_reasons"][0].startswith("overlap_overhead")

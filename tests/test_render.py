@@ -76,7 +76,9 @@ def test_photo_render_manifest_is_a_complete_production_record(photo_shot):
     assert record["config"]["backend"]["name"] == "puppet" and record["config"]["match"]["mode"] == "image"
     for key in ("farm", "python", "numpy", "torch", "mediapipe", "opencv", "av"):
         assert record["versions"][key], key
-    assert [w["start"] for w in record["windows"]] == [0, 40, 80, 120, 146]
+    # The puppet's windows are cut end to end: every one of the 194 frames drawn once.
+    assert [(w["start"], w["end"]) for w in record["windows"]] == [(0, 48), (48, 96), (96, 144), (144, 192), (192, 194)]
+    assert record["metrics"]["overlap_overhead"] == 0
     names = {a["path"]: a for a in record["artifacts"]}
     assert {"video.mp4", "pose_preview.mp4", "poses/driving.parquet", "poses/target.parquet"} <= set(names)
     assert names["video.mp4"]["bytes"] == (photo_shot / "video.mp4").stat().st_size

@@ -126,7 +126,7 @@ def test_wan_chains_by_default_joining_chains_over_the_window_overlap_and_the_pu
     assert [plan.held_frames(w) for w in plan.windows] == [0, 1, 0, 1, 1]
     puppet = plan_shot(drawing_shot(PLEASE, "char1"), load_config(["output.pose_preview=false"]), tmp_path / "puppet",
                        PuppetBackend.spec)
-    assert puppet.cfg.window.mode == "parallel" and puppet.chains == [] and puppet.windows == plan_windows(73, 48, 8)
+    assert puppet.cfg.window.mode == "parallel" and puppet.chains == [] and puppet.windows == plan_windows(73, 48, 0)
     assert [puppet.previous_window(w) for w in puppet.windows] == [None, None]
 
 

@@ -109,8 +109,10 @@ class PuppetBackend:
     # (mediapipe's pose landmarker) drives: the character is shown doing what it never did, so the
     # label says a trained model took part (compositeWithTrainedAlgorithmicMedia), not merely that
     # pictures were combined (composite), which readers do not show as AI-made. The rig is moved
-    # by the performer's body alone: hands and face are not tracked for it.
-    spec = BackendSpec(name="puppet", version="1", window_length=48, window_overlap=8,
+    # by the performer's body alone: hands and face are not tracked for it. Each frame depends on its
+    # own pose only, so windows are batches cut end to end: an overlap would draw frames twice for
+    # nothing to blend.
+    spec = BackendSpec(name="puppet", version="1", window_length=48, window_overlap=0,
                        frame_multiple=1, can_chain=False, num_gpus=0, deterministic=True,
                        source_type="compositeWithTrainedAlgorithmicMedia", pose_parts=("body",))
 
