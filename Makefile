@@ -43,6 +43,7 @@ test: setup tools
 
 bench: setup
 	$(PY) -m farm.bench --out bench-results/bench.json
+	$(PY) -m farm.bench.realtime --out bench-results/bench-realtime.json
 
 # A 1000-shot campaign on 16 simulated GPUs, the motion library's effect, driver memory (needs ../shared/data; long).
 bench-scale: setup tools
