@@ -103,7 +103,7 @@ def _render_streaming(backend: Backend, planned: ShotPlan, reporter: Reporter) -
     another while this one stitches, measures and encodes each segment as its windows arrive. A
     failure anywhere stops the others and fails the shot, leaving no take behind."""
     cfg = planned.cfg
-    windows = _Arrivals(len(planned.windows))
+    windows = _Arrivals()
     with ThreadPoolExecutor(2, thread_name_prefix=f"shot-{planned.shot_id}") as pool:
         rendering = pool.submit(_render_windows, backend, planned, reporter, windows.made)
         rendering.add_done_callback(windows.finished)
@@ -126,9 +126,8 @@ class _Arrivals:
     is rendered (windows render in order) and returns the logs so far, or raises once rendering
     failed or was cancelled."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self) -> None:
         self.logs: list[dict] = []
-        self.count = count
         self.failed: BaseException | None = None
         self.changed = threading.Condition()
 
