@@ -210,6 +210,26 @@ def test_the_watermark_is_read_back_from_the_frame_and_not_found_where_there_is_
     assert psnr > 40  # 41.8 dB measured on these frames
 
 
+def test_a_frame_is_marked_the_same_with_any_number_of_threads():
+    # A Ray worker runs one BLAS and one OpenCV thread, a local render several: the pixels must not
+    # depend on it (checked at 720p, where a threaded BLAS product was seen to differ).
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    frame = cv2.resize(read_frames(MEDIA / "gesture_asl_book.mkv", 0, 1)[0], (1280, 720))
+    before = cv2.getNumThreads()
+    marked = []
+    try:
+        for threads in (1, 2, 4):
+            cv2.setNumThreads(threads)
+            with threadpool_limits(threads):
+                marked.append(wm.embed(frame, wm.watermark_code("threads")))
+    finally:
+        cv2.setNumThreads(before)
+    assert all(np.array_equal(m, marked[0]) for m in marked)
+    assert wm.read_code(wm.luma(marked[0])) == wm.watermark_code("threads")
+
+
 def test_the_convolutional_code_corrects_what_a_repetition_code_would_not():
     bits = wm._payload_bits(0x0123456789ABCDEF)
     coded = wm._convolve(bits)

@@ -38,7 +38,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+from scipy import sparse
 from scipy.fft import dctn, idctn
 
 SCHEME = "farm-dwtdct-qim/1"
@@ -58,6 +60,7 @@ STEP = 16.0  # QIM step, in the units of the orthonormal DCT of cell means (0..2
 _PASSES = 3  # embedding passes: each makes good what clipping at 0 and 255 undid
 _SEED = 0x6D66_776D  # the public key: dither and interleaving
 _BT709 = np.array([0.2126, 0.7152, 0.0722])
+_BT709_ROW = _BT709.astype(np.float32)[None, :]  # cv2.transform: one output channel
 
 
 def watermark_code(shot_id: str) -> int:
@@ -70,20 +73,22 @@ def code_hex(code: int) -> str:
 
 
 def embed(frame: np.ndarray, code: int) -> np.ndarray:
-    """The frame with the code in it: (H, W, 3) uint8 RGB in and out. Deterministic."""
+    """The frame with the code in it: (H, W, 3) uint8 RGB in and out. Deterministic: the same
+    frame gets the same pixels in any process and with any number of threads (no BLAS)."""
     height, width = frame.shape[:2]
     layout = _layout(*grid_shape(height, width))
     bits = _convolve(_payload_bits(code))[layout.bit_of_slot]
-    up_rows, up_cols = _upsampler(layout.rows, height), _upsampler(layout.cols, width)
     marked = frame.astype(np.float32)
+    residual = np.empty((height, width, 1), np.float32)
     for _ in range(_PASSES):
         dct = _block_dct(_cells(luma(marked), layout))
         coefficients = dct[layout.slot_index]
         change = np.zeros_like(dct)
         change[layout.slot_index] = _quantise(coefficients, bits, layout.dither) - coefficients
-        residual = _product(_product(up_rows, _block_idct(change)), up_cols.T).astype(np.float32)
-        marked = np.clip(marked + residual[..., None], 0.0, 255.0, out=marked)
-    return np.rint(marked).astype(np.uint8)
+        residual[..., 0] = _spread(_block_idct(change), height, width)
+        np.add(marked, residual, out=marked)
+        np.clip(marked, 0.0, 255.0, out=marked)
+    return np.rint(marked, out=marked).astype(np.uint8)
 
 
 def read_code(luma_plane: np.ndarray) -> int | None:
@@ -98,7 +103,7 @@ def read_code(luma_plane: np.ndarray) -> int | None:
 def luma(rgb: np.ndarray) -> np.ndarray:
     """BT.709 luma of (H, W, 3) RGB, full range, as the farm's encoder computes it (float32 for
     float32 or integer input)."""
-    return np.einsum("hwc,c->hw", rgb.astype(np.float32, copy=False), _BT709.astype(np.float32), optimize=False)
+    return cv2.transform(rgb.astype(np.float32, copy=False), _BT709_ROW)
 
 
 def grid_shape(height: int, width: int) -> tuple[int, int]:
@@ -275,27 +280,43 @@ def _layout(rows: int, cols: int) -> _Layout:
 
 
 @functools.lru_cache(maxsize=32)
-def _area(cells: int, pixels: int) -> np.ndarray:
-    """(cells, pixels): row i averages the pixels under cell i (fractional pixels weighted by
-    their overlap), as an area resize does."""
+def _area(cells: int, pixels: int) -> sparse.csr_array:
+    """(cells, pixels), sparse: row i averages the pixels under cell i (fractional pixels weighted
+    by their overlap), as an area resize does. A pixel lies under one or two cells."""
     edges = np.arange(cells + 1) * (pixels / cells)
     left, right = edges[:-1, None], edges[1:, None]
     starts = np.arange(pixels)[None, :]
     overlap = np.clip(np.minimum(right, starts + 1) - np.maximum(left, starts), 0.0, None)
-    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
+    return sparse.csr_array((overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32))
 
 
 @functools.lru_cache(maxsize=32)
-def _upsampler(cells: int, pixels: int) -> np.ndarray:
-    """(pixels, cells): the smallest change of pixels whose cell averages change by a given amount
-    (the Moore-Penrose right inverse of _area)."""
-    area = _area(cells, pixels).astype(np.float64)
-    return (area.T @ np.linalg.inv(area @ area.T)).astype(np.float32)
+def _spreaders(cells: int, pixels: int) -> tuple[sparse.csr_array, np.ndarray]:
+    """The minimum-norm right inverse of _area, A.T (A A.T)^-1, as its two factors: the sparse
+    A.T (pixels, cells) and the small dense (A A.T)^-1 (cells, cells)."""
+    area = _area(cells, pixels)
+    gram = (area @ area.T).toarray().astype(np.float64)
+    return sparse.csr_array(area.T), np.linalg.inv(gram).astype(np.float32)
 
 
 def _cells(plane: np.ndarray, layout: _Layout) -> np.ndarray:
+    """(rows, cols) cell means of a (H, W) plane: A_rows @ plane @ A_cols.T, with sparse A (each
+    output row a fixed sum of one or two rows in order, so the same in every process)."""
     height, width = plane.shape
-    return _product(_product(_area(layout.rows, height), plane), _area(layout.cols, width).T)
+    down_rows = _area(layout.rows, height) @ plane  # (rows, W)
+    return (_area(layout.cols, width) @ down_rows.T).T
+
+
+def _spread(change: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) float32: the smallest change of pixels whose cell means change by `change` (rows,
+    cols): U_rows @ change @ U_cols.T with U = A.T (A A.T)^-1, the small inverses applied on the
+    grid and the sparse A.T spreading it to pixels."""
+    rows, cols = change.shape
+    spread_rows, inverse_rows = _spreaders(rows, height)
+    spread_cols, inverse_cols = _spreaders(cols, width)
+    on_grid = _product(_product(inverse_rows, change.astype(np.float32)), inverse_cols.T)  # (rows, cols)
+    tall = spread_rows @ on_grid  # (H, cols)
+    return (spread_cols @ tall.T).T
 
 
 def _block_dct(cells: np.ndarray) -> np.ndarray:
