@@ -234,3 +234,32 @@ def test_rig_drawing_draws_on_a_background(asl):
     x, y = np.round(asl.rig()[0, JOINT_INDEX["right_shoulder"], :2]).astype(int)
     np.testing.assert_array_equal(image[y, x], BODY_COLOURS[2])
     assert (image[5, 5] == 40).all()
+
+
+def test_a_local_extract_of_a_long_video_runs_the_ray_runtimes_chunks_on_a_thread_each(shared_data, dance):
+    from farm.pose.extract import chunk_bounds, concat_poses
+    from farm.shot.plan import extract_in_process
+
+    class Counting:
+        advanced = 0
+
+        def stage(self, name, total=None):
+            pass
+
+        def advance(self, n=1):
+            self.advanced += n
+
+    video, options, reporter = shared_data / "dance_fullbody_outdoor.mp4", PoseOptions(hands=False, face=False), Counting()
+    threaded = extract_in_process(video, DANCE_FRAMES, options, reporter, chunk_frames=60, workers=2)
+    bounds = chunk_bounds(DANCE_FRAMES, 60, 2)
+    assert bounds == [0, 48, 97, 146, 194]  # 194 / 60 / 2 CPUs rounds to 2 chunks a CPU
+    one_by_one = concat_poses([extract_poses(video, start=a, stop=b, options=options) for a, b in zip(bounds, bounds[1:])])
+    assert reporter.advanced == DANCE_FRAMES  # progress from both threads adds up to the frames
+    assert len(threaded) == DANCE_FRAMES and threaded.start == 0
+    for part in ("body", "left_hand", "right_hand", "face"):  # the chunks, whatever thread ran them
+        assert np.array_equal(getattr(threaded, part), getattr(one_by_one, part), equal_nan=True), part
+    # and the joins (each chunk warms its tracker up first) agree with one pass over the video
+    whole, joined = dance.rig(), threaded.rig()
+    both = (whole[..., 2] >= 0.5) & (joined[..., 2] >= 0.5)
+    assert both.mean() > 0.8
+    assert np.median(np.linalg.norm(whole[..., :2] - joined[..., :2], axis=-1)[both]) < 5.0

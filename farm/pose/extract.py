@@ -86,6 +86,18 @@ class PoseSequence:
         )
 
 
+def chunk_bounds(frame_count: int, chunk_frames: int, workers: int) -> list[int]:
+    """Frame-range bounds [0, ..., frame_count] for extracting a video's poses in parallel: about
+    chunk_frames per chunk and a whole number of chunks per worker, so none idles in the last
+    round; [0, frame_count] (one chunk) for a video of chunk_frames or fewer. The farm's Ray
+    runtime and a local render cut the same chunks for the same number of CPUs."""
+    if frame_count <= chunk_frames:
+        return [0, frame_count]
+    workers = max(1, workers)
+    count = max(1, round(frame_count / chunk_frames / workers)) * workers
+    return np.linspace(0, frame_count, count + 1).round().astype(int).tolist()
+
+
 def concat_poses(parts: list[PoseSequence]) -> PoseSequence:
     """Join consecutive frame ranges of one video (e.g. chunks extracted in parallel) into one."""
     first = parts[0]

@@ -45,7 +45,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
-from farm.pose.extract import PoseOptions, PoseSequence, concat_poses, extract_poses
+from farm.pose.extract import PoseOptions, PoseSequence, chunk_bounds, concat_poses, extract_poses
 from farm.qa.preflight import count_people
 from farm.qa.window import Takes, checking
 from farm.records import Progress
@@ -85,11 +85,7 @@ def _sharded_extract(video: Path, frame_count: int, options: PoseOptions, report
     could not tell which person it is."""
     if frame_count <= chunk_frames or options.subject is not None:
         return extract_poses(video, options=options)
-    # About chunk_frames per chunk, and a whole number of chunks per CPU, so no CPU idles in the
-    # last round.
-    cpus = _node_cpus()
-    count = max(1, round(frame_count / chunk_frames / cpus)) * cpus
-    bounds = np.linspace(0, frame_count, count + 1).round().astype(int).tolist()
+    bounds = chunk_bounds(frame_count, chunk_frames, _node_cpus())
     here = _here()
     chunks = [_pose_chunk.options(scheduling_strategy=here).remote(video, a, b, options) for a, b in zip(bounds, bounds[1:])]
     return concat_poses(ray.get(chunks))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +111,8 @@ def plan_shot(
             people_count = (people or _count_here)(local.motion)
             reporter.stage("pose", motion_probe.frame_count)
             with timed(timings, "pose"):
-                driving = (extract or extract_in_process)(local.motion, motion_probe.frame_count, options, reporter)
+                extract = extract or partial(extract_in_process, chunk_frames=cfg.runtime.pose_chunk_frames)
+                driving = extract(local.motion, motion_probe.frame_count, options, reporter)
             tracked = options.parts()
             if library:
                 counted = people_count()
@@ -200,10 +205,35 @@ def _count_here(video: Path) -> Callable[[], tuple[int, str]]:
     return lambda: count_people(video)
 
 
-def extract_in_process(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter) -> PoseSequence:
-    from farm.pose.extract import extract_poses
+def extract_in_process(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter, *,
+                       chunk_frames: int | None = None, workers: int | None = None) -> PoseSequence:
+    """The poses of `video`, extracted here: a video longer than chunk_frames in the frame ranges
+    the Ray runtime would cut (farm.pose.extract.chunk_bounds), on a thread per CPU (mediapipe
+    works without the GIL), so a laptop render uses every core for its longest stage. A chosen
+    subject is followed from the first frame on, in one piece. workers: threads (None: this
+    process's CPUs)."""
+    from farm.pose.extract import chunk_bounds, concat_poses, extract_poses
 
-    return extract_poses(video, options=options, progress=progress_callback(reporter))
+    cpus = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    if chunk_frames is None or options.subject is not None or cpus < 2:
+        return extract_poses(video, options=options, progress=progress_callback(reporter))
+    bounds = chunk_bounds(frame_count, chunk_frames, cpus)
+    if len(bounds) == 2:
+        return extract_poses(video, options=options, progress=progress_callback(reporter))
+    lock = threading.Lock()
+
+    def chunk(start: int, stop: int) -> PoseSequence:
+        done = [0]
+
+        def progress(n: int) -> None:
+            with lock:
+                reporter.advance(n - done[0])
+                done[0] = n
+
+        return extract_poses(video, start=start, stop=stop, options=options, progress=progress)
+
+    with ThreadPoolExecutor(cpus, thread_name_prefix="pose") as pool:
+        return concat_poses(list(pool.map(chunk, bounds[:-1], bounds[1:])))
 
 
 def _versions(spec: BackendSpec) -> dict:
