@@ -25,7 +25,7 @@ from farm.provenance.watermark import SCHEME, code_hex, watermark_code
 from farm.shot.inputs import as_given, content_key, fallback_id, fetch_inputs, probe_inputs
 from farm.shot.outcome import ShotResult, claim, fail_shot, finished, reuse_verdict
 from farm.shot.planned import ShotPlan, unmarked
-from farm.shot.tools import shot_pose_options, stage_root, storage_for
+from farm.shot.tools import give_memory_back, shot_pose_options, stage_root, storage_for
 from farm.shot.types import Reporter, Shot, Silent, progress_callback, timed
 from farm.storage import Storage
 from farm.types import Canvas, check_shot_id
@@ -132,6 +132,7 @@ def plan_shot(
             preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count(),
                                       parts=options.parts())
         record["preflight"] = preflight.to_dict()
+        give_memory_back()  # the pages of the pose and people-count graphs, before the render stage
         if cfg.qa.strict and preflight.warnings:
             raise FarmError(str(shot.motion), "preflight: " + "; ".join(preflight.warnings), "fix the inputs or set qa.strict=false")
 

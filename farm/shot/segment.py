@@ -30,6 +30,7 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     from farm.provenance.watermark import embed
     from farm.qa.measure import Appearance, FrameMeter
     from farm.qa.track import Texture
+    from farm.shot.tools import give_memory_back
     from farm.stitch import Stitcher
 
     started = time.perf_counter()
@@ -53,6 +54,7 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
             next_start = windows[w + 1].start if w + 1 < len(windows) else None
             held = plan.held_frames(windows[w])
             ready(w)
+            give_memory_back()  # the last window's pages: three threads' heaps otherwise only grow
             for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits(w), held=held):
                 if code is not None:
                     frame = embed(frame, code)
