@@ -7,7 +7,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from fractions import Fraction
 from functools import partial
 from pathlib import Path
@@ -206,16 +206,23 @@ def _count_here(video: Path) -> Callable[[], tuple[int, str]]:
     return lambda: count_people(video)
 
 
+def local_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def extract_in_process(video: Path, frame_count: int, options: PoseOptions, reporter: Reporter, *,
-                       chunk_frames: int | None = None, workers: int | None = None) -> PoseSequence:
+                       chunk_frames: int | None = None, workers: int | None = None,
+                       pool: Executor | None = None) -> PoseSequence:
     """The poses of `video`, extracted here: a video longer than chunk_frames in the frame ranges
     the Ray runtime would cut (farm.pose.extract.chunk_bounds), on a thread per CPU (mediapipe
     works without the GIL), so a laptop render uses every core for its longest stage. A chosen
     subject is followed from the first frame on, in one piece. workers: threads (None: this
-    process's CPUs)."""
+    process's CPUs). pool: run the chunks there instead (a pool of `workers` threads that other
+    work of the stage shares, so no more mediapipe graphs than threads are alive at once)."""
     from farm.pose.extract import chunk_bounds, concat_poses, extract_poses
 
-    cpus = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    cpus = workers or local_cpus()
     if chunk_frames is None or options.subject is not None or cpus < 2:
         return extract_poses(video, options=options, progress=progress_callback(reporter))
     bounds = chunk_bounds(frame_count, chunk_frames, cpus)
@@ -231,10 +238,15 @@ def extract_in_process(video: Path, frame_count: int, options: PoseOptions, repo
                 reporter.advance(n - done[0])
                 done[0] = n
 
-        return extract_poses(video, start=start, stop=stop, options=options, progress=progress)
+        try:
+            return extract_poses(video, start=start, stop=stop, options=options, progress=progress)
+        finally:
+            give_memory_back()  # the closed graph's pages, before the next chunk's graph
 
-    with ThreadPoolExecutor(cpus, thread_name_prefix="pose") as pool:
+    if pool is not None:
         return concat_poses(list(pool.map(chunk, bounds[:-1], bounds[1:])))
+    with ThreadPoolExecutor(cpus, thread_name_prefix="pose") as own:
+        return concat_poses(list(own.map(chunk, bounds[:-1], bounds[1:])))
 
 
 def _versions(spec: BackendSpec) -> dict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 
 from farm.backends.base import Backend
@@ -20,7 +21,7 @@ from farm.errors import FarmError
 from farm.qa.window import Takes, checking
 from farm.shot.finish import finish_shot, write_pose_artifacts
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
-from farm.shot.plan import plan_shot
+from farm.shot.plan import extract_in_process, local_cpus, plan_shot
 from farm.shot.planned import ShotPlan
 from farm.shot.segment import encode_segment
 from farm.shot.tools import make_backend, storage_for
@@ -56,8 +57,15 @@ def render_shot(
         return record_failure(shot, cfg, out_root, exc)
 
     # 2. Plan: inputs, character, pose, preflight, retarget, windows (or the shot is done already).
-    planned = plan_shot(shot, cfg, out_root, backend.spec, reporter=reporter, force=force,
-                        people=_count_alongside if stream else None)
+    if stream:  # the people counted and the poses extracted on one thread per CPU
+        workers = local_cpus()
+        with ThreadPoolExecutor(workers, thread_name_prefix="pose") as pool:
+            planned = plan_shot(shot, cfg, out_root, backend.spec, reporter=reporter, force=force,
+                                people=partial(_count_alongside, pool),
+                                extract=partial(extract_in_process, chunk_frames=cfg.runtime.pose_chunk_frames,
+                                                workers=workers, pool=pool))
+    else:
+        planned = plan_shot(shot, cfg, out_root, backend.spec, reporter=reporter, force=force)
     if isinstance(planned, ShotResult):
         return planned
 
@@ -161,12 +169,9 @@ class _Cancelled(Exception):
     pass
 
 
-def _count_alongside(video: Path) -> Callable[[], tuple[int, str]]:
-    """Count the people in the video on a thread of its own while the poses are extracted (the
-    preflight waits for the count)."""
+def _count_alongside(pool: Executor, video: Path) -> Callable[[], tuple[int, str]]:
+    """Count the people in the video in `pool`, beside the pose chunks (the preflight waits for
+    the count). It goes in first: one thread counts while the others start on the poses."""
     from farm.qa.preflight import count_people
 
-    pool = ThreadPoolExecutor(1, thread_name_prefix="people")
-    counting = pool.submit(count_people, video)
-    pool.shutdown(wait=False)
-    return counting.result
+    return pool.submit(count_people, video).result
