@@ -2,6 +2,7 @@
 which make its `ShotPlan` (farm.shot.planned)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -223,30 +224,26 @@ def extract_in_process(video: Path, frame_count: int, options: PoseOptions, repo
     from farm.pose.extract import chunk_bounds, concat_poses, extract_poses
 
     cpus = workers or local_cpus()
-    if chunk_frames is None or options.subject is not None or cpus < 2:
-        return extract_poses(video, options=options, progress=progress_callback(reporter))
-    bounds = chunk_bounds(frame_count, chunk_frames, cpus)
+    bounds = [0, frame_count] if chunk_frames is None or options.subject is not None or cpus < 2 \
+        else chunk_bounds(frame_count, chunk_frames, cpus)
     if len(bounds) == 2:
         return extract_poses(video, options=options, progress=progress_callback(reporter))
     lock = threading.Lock()
 
     def chunk(start: int, stop: int) -> PoseSequence:
-        done = [0]
+        advance = progress_callback(reporter)
 
         def progress(n: int) -> None:
-            with lock:
-                reporter.advance(n - done[0])
-                done[0] = n
+            with lock:  # the reporter hears from every thread
+                advance(n)
 
         try:
             return extract_poses(video, start=start, stop=stop, options=options, progress=progress)
         finally:
             give_memory_back()  # the closed graph's pages, before the next chunk's graph
 
-    if pool is not None:
-        return concat_poses(list(pool.map(chunk, bounds[:-1], bounds[1:])))
-    with ThreadPoolExecutor(cpus, thread_name_prefix="pose") as own:
-        return concat_poses(list(own.map(chunk, bounds[:-1], bounds[1:])))
+    with contextlib.nullcontext(pool) if pool is not None else ThreadPoolExecutor(cpus, thread_name_prefix="pose") as run:
+        return concat_poses(list(run.map(chunk, bounds[:-1], bounds[1:])))
 
 
 def _versions(spec: BackendSpec) -> dict:

@@ -113,8 +113,14 @@ def give_memory_back() -> None:
     """Return the heap's free pages to the system (glibc's malloc_trim). A mediapipe graph holds
     about 100 MB while it runs and glibc keeps those pages once it is closed, so a render that
     extracted poses would carry them through its render stage; elsewhere this does nothing."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to do
-        return
-    libc.malloc_trim(0)
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl)
+        return None
