@@ -132,7 +132,7 @@ shots:
     shot = f"{out}/cloud/shots/please"
     assert {f"{shot}/video.mp4", f"{shot}/manifest.json", f"{shot}/pose_preview.mp4", f"{shot}/poses/driving.parquet",
             f"{out}/cloud/campaign.json", f"{out}/cloud/campaign.parquet"} <= keys
-    assert not any("/windows/" in key for key in keys)  # checkpoints are removed once the shot is done
+    assert not any("/windows/" in key or "/artifacts/" in key for key in keys)  # working files go once the shot is done
     manifest = json.loads(store.get_bytes(f"{shot}/manifest.json"))
     assert manifest["status"] == "succeeded" and manifest["inputs"]["motion"]["uri"] == inputs["gesture_asl_please.mkv"]
     video = store.fetch(f"{shot}/video.mp4", tmp_path / "check")
@@ -187,3 +187,24 @@ def test_identical_shots_in_one_campaign_render_once(tmp_path):
     assert sorted([first.status, second.status]) == ["reused", "succeeded"]
     assert first.shot_id == second.shot_id and first.video == second.video
     assert [p.name for p in tmp_path.iterdir()] == [first.shot_id]
+
+
+def test_a_campaign_draws_the_pose_preview_while_the_windows_render(tmp_path):
+    """The preview depends on the plan alone: its own task draws it beside the windows (3 s each
+    here, a GPU model's pace), not the finish after them; it is the preview `farm render` draws."""
+    shot = drawing_shot("gesture_asl_please.mkv", "char1", shot_id="beside")
+    slow = load_config(["output.size=96", "runtime.backend_wrapper=tests.wrappers:slow_windows"])
+    (result,) = run_campaign([(shot, slow)], tmp_path / "ray")
+    assert result.status == "succeeded", result.error
+    manifest = result.manifest
+    windows_end = max(w["started"] + w["seconds"] for w in manifest["windows"])
+    preview = manifest["preview"]
+    assert preview["started"] + preview["seconds"] < windows_end
+    assert manifest["timings"]["artifacts"] >= preview["seconds"]
+    assert not (result.folder / "artifacts").exists()  # its working copy goes with the commit
+
+    local = render_shot(shot, load_config(["output.size=96"]), tmp_path / "local")
+    ours, theirs = read_frames(result.folder / "pose_preview.mp4"), read_frames(local.folder / "pose_preview.mp4")
+    assert len(ours) == len(theirs) == 73
+    worst = max(np.abs(a.astype(np.int16) - b.astype(np.int16)).max() for a, b in zip(ours, theirs))
+    assert worst <= 2, f"the campaign's preview differs from farm render's by {worst} levels"

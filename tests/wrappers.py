@@ -52,3 +52,24 @@ def another_spec(backend):
     wrapped = _Spoiling(backend, lambda r: False)
     wrapped.spec = dataclasses.replace(backend.spec, window_length=backend.spec.window_length * 2)
     return wrapped
+
+
+class _Slow:
+    """The backend as it is, taking `seconds` more for each window (a GPU model's pace)."""
+
+    def __init__(self, backend, seconds: float) -> None:
+        self.backend, self.seconds, self.spec = backend, seconds, backend.spec
+
+    def prepare(self, character, canvas) -> None:
+        self.backend.prepare(character, canvas)
+
+    def render_window(self, request: WindowRequest) -> WindowResult:
+        import time
+
+        time.sleep(self.seconds)
+        return self.backend.render_window(request)
+
+
+def slow_windows(backend):
+    """Each window takes 3 s more: long enough for the shot's other work to run beside them."""
+    return _Slow(backend, 3.0)

@@ -49,7 +49,7 @@ from farm.pose.extract import PoseOptions, PoseSequence, chunk_bounds, concat_po
 from farm.qa.preflight import count_people
 from farm.qa.window import Takes, checking
 from farm.records import Progress
-from farm.shot.finish import finish_shot
+from farm.shot.finish import finish_shot, make_preview
 from farm.shot.inputs import fetch_input, probe_motion
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
 from farm.shot.plan import plan_shot
@@ -364,8 +364,14 @@ def _segment(plan: ShotPlan, index: int, logs: list[dict]) -> dict:
 
 
 @ray.remote
-def _finish(plan: ShotPlan, logs: list[dict], segments: list[dict]) -> ShotResult:
-    return finish_shot(plan, logs, segments)
+def _preview(plan: ShotPlan) -> dict:
+    _title(f"preview {plan.shot_id}")
+    return make_preview(plan)
+
+
+@ray.remote
+def _finish(plan: ShotPlan, logs: list[dict], segments: list[dict], preview: dict | None) -> ShotResult:
+    return finish_shot(plan, logs, segments, preview=preview)
 
 
 class _Run:
@@ -385,7 +391,7 @@ class _Run:
         self.extracting: dict[str, int] = {}  # motion (as given, with its pose settings) -> shots planning it
 
     def task(self, remote, name: str, shot: _ShotRun, deliver: Callable, *args, returns: int = 1):
-        """Start a CPU task (plan, segment, finish) whose (first) result goes to `deliver` of `shot`."""
+        """Start a CPU task (plan, preview, segment, finish) whose (first) result goes to `deliver` of `shot`."""
         refs = remote.options(**_options(self.max_retries, name.split(" ", 1)[0]), num_returns=returns).remote(*args)
         first = refs[0] if returns > 1 else refs
         self.waiting[first] = (shot, deliver)
@@ -468,6 +474,8 @@ class _ShotRun:
         self.held: dict[int, int] = {}  # chained: window -> the window waiting for it
         self.new: list[int] = []  # output frames each window adds (progress)
         self.segments: dict[int, dict] = {}  # segment -> its log
+        self.preview: dict | None = None  # the pose preview, drawn while the windows render (make_preview's log)
+        self.previewing = False  # its task is running
         self.followers: list[_ShotRun] = []  # identical shots that take this one's result
         self.result: ShotResult | None = None
         self.admitted = False  # counted in the run's shots in flight
@@ -505,6 +513,9 @@ class _ShotRun:
             self.takes = Takes(self.cfg.qa, value.shot_id, len(value.windows))
         self._move("rendering")
         self.new = new_frames(value.windows)  # progress counts output frames, overlaps once
+        if self.cfg.output.pose_preview:  # drawn beside the windows, not after them
+            self.previewing = True
+            self.run.task(_preview, f"preview {value.shot_id}", self, self.preview_done, self.plan_ref)
         self.run.progress.frames(sum(self.new))
         for w, window in enumerate(value.windows):
             if value.has_window(window):  # a checkpoint from an interrupted run
@@ -559,11 +570,23 @@ class _ShotRun:
             self._fail(_cause(value))
             return
         self.segments[k] = value
-        if len(self.segments) == len(self.plan.segments):
+        self._finish()
+
+    def preview_done(self, value) -> None:
+        if isinstance(value, BaseException):
+            self._fail(_cause(value))
+            return
+        self.previewing, self.preview = False, value
+        self._finish()
+
+    def _finish(self) -> None:
+        """Every segment is encoded and the preview drawn: join, record, commit."""
+        if len(self.segments) == len(self.plan.segments) and not self.previewing:
             self._move("finishing")
             logs = [self.logs[w] for w in range(len(self.plan.windows))]
             segments = [self.segments[s] for s in range(len(self.plan.segments))]
-            self.run.task(_finish, f"finish {self.plan.shot_id}", self, self.finished, self.plan_ref, logs, segments)
+            self.run.task(_finish, f"finish {self.plan.shot_id}", self, self.finished, self.plan_ref, logs, segments,
+                          self.preview)
 
     def finished(self, value) -> None:
         self.end(value if isinstance(value, ShotResult) else self._failure(_cause(value)))
@@ -578,7 +601,7 @@ class _ShotRun:
         if self.result is None:
             self.result, self.state = result, "failed" if result.status == "failed" else "done"
             self.plan = self.plan_ref = None  # let go of the plan (character image, poses) as soon as the shot is done
-            self.logs, self.segments = {}, {}
+            self.logs, self.segments, self.preview = {}, {}, None
             self.takes, self.retaking = None, {}  # a stopped shot's unsettled takes go too (DESIGN §13)
             self._leave()
             self.run.progress.shot_done(result, self.position)
@@ -788,9 +811,9 @@ def admission_bound() -> int:
 
 
 def _options(max_retries: int, kind: str) -> dict:
-    """Resources of a CPU task (plan, segment, finish): one CPU, no GPU. Retries cover dead workers
-    only (bad input does not get better). The Ray task name is the kind of work ("plan", "segment",
-    "finish"; "window" for the generators), what `ray list tasks` shows (the process title names
+    """Resources of a CPU task (plan, preview, segment, finish): one CPU, no GPU. Retries cover dead
+    workers only (bad input does not get better). The Ray task name is the kind of work ("plan",
+    "preview", "segment", "finish"; "window" for the generators), what `ray list tasks` shows (the process title names
     the shot, see _title): never the shot, as Ray keeps metrics per task name (in the driver and in what Prometheus
     scrapes), and a name per shot made the driver's memory grow by about 0.3 MB a shot
     (farm status and campaign.json say which shot is where)."""

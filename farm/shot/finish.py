@@ -3,6 +3,7 @@ the quality, write the report, and commit the manifest."""
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import PurePosixPath
 
@@ -20,11 +21,12 @@ from farm.windows import overlap_overhead
 
 
 def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict] | None = None, *,
-                pose_artifacts: Callable[[], None] | None = None) -> ShotResult:
+                pose_artifacts: Callable[[], None] | None = None, preview: dict | None = None) -> ShotResult:
     """Join the encoded segments (encoding them here first when `segment_logs` is None) with the
     reference's audio into exactly T frames, write the pose artifacts (or wait for
     `pose_artifacts()`, which returns once they were written meanwhile, raising what went wrong),
-    then the manifest; the checkpoints and segments are removed on success."""
+    then the manifest; the checkpoints and segments are removed on success. preview: what
+    `make_preview` returned when it drew the pose preview beforehand."""
     from farm.media.encode import join_segments
 
     cfg, take, timings, record = plan.cfg, plan.take, plan.timings, plan.record
@@ -61,7 +63,10 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
 
         # 10. Pose artifacts: parquet tables and the preview video (or those made meanwhile).
         if pose_artifacts is None:
-            write_pose_artifacts(plan)
+            write_pose_artifacts(plan, preview_made=preview is not None)
+            if preview is not None:  # drawn beforehand, beside the windows: when, and for how long
+                timings["artifacts"] += preview["seconds"]
+                record["preview"] = preview
         else:
             pose_artifacts()
 
@@ -111,9 +116,10 @@ def finish_shot(plan: ShotPlan, window_logs: list[dict], segment_logs: list[dict
     return result
 
 
-def write_pose_artifacts(plan: ShotPlan) -> None:
+def write_pose_artifacts(plan: ShotPlan, *, preview_made: bool = False) -> None:
     """Step 10 into the take: the driving and target poses as parquet tables, the pose preview
-    video and OpenPose JSON (as configured); timed as "artifacts"."""
+    video and OpenPose JSON (as configured); timed as "artifacts". preview_made: the preview was
+    made beforehand by `make_preview` (on any worker) and is copied into the take."""
     from farm.pose.store import write_parquet, write_rig_parquet
 
     cfg, take = plan.cfg, plan.take
@@ -124,17 +130,36 @@ def write_pose_artifacts(plan: ShotPlan) -> None:
             plan.targets, take / "poses" / "target.parquet", fps=float(plan.fps),
             width=plan.canvas.width, height=plan.canvas.height,
         )
-        if cfg.output.pose_preview:
-            from farm.pose.preview import write_pose_preview
-
-            write_pose_preview(
-                take / PREVIEW, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
-                canvas_size=(plan.canvas.width, plan.canvas.height),
-            )
+        if cfg.output.pose_preview and preview_made:
+            shutil.copyfile(plan.local_artifact(PREVIEW), take / PREVIEW)
+        elif cfg.output.pose_preview:
+            _draw_preview(plan, take / PREVIEW)
         if cfg.output.openpose_json:
             from farm.pose.openpose import write_openpose_json
 
             write_openpose_json(plan.driving, take / "poses" / "openpose")
+
+
+def make_preview(plan: ShotPlan) -> dict:
+    """The pose preview (output.pose_preview) into the shot's work folder, uploaded for s3://
+    outputs, for the finish to take: a campaign draws it while the windows render instead of after
+    them. Returns when it started (epoch seconds, as the windows' logs say) and how long it took,
+    for the record and the shot's "artifacts" time."""
+    started, clock = time.time(), time.perf_counter()
+    if plan.cfg.output.pose_preview:
+        path = plan.artifact_file(PREVIEW)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _draw_preview(plan, path)
+        if plan.remote:
+            storage_for(plan.cfg).put_file(path, plan.artifact_uri(PREVIEW))
+    return {"started": round(started, 3), "seconds": round(time.perf_counter() - clock, 3)}
+
+
+def _draw_preview(plan: ShotPlan, path) -> None:
+    from farm.pose.preview import write_pose_preview
+
+    write_pose_preview(path, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
+                       canvas_size=(plan.canvas.width, plan.canvas.height))
 
 
 def _copy_license(plan: ShotPlan) -> None:

@@ -15,7 +15,7 @@ from farm.config import FarmConfig
 from farm.pose.extract import PoseSequence
 from farm.provenance.watermark import MIN_SIDE, watermark_code
 from farm.shot.tools import cache_root, storage_for
-from farm.shot.types import SEGMENTS, TAKE, WINDOWS, Shot
+from farm.shot.types import ARTIFACTS, SEGMENTS, TAKE, WINDOWS, Shot
 from farm.storage import Storage
 from farm.types import Canvas, Character
 from farm.windows import Segment, Window, plan_segments
@@ -154,6 +154,17 @@ class ShotPlan(PlanHead):
                 return stored["handoff"]
             at = window.start - before.start  # (the last window, shifted back to end the shot, overlaps more)
             return stored["frames"][at : at + max(1, self.condition_frames)]
+
+    def artifact_file(self, name: str) -> Path:
+        """A published file made before the finish (e.g. the pose preview), until the finish takes it."""
+        return self.folder / ARTIFACTS / name
+
+    def artifact_uri(self, name: str) -> str:
+        return Storage.join(self.uri, ARTIFACTS, name)
+
+    def local_artifact(self, name: str) -> Path:
+        """That file on this machine, downloaded from the store if another node made it."""
+        return self._on_this_node(self.artifact_file(name), self.artifact_uri(name))
 
     def local_segment(self, segment: Segment, suffix: str = ".mp4") -> Path:
         """The segment's file on this machine, downloaded from the store if another node made it."""
