@@ -16,8 +16,10 @@ written as JSON (bench-results/bench-scale.json).
   faster), then again (0 windows rendered, wall <= 5% of the first run).
 - pose: the puppet's body-only pose extraction against bare mediapipe Pose (farm.bench).
 
-Every run starts its own Ray cluster in a fresh interpreter (2 CPUs). Nothing is turned off:
-each shot is planned, rendered, stitched, encoded, measured (QA) and reported as in production;
+Every run starts its own Ray cluster in a fresh interpreter (2 CPUs). One thing is turned off, the
+pose preview (output.pose_preview=false: a video per shot that no capacity figure needs, about
+10 ms of CPU a frame); otherwise each shot is planned, rendered, stitched, encoded, measured (QA)
+and reported as in production;
 the clips are short and the output small (output.size=128) so the CPU work of 1000 shots fits a
 2-core machine under 16 simulated GPUs.
 """
