@@ -263,3 +263,34 @@ def test_a_local_extract_of_a_long_video_runs_the_ray_runtimes_chunks_on_a_threa
     both = (whole[..., 2] >= 0.5) & (joined[..., 2] >= 0.5)
     assert both.mean() > 0.8
     assert np.median(np.linalg.norm(whole[..., :2] - joined[..., :2], axis=-1)[both]) < 5.0
+
+
+def test_the_preview_of_a_4k_video_is_drawn_at_the_previews_size_and_looks_the_same(tmp_path, monkeypatch):
+    """A 4K source's performer is drawn at the preview's size (720 rows at most), not at 3840x2160
+    and shrunk (ten times the cost a frame); the picture is the one the small video makes."""
+    import dataclasses
+    from fractions import Fraction
+
+    from farm.media.decode import read_frames
+    from farm.pose import preview
+    from tests.test_render import MEDIA
+
+    small = extract_poses(MEDIA / "gesture_asl_please.mkv", stop=12)
+    k = 3840 / small.width
+    scaled = {name: getattr(small, name).copy() for name in ("body", "left_hand", "right_hand", "face")}
+    for points in scaled.values():
+        points[..., :2] *= k
+    big = dataclasses.replace(small, **scaled, width=3840, height=round(small.height * k))  # the same performer in 4K
+    drawn = []
+    real = preview.draw_pose_frame
+    monkeypatch.setattr(preview, "draw_pose_frame", lambda w, h, *a, **kw: drawn.append((w, h)) or real(w, h, *a, **kw))
+    preview.write_pose_preview(tmp_path / "big.mp4", big, Fraction(30))
+    assert set(drawn) == {(960, 720)}
+    at_size = {name: points / 4 for name, points in scaled.items()}  # the performer filmed at 960x720
+    for name in at_size:
+        at_size[name][..., 2:] = scaled[name][..., 2:]  # (depth and confidence as they were)
+    preview.write_pose_preview(tmp_path / "small.mp4", dataclasses.replace(small, **at_size, width=960, height=720), Fraction(30))
+    ours, theirs = read_frames(tmp_path / "big.mp4"), read_frames(tmp_path / "small.mp4")
+    assert ours.shape == theirs.shape == (12, 720, 960, 3)
+    assert np.abs(ours.astype(np.int16) - theirs.astype(np.int16)).mean() < 0.5
+    assert ours.max() > 200  # something was drawn

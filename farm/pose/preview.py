@@ -4,7 +4,6 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from farm.pose.draw import draw_pose_frame, draw_rig_frame
@@ -39,14 +38,23 @@ def write_pose_preview(
     width = left_width + (canvas_size[0] if canvas_size else 0)
     # One encoder thread: the same preview bytes on every machine, and the render's other stages
     # (which run beside it, farm.shot.render) keep their cores.
+    # The performer is drawn at the preview's size (the points scaled, the lines as thick as
+    # draw_pose_frame makes them for that size), not at the video's and shrunk: a 4K source would
+    # otherwise cost a 4K drawing a frame.
+    scale = np.array([left_width / driving.width, height / driving.height, 1.0], np.float32)
     with VideoWriter(path, fps=fps, width=width, height=height, crf=23, preset=PRESET, threads=1) as writer:
         for t, src in enumerate(index):
-            frame = draw_pose_frame(
-                driving.width, driving.height, driving.body[src], driving.left_hand[src], driving.right_hand[src], driving.face[src]
-            )
-            frame = cv2.resize(frame, (left_width, height), interpolation=cv2.INTER_AREA)
+            frame = draw_pose_frame(left_width, height, *(_scaled(points[src], scale) for points in
+                                                          (driving.body, driving.left_hand, driving.right_hand, driving.face)))
             if targets is not None:
                 # Every target joint is drawn, also those held at the character's rest pose.
                 shown = np.concatenate([targets[t, :, :2], np.ones((len(targets[t]), 1), np.float32)], axis=1)
                 frame = np.concatenate([frame, draw_rig_frame(canvas_size[0], height, shown)], axis=1)
             writer.write(frame)
+
+
+def _scaled(points: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(N, >=3) points x, y, ... with x and y scaled; the other columns (visibility, confidence) kept."""
+    out = np.array(points, np.float32, copy=True)
+    out[:, :2] *= scale[:2]
+    return out
