@@ -41,7 +41,7 @@ def write_pose_preview(
     # The performer is drawn at the preview's size (the points scaled, the lines as thick as
     # draw_pose_frame makes them for that size), not at the video's and shrunk: a 4K source would
     # otherwise cost a 4K drawing a frame.
-    scale = np.array([left_width / driving.width, height / driving.height, 1.0], np.float32)
+    scale = np.array([left_width / driving.width, height / driving.height], np.float32)
     with VideoWriter(path, fps=fps, width=width, height=height, crf=23, preset=PRESET, threads=1) as writer:
         for t, src in enumerate(index):
             frame = draw_pose_frame(left_width, height, *(_scaled(points[src], scale) for points in
@@ -54,7 +54,7 @@ def write_pose_preview(
 
 
 def _scaled(points: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """(N, >=3) points x, y, ... with x and y scaled; the other columns (visibility, confidence) kept."""
+    """(N, >=3) points x, y, ... with x and y scaled by scale (2,); the other columns (depth, confidence) kept."""
     out = np.array(points, np.float32, copy=True)
-    out[:, :2] *= scale[:2]
+    out[:, :2] *= scale
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -141,21 +141,20 @@ def write_pose_artifacts(plan: ShotPlan, *, preview_made: bool = False) -> None:
 
 
 def make_preview(plan: ShotPlan) -> dict:
-    """The pose preview (output.pose_preview) into the shot's work folder, uploaded for s3://
+    """The pose preview (when output.pose_preview asks for one) into the shot's work folder, uploaded for s3://
     outputs, for the finish to take: a campaign draws it while the windows render instead of after
     them. Returns when it started (epoch seconds, as the windows' logs say) and how long it took,
     for the record and the shot's "artifacts" time."""
     started, clock = time.time(), time.perf_counter()
-    if plan.cfg.output.pose_preview:
-        path = plan.artifact_file(PREVIEW)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _draw_preview(plan, path)
-        if plan.remote:
-            storage_for(plan.cfg).put_file(path, plan.artifact_uri(PREVIEW))
+    path = plan.artifact_file(PREVIEW)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _draw_preview(plan, path)
+    if plan.remote:
+        storage_for(plan.cfg).put_file(path, plan.artifact_uri(PREVIEW))
     return {"started": round(started, 3), "seconds": round(time.perf_counter() - clock, 3)}
 
 
-def _draw_preview(plan: ShotPlan, path) -> None:
+def _draw_preview(plan: ShotPlan, path: Path) -> None:
     from farm.pose.preview import write_pose_preview
 
     write_pose_preview(path, plan.driving, plan.fps, index=plan.index, targets=plan.targets,
