@@ -3,6 +3,7 @@ stage after the other, and a failure on either side stops the other and leaves n
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -88,6 +89,7 @@ def test_a_window_that_fails_while_others_encode_fails_the_shot_and_the_rerun_ke
 
 def test_an_encoder_that_fails_stops_the_windows_still_to_render(tmp_path, monkeypatch):
     import farm.media.encode
+    import farm.shot.render
 
     written = []
     original = farm.media.encode.VideoWriter.write
@@ -98,12 +100,29 @@ def test_an_encoder_that_fails_stops_the_windows_still_to_render(tmp_path, monke
         written.append(frame.shape)
         return original(self, frame)
 
+    # The windows from frame 36 on wait until the shot has given up on them (on a busy machine the
+    # windows could otherwise all render before the encoder reaches frame 20): the one in hand
+    # finishes, and no window after it starts.
+    gave_up = threading.Event()
+    cancel = farm.shot.render._Arrivals.cancel
+
+    def cancel_and_say(self):
+        cancel(self)
+        gave_up.set()
+
+    class _Waits(_BreaksAt):
+        def render_window(self, request):
+            if request.start >= 36:
+                assert gave_up.wait(120), "the shot never gave up on its windows"
+            return super().render_window(request)
+
     monkeypatch.setattr(farm.media.encode.VideoWriter, "write", write)
+    monkeypatch.setattr(farm.shot.render._Arrivals, "cancel", cancel_and_say)
     shot = drawing_shot("gesture_asl_please.mkv", "char1", shot_id="please")
-    counted = _BreaksAt(start=-1)  # never breaks: counts the windows it renders
+    counted = _Waits(start=-1)  # never breaks: counts the windows it renders
     result = render_shot(shot, load_config([*SMALL, "output.pose_preview=false"]), tmp_path, backend=counted)
     assert result.status == "failed" and "no space left on device" in result.error
-    assert len(counted.rendered) < 6  # the render stopped with the encoder, one window ahead at most
+    assert counted.rendered == [0, 12, 24, 36]  # the window in hand when the encoder failed, none after
     names = sorted(p.name for p in result.folder.iterdir() if p.name != ".farm-shot")
     assert names == ["manifest.json", "windows"], names
 
