@@ -118,7 +118,7 @@ def add_motion(
         reporter.stage("pose", probe.frame_count)
         with as_given({local: video}):
             extracted = extract_in_process(local, probe.frame_count, options, reporter)
-            people = count_people(local)
+            people = count_people(local, extracted)
         key = poses.library_key(sha, options, cfg.pose.model)
         poses.keep(store, library_root(out_root), key, poses.MotionEntry(extracted, people, options.parts()), str(video))
 

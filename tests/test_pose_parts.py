@@ -91,7 +91,7 @@ def _extractor(holistic: PoseSequence, body_only: PoseSequence, asked: list):
 
 
 def _one_person(video):
-    return lambda: (1, "1 person seen")
+    return lambda poses: (1, "1 person seen")
 
 
 def test_a_puppet_shot_extracts_the_body_alone_and_its_manifest_says_so(tmp_path, holistic, body_only):

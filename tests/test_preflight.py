@@ -13,6 +13,7 @@ from farm.qa.preflight import (
     TINY_SUBJECT_RATIO,
     count_people,
     framing_class,
+    others_seen,
     run_preflight,
     subject_size_and_speed,
     video_framing,
@@ -31,15 +32,31 @@ def _image_joints(path) -> tuple[np.ndarray, int]:
     return from_mediapipe(body[:, [0, 1, 3]]), rgb.shape[0]
 
 
+BODY_ONLY = PoseOptions(hands=False, face=False)
+
+
 def test_handshake_clip_has_two_people_and_says_whom_motion_follows(shared_data):
-    count, note = count_people(shared_data / "multi_two_people_handshake.mp4")
+    path = shared_data / "multi_two_people_handshake.mp4"
+    poses = extract_poses(path, options=BODY_ONLY)
+    count, note = count_people(path, poses)
     assert count == 2
     assert note.startswith("2 people seen; motion is taken from the most prominent one")
-    assert "x≈" in note
+    # The centre the note gives is the performer's on a sampled frame, as the tracker followed them.
+    seen = others_seen(path)
+    found = [index for index, *_ in seen.frames if poses.body[index, :, 3].max() > 0]
+    assert found, "the tracker found the performer on no sampled frame"
+    centres = [(poses.body[i, :, 0].clip(0, poses.width).min() + poses.body[i, :, 0].clip(0, poses.width).max())
+               / 2 / poses.width for i in found]
+    shown = float(note.split("x≈")[1].split("%")[0]) / 100
+    assert min(abs(shown - centre) for centre in centres) <= 0.006, (note, centres)
+    # Without the performer on those frames (a tracker that lost them), only the detectors count.
+    lost = dataclasses.replace(poses, body=np.zeros_like(poses.body))
+    assert seen.count(lost)[0] == max(max(len(people), len(faces)) for _, _, people, faces in seen.frames)
 
 
 def test_dance_clip_has_one_person(shared_data):
-    assert count_people(shared_data / "dance_fullbody_outdoor.mp4") == (1, "1 person seen")
+    path = shared_data / "dance_fullbody_outdoor.mp4"
+    assert count_people(path, extract_poses(path, options=BODY_ONLY)) == (1, "1 person seen")
 
 
 def test_dance_video_is_full_body_and_asl_video_upper_body(shared_data, asl):

@@ -16,7 +16,7 @@ import numpy as np
 
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
-from farm.pose.extract import POSE_PARTS, PoseSequence, image_pose_detector
+from farm.pose.extract import POSE_PARTS, PoseSequence
 from farm.rig import JOINT_INDEX, VISIBLE
 
 TINY_SUBJECT_RATIO = 0.15  # warn when the performer's visible height is below this share of the frame
@@ -84,30 +84,59 @@ def video_framing(joints: np.ndarray, height: int) -> str:
     return max(people, key=people.get) if people else "no_person"
 
 
-def count_people(path: str | Path, *, samples: int = 8) -> tuple[int, str]:
-    """Most people seen on `samples` evenly spaced frames, and a note on whom motion comes from.
+def count_people(path: str | Path, poses: PoseSequence, *, samples: int = 8) -> tuple[int, str]:
+    """Most people seen on `samples` evenly spaced frames, and a note on whom motion comes from:
+    others_seen(path, samples=samples).count(poses), in one call."""
+    return others_seen(path, samples=samples).count(poses)
 
-    On each frame: the person mediapipe tracks (static Pose) counts as one; HOG people
-    detections and full-range face detections whose centres fall outside that person's box are
-    others (HOG also fires on parts of the tracked person, so its raw count overcounts). The
-    frame's count is 1 + max(other HOG, other faces), or max(HOG, faces) when mediapipe finds
-    nobody.
-    """
+
+@dataclass
+class OthersSeen:
+    """What the people detectors saw on the sampled frames of a video (others_seen): per frame,
+    its index, (width, height), and the HOG people and face boxes (N, 4) in frame pixels."""
+
+    frames: list[tuple[int, tuple[int, int], np.ndarray, np.ndarray]]
+
+    def count(self, poses: PoseSequence) -> tuple[int, str]:
+        """Most people on one sampled frame, and the note, with the performer tracked in `poses`.
+
+        On each frame the performer counts as one; HOG people detections and full-range face
+        detections whose centres fall outside the performer's box are others (HOG also fires on
+        parts of the performer, so its raw count overcounts). The frame's count is
+        1 + max(other HOG, other faces), or max(HOG, faces) on a frame without the performer."""
+        best_count, best_centre = 0, None
+        for index, (width, height), people, faces in self.frames:
+            count, centre = _count_on_frame(_performer(poses, index), width, height, people, faces)
+            if count > best_count:
+                best_count, best_centre = count, centre
+        return best_count, _people_note(best_count, best_centre, len(self.frames))
+
+
+def others_seen(path: str | Path, *, samples: int = 8) -> OthersSeen:
+    """The people detectors' half of count_people, on `samples` evenly spaced frames. It needs no
+    poses, so it can run while they are extracted; the tracker's poses then stand in for a pose
+    detector of its own (no second mediapipe Pose graph: about 110 MB, and a pose a frame)."""
     import mediapipe as mp
 
     probe = probe_video(path)
     indices = np.unique(np.linspace(0, max(probe.frame_count - 1, 0), samples).round().astype(int))
     hog = cv2.HOGDescriptor()
     hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-    best_count, best_centre = 0, None
-    with image_pose_detector() as detect_pose, \
-            mp.solutions.face_detection.FaceDetection(model_selection=1) as face_detector:
+    frames = []
+    with mp.solutions.face_detection.FaceDetection(model_selection=1) as face_detector:
         for index in indices.tolist():
             for rgb in iter_frames(path, start=index, stop=index + 1):
-                count, centre = _count_on_frame(rgb, detect_pose, hog, face_detector)
-                if count > best_count:
-                    best_count, best_centre = count, centre
-    return best_count, _people_note(best_count, best_centre, len(indices))
+                frames.append((index, (rgb.shape[1], rgb.shape[0]), _hog_people(hog, rgb), _faces(face_detector, rgb)))
+    return OthersSeen(frames)
+
+
+def _performer(poses: PoseSequence, index: int) -> np.ndarray | None:
+    """The performer's 33 body landmarks on frame `index` of the video, None where the tracker
+    found nobody (or the poses do not cover the frame)."""
+    at = index - poses.start
+    if not 0 <= at < len(poses.body) or poses.body[at, :, 3].max(initial=0.0) <= 0.0:
+        return None
+    return poses.body[at]
 
 
 def run_preflight(
@@ -128,7 +157,7 @@ def run_preflight(
     (e.g. alongside pose extraction). parts: the pose parts video_pose holds (farm.pose.extract.POSE_PARTS).
     """
     # 1. People in the video
-    people_max, people_note = people or count_people(video_path)
+    people_max, people_note = people or count_people(video_path, video_pose)
     warnings = []
     if people_max > 1 and video_pose.subject is not None:
         # motion.subject chose the performer: no warning, the note says whom.
@@ -201,14 +230,12 @@ def subject_size_and_speed(poses: PoseSequence) -> tuple[float, float]:
     return height / poses.height, per_frame
 
 
-def _count_on_frame(rgb: np.ndarray, detect_pose, hog, face_detector) -> tuple[int, float | None]:
-    """People on one frame, and the tracked person's centre as a share of the width (None when
-    mediapipe finds nobody)."""
-    height, width = rgb.shape[:2]
-    body = detect_pose(rgb)
+def _count_on_frame(body: np.ndarray | None, width: int, height: int, people: np.ndarray,
+                    faces: np.ndarray) -> tuple[int, float | None]:
+    """People on one frame, and the performer's centre as a share of the width (None when the
+    performer is not on it)."""
     person = None if body is None else _person_box(body, width, height)
-    others = max(len(_outside(boxes, person)) for boxes in
-                 (_hog_people(hog, rgb), _faces(face_detector, rgb)))
+    others = max(len(_outside(boxes, person)) for boxes in (people, faces))
     if person is None:
         return others, None
     return 1 + others, float(person[0] + person[2]) / 2 / width

@@ -46,7 +46,7 @@ from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.pose.extract import PoseOptions, PoseSequence, chunk_bounds, concat_poses, extract_poses
-from farm.qa.preflight import count_people
+from farm.qa.preflight import OthersSeen, others_seen
 from farm.qa.window import Takes, checking
 from farm.records import Progress
 from farm.shot.finish import finish_shot, make_preview
@@ -104,13 +104,13 @@ def _here() -> NodeAffinitySchedulingStrategy:
 
 
 @ray.remote
-def _count_people(video: Path) -> tuple[int, str]:
-    return count_people(video)
+def _others_seen(video: Path) -> OthersSeen:
+    return others_seen(video)
 
 
-def _people_alongside(video: Path):
-    ref = _count_people.options(scheduling_strategy=_here()).remote(video)
-    return lambda: ray.get(ref)
+def _people_alongside(video: Path) -> Callable[[PoseSequence], tuple[int, str]]:
+    ref = _others_seen.options(scheduling_strategy=_here()).remote(video)
+    return lambda poses: ray.get(ref).count(poses)
 
 
 @ray.remote(num_returns=2)

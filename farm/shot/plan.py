@@ -42,7 +42,7 @@ def plan_shot(
     reporter: Reporter | None = None,
     force: bool = False,
     extract: Callable[[Path, int, PoseOptions, Reporter], PoseSequence] | None = None,
-    people: Callable[[Path], Callable[[], tuple[int, str]]] | None = None,
+    people: Callable[[Path], Callable[[PoseSequence], tuple[int, str]]] | None = None,
     library: str | None = None,
 ) -> ShotPlan | ShotResult:
     """Steps 1-6 of a shot: inputs, character, pose, preflight, retarget, window plan. Returns the
@@ -50,8 +50,9 @@ def plan_shot(
 
     extract(video, frame_count, options, reporter): how the performer's poses are extracted; by
     default in this process, front to back (the Ray runtime passes one that shards long videos).
-    people(video): starts counting the people in the video and returns how to wait for the count
-    (the Ray runtime counts on another worker while the poses are extracted).
+    people(video): starts the people detectors on the video and returns how to finish the count
+    from the performer's poses (farm.qa.preflight.others_seen); the Ray runtime runs them on
+    another worker while the poses are extracted.
     library: the motion library's folder (farm.pose.library): the poses and people count of a
     motion are taken from there when an earlier shot extracted them, and kept there when not.
     None: always extracted.
@@ -107,7 +108,7 @@ def plan_shot(
         found = motions.lookup(store, library, motion_sha, options, cfg.pose.model) if library else None
         if found is not None:
             motion_key, entry = found
-            driving, people_count, tracked = entry.poses, (lambda: entry.people), entry.parts
+            driving, people_count, tracked = entry.poses, (lambda _poses: entry.people), entry.parts
         else:
             people_count = (people or _count_here)(local.motion)
             reporter.stage("pose", motion_probe.frame_count)
@@ -116,8 +117,8 @@ def plan_shot(
                 driving = extract(local.motion, motion_probe.frame_count, options, reporter)
             tracked = options.parts()
             if library:
-                counted = people_count()
-                people_count = lambda: counted  # noqa: E731 - counted once, for the library and preflight
+                counted = people_count(driving)
+                people_count = lambda _poses: counted  # noqa: E731 - counted once, for the library and preflight
                 motion_key = motions.library_key(motion_sha, options, cfg.pose.model)
                 motions.keep(store, library, motion_key, motions.MotionEntry(driving, counted, tracked), str(shot.motion))
         record["motion_library"] = {"key": motion_key, "reused": found is not None} if library else None
@@ -130,7 +131,7 @@ def plan_shot(
         from farm.qa.preflight import run_preflight
 
         with timed(timings, "preflight"):
-            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count(),
+            preflight = run_preflight(local.motion, driving, character.joints, character.image.shape[0], people_count(driving),
                                       parts=options.parts())
         record["preflight"] = preflight.to_dict()
         give_memory_back()  # the pages of the pose and people-count graphs, before the render stage
@@ -201,10 +202,10 @@ def _plan_windows(cfg: FarmConfig, spec: BackendSpec, frames: int) -> tuple[list
     return plan_chained_windows(frames, length, spec.condition_frames, overlap, cfg.window.chains, spec.frame_multiple)
 
 
-def _count_here(video: Path) -> Callable[[], tuple[int, str]]:
-    from farm.qa.preflight import count_people
+def _count_here(video: Path) -> Callable[[PoseSequence], tuple[int, str]]:
+    from farm.qa.preflight import others_seen
 
-    return lambda: count_people(video)
+    return others_seen(video).count
 
 
 def local_cpus() -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from farm.backends.base import Backend
 from farm.config import FarmConfig
 from farm.errors import FarmError
+from farm.pose.extract import PoseSequence
 from farm.qa.window import Takes, checking
 from farm.shot.finish import finish_shot, write_pose_artifacts
 from farm.shot.outcome import ShotResult, fail_shot, record_failure
@@ -169,9 +170,10 @@ class _Cancelled(Exception):
     pass
 
 
-def _count_alongside(pool: Executor, video: Path) -> Callable[[], tuple[int, str]]:
-    """Count the people in the video in `pool`, beside the pose chunks (the preflight waits for
-    the count). It goes in first: one thread counts while the others start on the poses."""
-    from farm.qa.preflight import count_people
+def _count_alongside(pool: Executor, video: Path) -> Callable[[PoseSequence], tuple[int, str]]:
+    """Run the people detectors on the video in `pool`, beside the pose chunks (the preflight
+    waits for them). They go in first: one thread detects while the others start on the poses."""
+    from farm.qa.preflight import others_seen
 
-    return pool.submit(count_people, video).result
+    seen = pool.submit(others_seen, video)
+    return lambda poses: seen.result().count(poses)
