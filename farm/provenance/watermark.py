@@ -79,16 +79,18 @@ def embed(frame: np.ndarray, code: int) -> np.ndarray:
     layout = _layout(*grid_shape(height, width))
     bits = _convolve(_payload_bits(code))[layout.bit_of_slot]
     marked = frame.astype(np.float32)
-    residual = np.empty((height, width, 1), np.float32)
     for _ in range(_PASSES):
         dct = _block_dct(_cells(luma(marked), layout))
         coefficients = dct[layout.slot_index]
         change = np.zeros_like(dct)
         change[layout.slot_index] = _quantise(coefficients, bits, layout.dither) - coefficients
-        residual[..., 0] = _spread(_block_idct(change), height, width)
-        np.add(marked, residual, out=marked)
-        np.clip(marked, 0.0, 255.0, out=marked)
-    return np.rint(marked, out=marked).astype(np.uint8)
+        residual = np.ascontiguousarray(_spread(_block_idct(change), height, width), dtype=np.float32)
+        # Element-wise, in OpenCV (several times numpy's speed on a channel broadcast): the same
+        # sums, clipped to 0..255.
+        cv2.add(marked, cv2.merge([residual, residual, residual]), dst=marked)
+        flat = marked.reshape(height, width * 3)  # one channel: a scalar bound applies to every value
+        cv2.min(cv2.max(flat, 0.0, dst=flat), 255.0, dst=flat)
+    return cv2.convertScaleAbs(marked)  # rounded half to even, as np.rint, the values being in 0..255
 
 
 def read_code(luma_plane: np.ndarray) -> int | None:
