@@ -207,8 +207,11 @@ def _quiet_native_logs() -> None:
 
 
 def main() -> int:
-    """The console script: native log noise off, then `run`."""
+    """The console script: native log noise off, large blocks mapped apart, then `run`."""
+    from farm.native import map_large_blocks
+
     _quiet_native_logs()
+    map_large_blocks()
     return run(sys.argv[1:])
 
 

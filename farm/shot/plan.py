@@ -20,13 +20,14 @@ from farm.config import FarmConfig
 from farm.errors import FarmError
 from farm.manifest import SCHEMA_VERSION, versions
 from farm.media.probe import VideoProbe
+from farm.native import give_memory_back
 from farm.pose.extract import PoseOptions, PoseSequence
 from farm.provenance.rights import check_rights
 from farm.provenance.watermark import SCHEME, code_hex, watermark_code
 from farm.shot.inputs import as_given, content_key, fallback_id, fetch_inputs, probe_inputs
 from farm.shot.outcome import ShotResult, claim, fail_shot, finished, reuse_verdict
 from farm.shot.planned import ShotPlan, unmarked
-from farm.shot.tools import give_memory_back, shot_pose_options, stage_root, storage_for
+from farm.shot.tools import shot_pose_options, stage_root, storage_for
 from farm.shot.types import Reporter, Shot, Silent, progress_callback, timed
 from farm.storage import Storage
 from farm.types import Canvas, check_shot_id

@@ -27,10 +27,10 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     streams: the windows render on another thread while this one encodes those already made); None:
     every window of the segment is rendered and `window_logs` holds their logs."""
     from farm.media.encode import VideoWriter
+    from farm.native import give_memory_back
     from farm.provenance.watermark import embed
     from farm.qa.measure import Appearance, FrameMeter
     from farm.qa.track import Texture
-    from farm.shot.tools import give_memory_back
     from farm.stitch import Stitcher
 
     started = time.perf_counter()

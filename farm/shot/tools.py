@@ -1,7 +1,6 @@
 """What the stages of a shot work with: its store and staging folder, its backend, its pose options."""
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -107,20 +106,3 @@ def shot_pose_options(cfg: FarmConfig, spec: BackendSpec) -> PoseOptions:
     options = pose_options(cfg)
     used = set(spec.pose_parts) | ({"hands", "face"} if cfg.output.openpose_json else set())
     return dataclasses.replace(options, hands=options.hands and "hands" in used, face=options.face and "face" in used)
-
-
-def give_memory_back() -> None:
-    """Return the heap's free pages to the system (glibc's malloc_trim). A mediapipe graph holds
-    about 100 MB while it runs and glibc keeps those pages once it is closed, so a render that
-    extracted poses would carry them through its render stage; elsewhere this does nothing."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl)
-        return None
