@@ -207,11 +207,8 @@ def _quiet_native_logs() -> None:
 
 
 def main() -> int:
-    """The console script: native log noise off, large blocks mapped apart, then `run`."""
-    from farm.native import map_large_blocks
-
+    """The console script: native log noise off, then `run`."""
     _quiet_native_logs()
-    map_large_blocks()
     return run(sys.argv[1:])
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from farm.errors import FarmError
 from farm.media.decode import iter_frames
 from farm.media.probe import probe_video
+from farm.native import TRIM_EVERY, give_memory_back
 from farm.pose.smooth import one_euro
 from farm.pose.subject import follow_subject, parse_subject
 from farm.rig import JOINT_INDEX, VISIBLE, from_mediapipe
@@ -183,6 +184,8 @@ def extract_poses(
                 source=str(path), record=subject))
         for parts in found:
             frames.append(parts)
+            if len(frames) % TRIM_EVERY == 0:
+                give_memory_back()  # the graph's freed buffers, before they fragment the heap
             if progress is not None and len(frames) > warmup:
                 progress(len(frames) - warmup)
     if len(frames) <= warmup:

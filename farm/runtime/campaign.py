@@ -45,7 +45,6 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from farm.backends.base import Backend, BackendSpec
 from farm.config import FarmConfig
 from farm.errors import FarmError
-from farm.native import map_large_blocks
 from farm.pose.extract import PoseOptions, PoseSequence, chunk_bounds, concat_poses, extract_poses
 from farm.qa.preflight import OthersSeen, others_seen
 from farm.qa.window import Takes, checking
@@ -74,7 +73,6 @@ def _backend(cfg: FarmConfig) -> Backend:
 
 @ray.remote
 def _pose_chunk(video: Path, start: int, stop: int, options: PoseOptions) -> PoseSequence:
-    map_large_blocks()  # the graph's buffers, mapped apart (farm.native)
     return extract_poses(video, start=start, stop=stop, options=options)
 
 

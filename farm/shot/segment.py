@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from farm.native import give_memory_back
 from farm.shot.planned import ShotPlan
 from farm.shot.tools import storage_for
 from farm.shot.types import QA_SUFFIX
@@ -27,8 +28,6 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     streams: the windows render on another thread while this one encodes those already made); None:
     every window of the segment is rendered and `window_logs` holds their logs."""
     from farm.media.encode import VideoWriter
-    from farm.native import give_memory_back
-    from farm.provenance.watermark import embed
     from farm.qa.measure import Appearance, FrameMeter
     from farm.qa.track import Texture
     from farm.stitch import Stitcher
@@ -51,15 +50,9 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
     with VideoWriter(path, fps=plan.fps, width=plan.canvas.width, height=plan.canvas.height,
                      crf=cfg.output.crf, preset=cfg.output.preset, threads=1) as writer, meter:
         for w in range(segment.first, segment.stop):
-            next_start = windows[w + 1].start if w + 1 < len(windows) else None
-            held = plan.held_frames(windows[w])
             ready(w)
-            give_memory_back()  # the last window's pages: three threads' heaps otherwise only grow
-            for frame in stitcher.add(windows[w], plan.window_frames(windows[w]), next_start, fits(w), held=held):
-                if code is not None:
-                    frame = embed(frame, code)
-                writer.write(frame)
-                meter.add(frame)  # QA measures the frames as they are encoded, segments side by side
+            _encode_window(plan, w, stitcher, fits(w), writer, meter, code)
+            give_memory_back()  # the window's pages: three threads' heaps otherwise only grow
         stitcher.finish(segment.end)
     measured = plan.segment_file(segment, QA_SUFFIX)
     seams = np.array(stitcher.seams, np.float64).reshape(-1, 2)  # (window, seam score) of the joins made here
@@ -69,6 +62,20 @@ def encode_segment(plan: ShotPlan, segment: Segment, window_logs: list[dict], *,
         storage_for(cfg).put_file(measured, plan.segment_uri(segment, QA_SUFFIX))
     return {"index": segment.index, "start": segment.start, "end": segment.end, "worker": worker,
             "seconds": round(time.perf_counter() - started, 3), "measure_seconds": round(meter.seconds, 3)}
+
+
+def _encode_window(plan: ShotPlan, w: int, stitcher, fit, writer, meter, code: int | None) -> None:
+    """Stitch window w into the segment, watermark, encode and measure its frames. Its own
+    function: the window's frames are let go when it returns, before the next window is read."""
+    from farm.provenance.watermark import embed
+
+    window, windows = plan.windows[w], plan.windows
+    next_start = windows[w + 1].start if w + 1 < len(windows) else None
+    for frame in stitcher.add(window, plan.window_frames(window), next_start, fit, held=plan.held_frames(window)):
+        if code is not None:
+            frame = embed(frame, code)
+        writer.write(frame)
+        meter.add(frame)  # QA measures the frames as they are encoded, segments side by side
 
 
 class _Fits:
