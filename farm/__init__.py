@@ -7,7 +7,7 @@ Layers, bottom to top. A module imports only from its own package or from lower 
 data flows one way and nothing imports in a circle (tests/test_layers.py reads every import and
 enforces this table):
 
-    0  errors, _version                   the one error type users see; the version
+    0  errors, _version, native           the one error type users see; the version; the C allocator
     1  types, rig                         shared value types, shot ids, the 15-joint rig
     2  storage, media, windows            storage imports nothing above errors
     3  pose, propose                      extract, smooth, retarget, draw; a drawing's skeleton from its mask

@@ -12,7 +12,7 @@ FARM = Path(__file__).resolve().parent.parent / "farm"
 
 # The table of farm/__init__.py: top-level module or package of farm -> layer.
 LAYERS = {
-    "errors": 0, "_version": 0,
+    "errors": 0, "_version": 0, "native": 0,
     "types": 1, "rig": 1,
     "storage": 2, "media": 2, "windows": 2,
     "pose": 3, "propose": 3,
