@@ -109,7 +109,7 @@ def add_motion(
     # 2. Its poses and people count, once, with every part the operator's pose settings allow: a
     #    richer entry serves every backend (the puppet reads the body of it, Wan-Animate all of it).
     options = pose_options(cfg)
-    found = poses.lookup(store, library_root(out_root), sha, options, cfg.pose.model)
+    found = poses.lookup(store, library_root(out_root), sha, options, cfg.pose.model, probe.rotation)
     if found is not None:
         key = found[0]
     else:
@@ -119,7 +119,7 @@ def add_motion(
         with as_given({local: video}):
             extracted = extract_in_process(local, probe.frame_count, options, reporter)
             people = count_people(local, extracted)
-        key = poses.library_key(sha, options, cfg.pose.model)
+        key = poses.library_key(sha, options, cfg.pose.model, probe.rotation)
         poses.keep(store, library_root(out_root), key, poses.MotionEntry(extracted, people, options.parts()), str(video))
 
     # 3. The record, last

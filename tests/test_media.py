@@ -22,6 +22,7 @@ from farm.media.probe import (
     probe_video,
     sha256_file,
 )
+from tests.conftest import REPO
 
 DANCE = "dance_fullbody_outdoor.mp4"
 ASL = "gesture_asl_please.mkv"
@@ -420,6 +421,42 @@ def test_exif_orientation_is_applied(tmp_path):
     rgb, _ = load_image(tmp_path / "phone.jpg")
 
     assert rgb.shape == (40, 20, 3)
+
+
+def _phone_copies(frames: np.ndarray, folder: Path, rotation: int) -> tuple[Path, Path]:
+    """The frames written upright, and stored turned with the display rotation that shows them
+    upright again (PyAV's counter-clockwise degrees), as a phone records a clip held the other way."""
+    stored = {-90: cv2.ROTATE_90_COUNTERCLOCKWISE, 90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180}[rotation]
+    paths = folder / "upright.mp4", folder / f"phone{rotation}.mp4"
+    for path, turn in zip(paths, (None, stored)):
+        with av.open(str(path), "w") as out:
+            stream = out.add_stream("libx264", rate=30, options={"qp": "0"})
+            shape = frames[0].shape if turn is None else cv2.rotate(frames[0], turn).shape
+            stream.height, stream.width, stream.pix_fmt = shape[0], shape[1], "yuv444p"
+            if turn is not None:
+                stream.set_display_rotation(rotation)
+            for frame in frames:
+                picture = frame if turn is None else cv2.rotate(frame, turn)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")))
+            out.mux(stream.encode())
+    return paths
+
+
+@pytest.mark.parametrize("rotation, turned", [(-90, 90), (90, 270), (180, 180)])
+def test_a_phone_clip_stored_turned_is_read_upright(tmp_path, rotation, turned):
+    """A clip whose display matrix turns it (a phone held the other way) is probed at the size it is
+    shown and decoded upright, every frame: the same pictures as the clip written upright."""
+    frames = read_frames(REPO / "jobs" / "media" / ASL, 0, 12)
+    upright, phone = _phone_copies(frames, tmp_path, rotation)
+
+    probe = probe_video(phone)
+    assert (probe.width, probe.height, probe.rotation) == (640, 480, turned)
+    assert probe_video(upright).rotation == 0
+
+    shown = read_frames(phone)
+    assert shown.shape == frames.shape
+    assert np.abs(shown.astype(int) - read_frames(upright).astype(int)).max() <= 1  # lossless both ways
+    assert np.array_equal(next(iter_frames(phone, 5, 6)), shown[5])  # a range that seeks is turned too
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image\n"])

@@ -119,6 +119,27 @@ def test_drawing_render_in_video_mode_and_rerun_reuses_the_shot(tmp_path):
     assert again.status == "reused" and again.shot_id == result.shot_id
 
 
+def test_a_phone_clip_stored_sideways_is_rendered_upright(tmp_path):
+    """A clip a phone stored sideways (display rotation -90) drives the character as it is shown:
+    the video comes out landscape, and the performer's pose is the one found in the upright clip."""
+    from farm.pose.extract import extract_poses
+    from tests.test_media import _phone_copies
+
+    upright, phone = _phone_copies(read_frames(MEDIA / "gesture_asl_please.mkv", 0, 24), tmp_path, -90)
+    cfg = load_config(["match=video", "output.size=256", "output.pose_preview=false"])
+    result = render_shot(drawing_shot(phone, "char1"), cfg, tmp_path / "out")
+    assert result.status == "succeeded", result.error
+    frames, (_, _, _, width, height), _ = _decoded(result.video)
+    assert (frames, width, height) == (24, 256, 192)
+    assert result.manifest["inputs"]["motion"]["probe"]["rotation"] == 90
+    driving = read_parquet(result.folder / "poses" / "driving.parquet")
+    expected = extract_poses(upright)
+    assert (driving.width, driving.height) == (640, 480)
+    seen = (driving.body[..., 3] > 0.5) & (expected.body[..., 3] > 0.5)
+    assert seen.sum() > 24 * 15
+    assert np.abs(driving.body[..., :2] - expected.body[..., :2])[seen].max() < 3.0  # pixels of a 640x480 frame
+
+
 def test_output_fps_override_keeps_the_duration(tmp_path):
     cfg = load_config(["output.fps=15", "output.size=128", "output.pose_preview=false"])
     shot = drawing_shot("gesture_asl_please.mkv", "char3")

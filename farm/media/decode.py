@@ -2,7 +2,9 @@
 
 Frame i is the i-th frame of a full decode (presentation order, counting from 0). A range that starts
 past the first keyframe seeks to the last keyframe at or before it, so reading frames 1000..1009
-decodes one group of pictures, not the thousand frames before it.
+decodes one group of pictures, not the thousand frames before it. Frames come upright: a phone clip
+stored sideways is turned as its display matrix says (probe_video's width and height are the
+turned ones).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import av
 import numpy as np
 
 from farm.errors import MediaError
-from farm.media.probe import VIDEO_FIX, demux_video_packets, open_video
+from farm.media.probe import VIDEO_FIX, demux_video_packets, open_video, upright
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,12 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> np
     path = Path(path)
     timeline = _read_timeline(path)
     stop = _checked_stop(path, start, stop, len(timeline.pts))
-    frames = np.empty((stop - start, timeline.height, timeline.width, 3), dtype=np.uint8)
+    frames = None
     for i, frame in enumerate(_decode_range(path, timeline, start, stop)):
+        if frames is None:  # the first frame's shape: the stored size, turned upright
+            frames = np.empty((stop - start, *frame.shape), dtype=np.uint8)
         frames[i] = frame
-    return frames
+    return frames if frames is not None else np.empty((0, timeline.height, timeline.width, 3), dtype=np.uint8)
 
 
 def _read_timeline(path: Path) -> _Timeline:
@@ -115,7 +119,8 @@ def _decode_range(path: Path, timeline: _Timeline, start: int, stop: int) -> Ite
         for index, frame in zip(range(start, stop), frames):
             if seek_to is not None and frame.pts != timeline.pts[index]:
                 raise MediaError(path, f"frame {index} did not decode where its index places it", VIDEO_FIX)
-            yield np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=timeline.width, height=timeline.height))
+            rgb = frame.to_ndarray(format="rgb24", width=timeline.width, height=timeline.height)
+            yield np.ascontiguousarray(upright(rgb, frame.rotation))
             yielded += 1
         if yielded < stop - start:
             problem = f"stops decoding at frame {start + yielded} of the {len(timeline.pts)} it holds; it is damaged"
@@ -146,5 +151,6 @@ def iter_luma(path: str | Path) -> Iterator[np.ndarray]:
             if frame.format.name not in ("yuv420p", "yuvj420p"):
                 frame = frame.reformat(format="yuv420p")
             plane = frame.planes[0]
-            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width].astype(np.float64)
+            y = np.frombuffer(plane, np.uint8).reshape(frame.height, plane.line_size)[:, : frame.width]
+            y = upright(np.ascontiguousarray(y), frame.rotation).astype(np.float64)
             yield y if full else (y - 16.0) * (255.0 / 219.0)

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -27,6 +28,9 @@ IMAGE_FIX = "pass a PNG, JPEG or WEBP image; if it is one, it may be damaged: re
 class VideoProbe:
     """A video's picture size, timing and audio.
 
+    width and height are the picture as it is meant to be shown: a phone clip stored sideways with a
+    rotation in its display matrix has them swapped, and `rotation` (0, 90, 180 or 270: degrees
+    clockwise) says how its stored frames are turned upright; every decode here turns them.
     fps is the frame rate as a float, fps_fraction the same rate exactly ("30000/1001").
     frame_count is the number of frames a full decode yields; duration_s = frame_count / fps.
     codec names are FFmpeg's ("h264", "aac"). The audio fields are None when has_audio is False.
@@ -43,6 +47,7 @@ class VideoProbe:
     audio_codec: str | None
     audio_sample_rate: int | None
     audio_channels: int | None
+    rotation: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,9 +103,11 @@ def probe_video(
 
         # 4. Describe the first audio stream, if any
         audio = container.streams.audio[0].codec_context if container.streams.audio else None
+        rotation = display_rotation(path)
+        width, height = (stream.height, stream.width) if rotation in (90, 270) else (stream.width, stream.height)
         return VideoProbe(
-            width=stream.width,
-            height=stream.height,
+            width=width,
+            height=height,
             fps=float(rate),
             fps_fraction=f"{rate.numerator}/{rate.denominator}",
             frame_count=frame_count,
@@ -110,7 +117,37 @@ def probe_video(
             audio_codec=audio.name if audio else None,
             audio_sample_rate=audio.sample_rate if audio else None,
             audio_channels=audio.channels if audio else None,
+            rotation=rotation,
         )
+
+
+def display_rotation(path: Path) -> int:
+    """How the video's frames are turned to be shown upright: 0, 90, 180 or 270 degrees clockwise.
+
+    Phones record sideways and put the turn in the track's display matrix (the frames carry it as
+    side data); players apply it, so must we. Read from the first frame; 0 when there is none or
+    it cannot be decoded (the decode that follows says what is wrong with the file)."""
+    try:
+        with open_video(path) as (container, stream):
+            frame = next(container.decode(stream), None)
+    except (av.FFmpegError, MediaError):
+        return 0
+    return 0 if frame is None else quarter_turns(frame.rotation) * 90
+
+
+def quarter_turns(rotation: float) -> int:
+    """Clockwise quarter turns that show a frame upright, from PyAV's `VideoFrame.rotation`
+    (the display matrix's angle, counter-clockwise); an angle between quarters goes to the nearest."""
+    return round(-float(rotation or 0) / 90) % 4
+
+
+_UPRIGHT = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def upright(picture: np.ndarray, rotation: float) -> np.ndarray:
+    """A decoded picture (any channels) turned as its frame's display matrix says."""
+    turns = quarter_turns(rotation)
+    return picture if turns == 0 else cv2.rotate(picture, _UPRIGHT[turns])
 
 
 @contextmanager

@@ -42,24 +42,28 @@ class MotionEntry:
     parts: tuple[str, ...]
 
 
-def library_key(motion_sha256: str, options: PoseOptions, model: str) -> str:
-    """The key of the entry an extraction of the motion with `options` is kept under."""
+def library_key(motion_sha256: str, options: PoseOptions, model: str, rotation: int = 0) -> str:
+    """The key of the entry an extraction of the motion with `options` is kept under. rotation: the
+    video's display rotation (probe_video), in the key only when there is one: entries made before
+    frames were turned upright hold a turned video's poses sideways, and are not taken."""
     import mediapipe
 
     doc = {"version": VERSION, "motion": motion_sha256, "options": dataclasses.asdict(options), "model": model,
            "mediapipe": mediapipe.__version__}
+    if rotation:
+        doc["rotation"] = rotation
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def lookup(store: Storage, root: str, motion_sha256: str, options: PoseOptions,
-           model: str) -> tuple[str, MotionEntry] | None:
+           model: str, rotation: int = 0) -> tuple[str, MotionEntry] | None:
     """The entry that serves an extraction of the motion with `options`, and its key: the entry
     extracted with them, else one extracted with the same settings and more parts (fewest extra
     parts first, in POSE_PARTS order). Its poses hold only the parts `options` track (the others
     all zeros, as an extraction without them leaves them). None when no entry serves (or none can
     be read: it is made again)."""
     for richer in _richer(options):
-        key = library_key(motion_sha256, richer, model)
+        key = library_key(motion_sha256, richer, model, rotation)
         found = _read(store, root, key)
         if found is not None:
             poses, people = found

@@ -141,6 +141,11 @@ def content_key(inputs: dict, shot: Shot, cfg: FarmConfig, spec: BackendSpec) ->
         "provenance": {"watermark": cfg.provenance.watermark, "sign": cfg.provenance.sign},
         "backend": [spec.name, spec.version],
     }
+    # A video shown turned (a phone's display rotation): shots made before frames were turned upright
+    # read it sideways, so its key differs from theirs; every other shot keeps its key.
+    turned = {name: item["probe"]["rotation"] for name, item in inputs.items() if (item.get("probe") or {}).get("rotation")}
+    if turned:
+        key["rotation"] = turned
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

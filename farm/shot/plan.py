@@ -106,7 +106,7 @@ def plan_shot(
 
         options = shot_pose_options(cfg, spec)
         motion_sha, motion_key = inputs["motion"]["sha256"], None
-        found = motions.lookup(store, library, motion_sha, options, cfg.pose.model) if library else None
+        found = motions.lookup(store, library, motion_sha, options, cfg.pose.model, motion_probe.rotation) if library else None
         if found is not None:
             motion_key, entry = found
             driving, people_count, tracked = entry.poses, (lambda _poses: entry.people), entry.parts
@@ -120,7 +120,7 @@ def plan_shot(
             if library:
                 counted = people_count(driving)
                 people_count = lambda _poses: counted  # noqa: E731 - counted once, for the library and preflight
-                motion_key = motions.library_key(motion_sha, options, cfg.pose.model)
+                motion_key = motions.library_key(motion_sha, options, cfg.pose.model, motion_probe.rotation)
                 motions.keep(store, library, motion_key, motions.MotionEntry(driving, counted, tracked), str(shot.motion))
         record["motion_library"] = {"key": motion_key, "reused": found is not None} if library else None
         # The parts the poses hold, and those mediapipe tracked: more when a library entry extracted
