@@ -92,25 +92,29 @@ def test_the_driver_reads_a_plan_head_a_small_part_of_the_plan(tmp_path):
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_a_motion_is_extracted_once_per_output_and_every_later_shot_and_campaign_reuses_it(tmp_path):
-    """Six shots over two motions extract two poses; a second campaign into the same OUT extracts none."""
+    """Sixty shots over two motions extract two poses; a second campaign into the same OUT extracts
+    none. The simulated backend (a few milliseconds a frame) keeps sixty shots cheap; the poses are
+    the same whichever backend reads them."""
+    simulated = ["backend=simulated", "backend.seconds_per_frame=0.002", "backend.load_seconds=0"]
+
     def shots(seeds):
         return "".join(_drawing(f"{name}{seed}", motion, drawing).replace("}", f", overrides: [seed={seed}]}}")
                        for seed in seeds for name, motion, drawing in (("walk", WALK, "char3"),
                                                                        ("please", "gesture_asl_please.mkv", "char1")))
     out = tmp_path / "out"
-    assert cli.run(["submit", _campaign(tmp_path, shots(range(3)), "first"), "-o", str(out)]) == 0
+    assert cli.run(["submit", _campaign(tmp_path, shots(range(30)), "first"), "-o", str(out), *simulated]) == 0
     counts = json.loads((out / "first" / "campaign.json").read_text())["counts"]
-    assert (counts["shots_succeeded"], counts["poses_extracted"], counts["poses_reused"]) == (6, 2, 4)
+    assert (counts["shots_succeeded"], counts["poses_extracted"], counts["poses_reused"]) == (60, 2, 58)
     entries = sorted((out / "library" / "poses").iterdir())
     assert len(entries) == 2 and all((e / "info.json").is_file() and (e / "pose.parquet").is_file() for e in entries)
     # A shot that took the library's poses has the poses the extracting shot had, to the bit.
-    poses = [read_parquet(out / "first" / "shots" / f"walk{seed}" / "poses" / "driving.parquet") for seed in range(3)]
+    poses = [read_parquet(out / "first" / "shots" / f"walk{seed}" / "poses" / "driving.parquet") for seed in range(30)]
     assert all(np.array_equal(p.body, poses[0].body) and np.array_equal(p.face, poses[0].face) for p in poses[1:])
-    manifests = [json.loads((out / "first" / "shots" / f"walk{seed}" / "manifest.json").read_text()) for seed in range(3)]
-    assert sorted(m["motion_library"]["reused"] for m in manifests) == [False, True, True]
+    manifests = [json.loads((out / "first" / "shots" / f"walk{seed}" / "manifest.json").read_text()) for seed in range(30)]
+    assert sorted(m["motion_library"]["reused"] for m in manifests) == [False] + [True] * 29
     assert "pose" not in next(m for m in manifests if m["motion_library"]["reused"])["timings"]
 
-    assert cli.run(["submit", _campaign(tmp_path, shots([7]), "second"), "-o", str(out)]) == 0
+    assert cli.run(["submit", _campaign(tmp_path, shots([70]), "second"), "-o", str(out), *simulated]) == 0
     counts = json.loads((out / "second" / "campaign.json").read_text())["counts"]
     assert (counts["shots_succeeded"], counts["poses_extracted"], counts["poses_reused"]) == (2, 0, 2)
 
