@@ -126,6 +126,30 @@ def test_a_video_measured_against_its_own_pose_and_windows_scores_pck_1_and_seam
     assert np.array_equal(again.frames["frame_diff"][1:], quality.frames["frame_diff"][1:])
 
 
+def test_points_the_target_puts_below_the_frame_are_not_judged(performer):
+    """A half-length picture: the frames cut above the elbows, the target still reaching below the
+    cut. No backend can show those points and no detector find them, so they are not judged; the
+    points in the frame are, as before."""
+    frames, poses = performer
+    target = coco17_from_body(poses.body)
+    elbows = [m.COCO17.index(name) for name in ("left_elbow", "right_elbow")]
+    cut = int(np.median(target[:, elbows, 1])) // 2 * 2
+    cropped = np.ascontiguousarray(frames[:, :cut])
+    below = (target[..., 1] >= cut) & (target[..., 2] >= 0.5)
+    assert below[:, elbows].mean() > 0.3  # the cut hides the elbows on many frames
+    windows = plan_windows(len(frames), 25, 9)
+    part = _meter(cropped, poses.rig())
+
+    judged = shot_quality([part], windows, target).summary
+    assert judged["joint_pck"] < 0.5 and judged["joint_pck_worst"] in {m.COCO17[k] for k in np.flatnonzero(below.any(axis=0))}
+
+    quality = shot_quality([part], windows, target, frame_size=(frames.shape[2], cut))
+    kept, x, y = quality.frames["target"], target[..., 0], target[..., 1]
+    outside = (x < 0) | (y < 0) | (x >= frames.shape[2]) | (y >= cut)
+    assert not (kept[outside, 2] > 0).any() and np.array_equal(kept[~outside], target[~outside])
+    assert quality.summary["joint_pck"] >= 0.5 and quality.summary["pose_pck"] > judged["pose_pck"]
+
+
 def test_windows_that_disagree_make_a_seam(performer):
     frames, poses = performer
     windows = plan_windows(len(frames), 25, 9)

@@ -220,12 +220,27 @@ def detector_sees(character: Character) -> bool:
     return bool(np.nan_to_num(m.pck(coco17_from_body(body)[None], rest))[0] >= 0.5)
 
 
+def in_frame(target: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The target (T, 17, 3) with the points it puts outside a frame of frame_size (width, height)
+    not wanted (confidence 0): no backend can show them there and no detector find them, as the hand
+    of a half-length character that the motion lowers below the frame's edge."""
+    width, height = frame_size
+    x, y = target[..., 0], target[..., 1]
+    outside = (x < 0) | (y < 0) | (x >= width) | (y >= height)
+    if not outside.any():
+        return target
+    target = target.copy()
+    target[outside, 2] = 0.0
+    return target
+
+
 def shot_quality(
     parts: list[dict[str, np.ndarray]], windows: list[Window], target: np.ndarray, *,
-    detector_sees_character: bool = True,
+    detector_sees_character: bool = True, frame_size: tuple[int, int] | None = None,
 ) -> Quality:
     """parts: FrameMeter results of consecutive segments covering the shot; target: (T, 17, 3)
-    from coco17_target.
+    from coco17_target; frame_size: (width, height) of the frames, whose target points outside
+    them are not judged (None: every point is).
 
     The output's pose (pose_source) is mediapipe's re-detection ("mediapipe"), or for a character
     mediapipe cannot see in its own image (detector_sees) its parts tracked by their texture
@@ -244,6 +259,8 @@ def shot_quality(
     if len(detected) != total:
         raise RuntimeError(f"measured {len(detected)} frames of a {total}-frame shot")
 
+    if frame_size is not None:
+        target = in_frame(target, frame_size)
     found = (detected[..., 2] >= VISIBLE).any(axis=1)
     source, measured = "mediapipe", detected
     if not detector_sees_character:

@@ -62,7 +62,8 @@ def check_window(plan, window: Window, frames: np.ndarray) -> dict:
         part["seams"] = np.array([[window.index, join_seam(tail, frames)]])
     target = coco17_target(targets, plan.driving_at(plan.index[window.start : window.start + n]))
     alone = Window(window.index, 0, n, n)
-    quality = shot_quality([part], [alone], target, detector_sees_character=plan.detector_sees)
+    quality = shot_quality([part], [alone], target, detector_sees_character=plan.detector_sees,
+                           frame_size=(plan.canvas.width, plan.canvas.height))
     metrics = {key: quality.summary.get(key) for key in _SHOWN}
     if before is None:
         metrics["seam_score"] = None

@@ -197,7 +197,8 @@ def _quality(plan: ShotPlan):
         with np.load(plan.local_segment(segment, QA_SUFFIX)) as stored:
             parts.append({key: stored[key] for key in stored.files})
     target = coco17_target(plan.targets, plan.driving_at(plan.index))
-    return shot_quality(parts, plan.windows, target, detector_sees_character=plan.detector_sees)
+    return shot_quality(parts, plan.windows, target, detector_sees_character=plan.detector_sees,
+                        frame_size=(plan.canvas.width, plan.canvas.height))
 
 
 def _write_report(plan: ShotPlan, record: dict) -> None:
