@@ -113,16 +113,23 @@ def _render_streaming(backend: Backend, planned: ShotPlan, reporter: Reporter) -
     failure anywhere stops the others and fails the shot, leaving no take behind."""
     cfg = planned.cfg
     windows = _Arrivals()
-    with ThreadPoolExecutor(2, thread_name_prefix=f"shot-{planned.shot_id}") as pool:
+    segments = _Segments(planned, windows)
+    with ThreadPoolExecutor(3, thread_name_prefix=f"shot-{planned.shot_id}") as pool:
         rendering = pool.submit(_render_windows, backend, planned, reporter, windows.made)
         rendering.add_done_callback(windows.finished)
         artifacts = pool.submit(write_pose_artifacts, planned)
+        # Once the windows are all rendered their thread's core is free: a second encoder takes the
+        # segments not yet started (the encoding side otherwise finishes alone, on one core).
+        second = pool.submit(segments.encode, after=rendering)
         try:
-            segment_logs = [encode_segment(planned, segment, [], ready=windows.wait) for segment in planned.segments]
+            segments.encode()
+            second.result()
+            segment_logs = segments.logs()
             logs = rendering.result()
         except BaseException as exc:  # the render's own failure comes here through windows.wait
             windows.cancel()
-            wait([rendering, artifacts])  # nothing writes into the take once it is removed
+            segments.stop()
+            wait([rendering, artifacts, second])  # nothing writes into the take once it is removed
             if not isinstance(exc, Exception):  # Ctrl-C: the windows rendered so far stay for the rerun
                 raise
             return fail_shot(planned.shot, planned.folder, planned.record, planned.timings, exc, uri=planned.uri,
@@ -168,6 +175,37 @@ class _Arrivals:
 
 class _Cancelled(Exception):
     pass
+
+
+class _Segments:
+    """A shot's segments, handed out in order to the threads that encode them (each as its windows
+    arrive, see _Arrivals.wait); stop() hands out no more."""
+
+    def __init__(self, planned: ShotPlan, windows: _Arrivals) -> None:
+        self.planned, self.windows = planned, windows
+        self.todo = list(reversed(planned.segments))
+        self.done: dict[int, dict] = {}
+        self.lock = threading.Lock()
+
+    def encode(self, after: Future | None = None) -> None:
+        """Encode segments until none is left; after: start once that future is done."""
+        if after is not None:
+            wait([after])
+        while (segment := self._next()) is not None:
+            self.done[segment.index] = encode_segment(self.planned, segment, [], ready=self.windows.wait)
+
+    def _next(self):
+        with self.lock:
+            if self.windows.failed is not None:  # what stopped the windows stops the shot
+                raise self.windows.failed
+            return self.todo.pop() if self.todo else None
+
+    def stop(self) -> None:
+        with self.lock:
+            self.todo.clear()
+
+    def logs(self) -> list[dict]:
+        return [self.done[segment.index] for segment in self.planned.segments]
 
 
 def _count_alongside(pool: Executor, video: Path) -> Callable[[PoseSequence], tuple[int, str]]:
